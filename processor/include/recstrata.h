@@ -1,0 +1,292 @@
+/*
+ * recstrata.h — the one public header of librecstrata.so.
+ *
+ * recstrata is an embeddable inference processor for recommendation models:
+ * TensorFlow SavedModels (or recstrata model bundles) run in a SessionGroup,
+ * with sparse embeddings read from a tiered store (DRAM cache over an SSD
+ * hash store).
+ *
+ * Conventions (the same for every function below; docs/c-abi.md says more):
+ *
+ *  - C99-clean. Everything not marked RS_API is hidden.
+ *  - Errors: fallible functions return an rs_status (RS_OK == 0) and take a
+ *    last argument `rs_error** error`. When it is non-NULL and the call fails,
+ *    *error receives a new error object (code + message) that the caller owns
+ *    and releases with rs_error_free(). Pass NULL to ignore messages. There is
+ *    no thread-local "last error": the message travels with the call, which
+ *    is what Go hosts (goroutines hop OS threads) need.
+ *  - No C++ exception ever crosses this boundary and nothing here aborts the
+ *    host process, whatever bytes arrive.
+ *  - Ownership: inputs are borrowed for the duration of the call only; the
+ *    library never keeps a caller pointer. Memory the library returns is
+ *    released by the library: rs_free() for buffers and strings, the matching
+ *    *_free / *_close function for objects. Never call plain free() on it.
+ *  - Handles are opaque. Every destroy/close/free function accepts NULL.
+ *  - Threading is stated on each object; in short, a loaded model and an open
+ *    store are shared read-mostly objects that many threads may use at once.
+ *  - Evolution is append-only: signatures never change, new variants get a
+ *    _v2 suffix, enums only grow.
+ *
+ * Lines between RS_CDEF_BEGIN and RS_CDEF_END are read verbatim (minus RS_API
+ * and preprocessor lines) by the Python binding's cffi cdef, so keep them to
+ * plain C declarations and integer #defines.
+ */
+#ifndef RECSTRATA_H_
+#define RECSTRATA_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define RS_API __declspec(dllexport)
+#else
+#define RS_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* RS_CDEF_BEGIN */
+
+/* ---- Version ---------------------------------------------------------- */
+
+/* Compile-time version of this header. RS_VERSION_NUMBER is
+ * major * 10000 + minor * 100 + patch. RS_ABI_VERSION changes only when an
+ * existing declaration would change meaning (it never should). */
+#define RS_VERSION_MAJOR 0
+#define RS_VERSION_MINOR 1
+#define RS_VERSION_PATCH 0
+#define RS_VERSION_NUMBER 100
+#define RS_ABI_VERSION 1
+
+/* Runtime version of the loaded library; compare with RS_VERSION_NUMBER to
+ * detect a header/library mismatch. Thread-safe, never fails. */
+RS_API int rs_version_number(void);
+RS_API const char* rs_version_string(void); /* static string, do not free */
+RS_API int rs_abi_version(void);
+
+/* ---- Status and errors ------------------------------------------------ */
+
+/* Status codes. New codes may be added; treat unknown ones as errors. */
+typedef enum rs_status {
+  RS_OK = 0,
+  RS_ERR_INVALID_ARGUMENT = 1,   /* bad input: names, dtypes, shapes, bytes */
+  RS_ERR_NOT_FOUND = 2,          /* missing file, model, signature, table */
+  RS_ERR_ALREADY_EXISTS = 3,
+  RS_ERR_FAILED_PRECONDITION = 4,/* object in the wrong state for the call */
+  RS_ERR_OUT_OF_RANGE = 5,
+  RS_ERR_IO = 6,                 /* the OS refused a read/write/fsync */
+  RS_ERR_CORRUPTION = 7,         /* checksum or structure mismatch on disk */
+  RS_ERR_INCOMPATIBLE = 8,       /* written by an incompatible format version */
+  RS_ERR_RESOURCE_EXHAUSTED = 9, /* out of memory or over a configured cap */
+  RS_ERR_UNIMPLEMENTED = 10,
+  RS_ERR_INTERNAL = 11           /* a bug in recstrata or TensorFlow */
+} rs_status;
+
+typedef struct rs_error rs_error;
+
+/* Accessors of an error object. The message is valid until rs_error_free.
+ * All three are NULL-safe (NULL reads as RS_OK / ""). Thread-compatible: an
+ * error belongs to the caller that received it. */
+RS_API int rs_error_code(const rs_error* error);
+RS_API const char* rs_error_message(const rs_error* error);
+RS_API void rs_error_free(rs_error* error);
+
+/* Static name of a status code ("RS_ERR_NOT_FOUND"), "RS_UNKNOWN" otherwise. */
+RS_API const char* rs_status_name(int code);
+
+/* Releases any buffer or string returned by this library (JSON texts,
+ * serialized responses). NULL-safe. Thread-safe. */
+RS_API void rs_free(void* ptr);
+
+/* ---- Tensors ---------------------------------------------------------- */
+
+/* Element types. The numbers equal TensorFlow's TF_DataType and the
+ * ArrayDataType of DeepRec's predict.proto, so they travel unchanged. */
+typedef enum rs_dtype {
+  RS_DT_INVALID = 0,
+  RS_DT_FLOAT = 1,
+  RS_DT_DOUBLE = 2,
+  RS_DT_INT32 = 3,
+  RS_DT_UINT8 = 4,
+  RS_DT_INT16 = 5,
+  RS_DT_INT8 = 6,
+  RS_DT_STRING = 7,
+  RS_DT_INT64 = 9,
+  RS_DT_BOOL = 10,
+  RS_DT_BFLOAT16 = 14,
+  RS_DT_UINT16 = 17,
+  RS_DT_HALF = 19
+} rs_dtype;
+
+/* One element of a string tensor: bytes, not NUL-terminated. */
+typedef struct rs_bytes {
+  const char* data;
+  size_t size;
+} rs_bytes;
+
+/* A view of a dense row-major tensor.
+ * As an input: every pointer is borrowed for the duration of the call.
+ *   `data` holds element_count(shape) elements of `dtype`; for RS_DT_STRING
+ *   it points to an array of rs_bytes. `byte_size` is the size of that array
+ *   in bytes and is checked against the shape. Inputs aligned to 64 bytes are
+ *   handed to TensorFlow without a copy.
+ * As an output (from rs_result_output): every pointer is owned by the
+ *   rs_result and valid until rs_result_free. */
+typedef struct rs_tensor {
+  const char* name;      /* signature alias (input or output key) */
+  int dtype;             /* an rs_dtype */
+  int32_t ndim;
+  const int64_t* shape;  /* ndim entries, all >= 0 */
+  const void* data;
+  size_t byte_size;
+} rs_tensor;
+
+/* ---- Models ----------------------------------------------------------- */
+
+/* A loaded model: a SavedModel signature (or a recstrata bundle) served by a
+ * SessionGroup. Immutable once open.
+ * Threading: rs_model_run, rs_model_predict, rs_model_describe_json and the
+ * signature accessors may be called by any number of threads at once on the
+ * same model. rs_model_close must not overlap any other call on that model
+ * (the host must stop its callers first). Different models are independent. */
+typedef struct rs_model rs_model;
+
+/* Opens a model.
+ * `model_dir`: a SavedModel directory or a recstrata bundle directory. May be
+ *   NULL when the config names `savedmodel_dir`.
+ * `config_json`: NULL, "" or a JSON object. Keys (DeepRec model_config names):
+ *   signature_name ("serving_default"), session_num (1),
+ *   select_session_policy ("MOD" | "RR" | "LEAST_LOADED"; "MOD"),
+ *   use_per_session_threads (false), cpusets ("0-1;2-3": one core set per
+ *   session, applied as thread affinity of that session's pools),
+ *   inter_op_parallelism_threads, intra_op_parallelism_threads,
+ *   warmup_file_name (a serialized PredictRequest), warmup_runs (5),
+ *   serialize_protocol ("protobuf"), savedmodel_dir. Unknown DeepRec keys are
+ *   accepted and ignored; malformed values are an RS_ERR_INVALID_ARGUMENT.
+ * Warmup runs on every session before this returns.
+ * On success *out receives the model; on failure *out is set to NULL. */
+RS_API int rs_model_open(const char* model_dir, const char* config_json,
+                         rs_model** out, rs_error** error);
+
+/* Closes a model and frees everything it owns. NULL-safe. */
+RS_API void rs_model_close(rs_model* model);
+
+/* Signature description. Indices run from 0 to count-1. The returned
+ * rs_tensor has name, dtype, ndim and shape set (-1 marks an unknown
+ * dimension; ndim -1 an unknown rank); data is NULL. Pointers stay valid
+ * until rs_model_close. Out-of-range index: RS_ERR_OUT_OF_RANGE. */
+RS_API size_t rs_model_num_inputs(const rs_model* model);
+RS_API size_t rs_model_num_outputs(const rs_model* model);
+RS_API int rs_model_input(const rs_model* model, size_t index, rs_tensor* out,
+                          rs_error** error);
+RS_API int rs_model_output(const rs_model* model, size_t index,
+                           rs_tensor* out, rs_error** error);
+
+/* JSON description of the model: signature inputs/outputs (dtype, shape),
+ * session group layout, bundle features when serving a bundle. The string is
+ * released with rs_free. */
+RS_API int rs_model_describe_json(const rs_model* model, char** out_json,
+                                  rs_error** error);
+
+/* JSON counters of the model: requests, errors, per-session calls and
+ * in-flight counts, latency summary, embedding tier hits when serving a
+ * bundle. Released with rs_free. */
+RS_API int rs_model_stats_json(const rs_model* model, char** out_json,
+                               rs_error** error);
+
+/* The result of one run: the requested outputs, owned together. */
+typedef struct rs_result rs_result;
+
+/* Runs the model once.
+ * `inputs`: n_inputs tensors keyed by signature input alias; every input of
+ *   the signature must be given exactly once, with its dtype, and with a
+ *   shape compatible with the signature.
+ * `output_names`: n_outputs aliases to fetch; n_outputs == 0 fetches every
+ *   output in signature order.
+ * On success *out receives a result (release with rs_result_free). */
+RS_API int rs_model_run(rs_model* model, const rs_tensor* inputs,
+                        size_t n_inputs, const char* const* output_names,
+                        size_t n_outputs, rs_result** out, rs_error** error);
+
+/* Outputs of a result, in the order requested. Views stay valid until
+ * rs_result_free. rs_result_find returns -1 for an unknown name. A result
+ * may be read by several threads; it must be freed once. */
+RS_API size_t rs_result_count(const rs_result* result);
+RS_API int rs_result_output(const rs_result* result, size_t index,
+                            rs_tensor* out, rs_error** error);
+RS_API int64_t rs_result_find(const rs_result* result, const char* name);
+RS_API void rs_result_free(rs_result* result);
+
+/* DeepRec wire format: `request` is a serialized tensorflow.eas.PredictRequest
+ * (see docs/wire-format.md). On success *out_response receives a serialized
+ * PredictResponse of *out_size bytes, released with rs_free. A request of
+ * size 0 returns the signature description as JSON text instead (as DeepRec
+ * does). Thread-safe like rs_model_run. */
+RS_API int rs_model_predict(rs_model* model, const void* request,
+                            size_t request_size, void** out_response,
+                            size_t* out_size, rs_error** error);
+
+/* ---- Tiered embedding store -------------------------------------------- */
+
+/* A directory of embedding tables: fixed-dimension float32 rows keyed by
+ * int64 ids, in a DRAM cache over an optional SSD hash tier.
+ * Threading: lookups may run on any number of threads at once, concurrently
+ * with writes; writes (upsert, delete, flush, compact) are serialized
+ * internally, so they too may be called from any thread. A reader sees each
+ * row either wholly before or wholly after a concurrent write, never a mix.
+ * rs_store_close must not overlap any other call on that store or its tables. */
+typedef struct rs_store rs_store;
+/* A table inside a store. Owned by the store: valid until rs_store_close. */
+typedef struct rs_table rs_table;
+
+/* Opens (or creates) a store directory.
+ * `options_json`: NULL or a JSON object; see docs/store.md for every key
+ * (create_if_missing, tiers "dram" | "dram+ssd", dram_capacity_bytes,
+ * cache_policy "lfu" | "lru", compaction "sync" | "async",
+ * durability "fsync" | "none", ...). */
+RS_API int rs_store_open(const char* dir, const char* options_json,
+                         rs_store** out, rs_error** error);
+RS_API void rs_store_close(rs_store* store);
+
+/* Creates a table. `options_json`: NULL or a JSON object (e.g. a default
+ * vector for missing keys). RS_ERR_ALREADY_EXISTS if the name is taken. */
+RS_API int rs_store_create_table(rs_store* store, const char* name,
+                                 int32_t dim, const char* options_json,
+                                 rs_table** out, rs_error** error);
+/* Finds an existing table. RS_ERR_NOT_FOUND if absent. */
+RS_API int rs_store_table(rs_store* store, const char* name, rs_table** out,
+                          rs_error** error);
+RS_API int32_t rs_table_dim(const rs_table* table);
+
+/* Looks up n keys into `out` ([n, dim] float32, caller-allocated). Keys that
+ * are absent get the table's default vector (zeros unless configured) and
+ * found[i] = 0; `found` may be NULL. */
+RS_API int rs_table_lookup(rs_table* table, const int64_t* keys, size_t n,
+                           float* out, uint8_t* found, rs_error** error);
+
+/* Inserts or overwrites n rows ([n, dim] float32) as one committed batch:
+ * with durability "fsync" the batch survives a crash once this returns. */
+RS_API int rs_table_upsert(rs_table* table, const int64_t* keys, size_t n,
+                           const float* rows, rs_error** error);
+/* Deletes n keys as one committed batch; absent keys are ignored. */
+RS_API int rs_table_delete(rs_table* table, const int64_t* keys, size_t n,
+                           rs_error** error);
+
+/* Makes every committed write durable and visible to a reopen. */
+RS_API int rs_store_flush(rs_store* store, rs_error** error);
+/* Compacts every SSD file whose stale share passes the threshold, now. */
+RS_API int rs_store_compact(rs_store* store, rs_error** error);
+/* JSON counters: per table rows and bytes, per-tier hits and misses,
+ * compactions, bytes written vs payload (write amplification). rs_free it. */
+RS_API int rs_store_stats_json(rs_store* store, char** out_json,
+                               rs_error** error);
+
+/* RS_CDEF_END */
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* RECSTRATA_H_ */

@@ -1,0 +1,1 @@
+"""recstrata.training: CTR models with compressed embeddings (installed as recstrata.training)."""
