@@ -47,12 +47,36 @@ def _cdef_from_header(header: Path) -> str:
 ffi.cdef(_cdef_from_header(Path(include_dir()) / "recstrata.h"))
 
 
+def _preload_tensorflow() -> None:
+    """Maps the TF wheel's two shared libraries before librecstrata.so.
+
+    librecstrata.so finds them through its rpath ($ORIGIN/../../tensorflow), which
+    holds when both packages share a site-packages folder. In other layouts (a
+    venv over system site-packages, --user installs) loading them first by
+    absolute path lets the dynamic loader satisfy the dependency by soname. This
+    does not import the tensorflow Python package (that would cost seconds).
+    """
+    import ctypes
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("tensorflow")
+    if spec is None or not spec.origin:
+        return
+    tf_dir = os.path.dirname(spec.origin)
+    for name in ("libtensorflow_framework.so.2", "libtensorflow_cc.so.2"):
+        path = os.path.join(tf_dir, name)
+        if os.path.exists(path):
+            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+
+
 def lib():
     """The opened library (loaded and version-checked on first call)."""
     global _lib
     if _lib is None:
         with _lock:
             if _lib is None:
+                _preload_tensorflow()
                 handle = ffi.dlopen(library_path())
                 got = handle.rs_version_number()
                 if got != recstrata.NATIVE_VERSION_NUMBER:
