@@ -228,6 +228,23 @@ RS_API int rs_model_predict(rs_model* model, const void* request,
                             size_t request_size, void** out_response,
                             size_t* out_size, rs_error** error);
 
+/* Runs one generated warmup request (batch 1) on session 0 with
+ * RunOptions FULL_TRACE and returns JSON:
+ *   {"partition_graphs":[{"ops":{"<OpType>":count,...}},...],
+ *    "executed":{"<OpType>":count,...}}
+ * ("ops": nodes of each executed partition graph after Grappler/oneDNN
+ * rewrites; "executed": op types seen in the step stats). Used to prove that
+ * fused oneDNN kernels ran. Released with rs_free. Thread-safe like
+ * rs_model_run (slow: for diagnostics, not serving). */
+RS_API int rs_model_trace_json(rs_model* model, char** out_json,
+                               rs_error** error);
+
+/* Serialized ServingModelInfo{model_path} (predict.proto), as DeepRec's
+ * get_serving_model_info returns it. *out is released with rs_free.
+ * Thread-safe. */
+RS_API int rs_model_serving_info(const rs_model* model, void** out,
+                                 size_t* out_size, rs_error** error);
+
 /* ---- Tiered embedding store -------------------------------------------- */
 
 /* A directory of embedding tables: fixed-dimension float32 rows keyed by

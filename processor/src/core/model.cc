@@ -1,0 +1,371 @@
+#include "core/model.h"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "api/status.h"
+#include "core/tensors.h"
+#include "tensorflow/core/protobuf/config.pb.h"
+#include "wire/codec.h"
+
+namespace rs {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+bool IsDir(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+bool IsFile(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+double MsSince(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+// TF_Tensors of one call, deleted on scope exit.
+struct TensorList {
+  std::vector<TF_Tensor*> v;
+  ~TensorList() {
+    for (TF_Tensor* t : v)
+      if (t) TF_DeleteTensor(t);
+  }
+};
+
+// Per-thread scratch vectors so the hot path does not allocate.
+struct Scratch {
+  std::vector<const rs_tensor*> ordered;
+  std::vector<rs_tensor> staged;
+  std::vector<std::pair<const char*, const char*>> borrowed;
+};
+thread_local Scratch tls_scratch;
+
+}  // namespace
+
+struct Model::GeneratedInputs {
+  std::vector<rs_tensor> tensors;
+  std::vector<std::vector<int64_t>> shapes;
+  std::vector<std::unique_ptr<char[]>> data;
+  std::vector<std::unique_ptr<rs_bytes[]>> strings;
+};
+
+void Model::Generate(GeneratedInputs& g) const {
+  const Signature& sig = *public_sig_;
+  g.tensors.resize(sig.inputs.size());
+  g.shapes.resize(sig.inputs.size());
+  for (size_t i = 0; i < sig.inputs.size(); ++i) {
+    const TensorSpec& s = sig.inputs[i];
+    std::vector<int64_t>& shape = g.shapes[i];
+    if (s.ndim < 0) {
+      shape = {1};
+    } else {
+      for (int64_t d : s.shape) shape.push_back(d < 0 ? 1 : d);
+    }
+    int64_t count = CheckedElementCount(shape.data(), static_cast<int32_t>(shape.size()), s.name.c_str());
+    rs_tensor& t = g.tensors[i];
+    t.name = s.name.c_str();
+    t.dtype = s.dtype;
+    t.ndim = static_cast<int32_t>(shape.size());
+    t.shape = shape.data();
+    if (s.dtype == RS_DT_STRING) {
+      std::unique_ptr<rs_bytes[]> b(new rs_bytes[count > 0 ? count : 1]);
+      for (int64_t k = 0; k < count; ++k) b[k] = rs_bytes{"", 0};
+      t.data = b.get();
+      t.byte_size = count * sizeof(rs_bytes);
+      g.strings.push_back(std::move(b));
+      continue;
+    }
+    int esize = DtypeSize(s.dtype);
+    std::unique_ptr<char[]> buf(new char[count * esize + 1]);
+    for (int64_t k = 0; k < count; ++k) {
+      char* p = buf.get() + k * esize;
+      switch (s.dtype) {
+        case RS_DT_FLOAT: { float v = 1; std::memcpy(p, &v, 4); break; }
+        case RS_DT_DOUBLE: { double v = 1; std::memcpy(p, &v, 8); break; }
+        case RS_DT_INT32: { int32_t v = 1; std::memcpy(p, &v, 4); break; }
+        case RS_DT_INT64: { int64_t v = 1; std::memcpy(p, &v, 8); break; }
+        case RS_DT_INT16: case RS_DT_UINT16: { uint16_t v = 1; std::memcpy(p, &v, 2); break; }
+        case RS_DT_HALF: { uint16_t v = 0x3c00; std::memcpy(p, &v, 2); break; }
+        case RS_DT_BFLOAT16: { uint16_t v = 0x3f80; std::memcpy(p, &v, 2); break; }
+        default: *p = 1; break;  // int8, uint8, bool
+      }
+    }
+    t.data = buf.get();
+    t.byte_size = count * esize;
+    g.data.push_back(std::move(buf));
+  }
+}
+
+std::unique_ptr<Model> Model::Open(const char* model_dir, const char* config_json) {
+  auto t0 = Clock::now();
+  std::unique_ptr<Model> m(new Model());
+  m->cfg_ = ParseModelConfig(config_json);
+  std::string dir = model_dir && *model_dir ? model_dir : m->cfg_.savedmodel_dir;
+  if (dir.empty())
+    Fail(RS_ERR_INVALID_ARGUMENT, "no model directory: pass model_dir or set savedmodel_dir in the config");
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  if (!IsDir(dir)) Fail(RS_ERR_NOT_FOUND, "model directory " + dir + " does not exist");
+  m->model_path_ = dir;
+
+  if (IsFile(dir + "/" + kBundleManifest)) {
+    BundleLoader loader = GetBundleLoader();
+    if (!loader)
+      Fail(RS_ERR_UNIMPLEMENTED, dir + " is a recstrata bundle (has " + kBundleManifest +
+                                     "), but this library has no bundle support registered");
+    BundleStage bs = loader(dir, m->cfg_.raw_json);
+    if (!bs.stage) Fail(RS_ERR_INTERNAL, "bundle loader returned no input stage");
+    m->stage_ = std::move(bs.stage);
+    m->dense_dir_ = bs.dense_model_dir;
+  } else {
+    m->dense_dir_ = dir;
+    if (!IsFile(dir + "/saved_model.pb") && !IsFile(dir + "/saved_model.pbtxt"))
+      Fail(RS_ERR_NOT_FOUND, dir + " is not a SavedModel directory (no saved_model.pb)");
+  }
+
+  m->group_ = std::make_unique<SessionGroup>(m->dense_dir_, m->cfg_);
+  const auto& dense = m->group_->signature();
+  if (m->stage_) {
+    m->stage_->Bind(*dense);
+    auto pub = std::make_shared<Signature>();
+    pub->name = dense->name;
+    pub->inputs = m->stage_->public_signature().inputs;
+    pub->outputs = dense->outputs;
+    pub->Finalize();
+    m->public_sig_ = pub;
+  } else {
+    m->public_sig_ = dense;
+  }
+  for (size_t i = 0; i < m->public_sig_->outputs.size(); ++i) m->all_outputs_.push_back(static_cast<int>(i));
+  m->load_ms_ = MsSince(t0);
+  auto t1 = Clock::now();
+  m->Warmup();
+  m->warmup_ms_ = MsSince(t1);
+  // Warmup runs are not requests: start the counters at zero (per-session
+  // call counts keep them, so warmup coverage stays visible).
+  m->stats_.requests = 0;
+  m->stats_.errors = 0;
+  m->stats_.total_ns = 0;
+  m->stats_.max_ns = 0;
+  for (auto& b : m->stats_.buckets) b = 0;
+  return m;
+}
+
+Model::~Model() {
+  group_.reset();  // sessions first, then the stage they were fed by
+  stage_.reset();
+}
+
+void Model::Warmup() {
+  if (cfg_.warmup_runs == 0) {
+    warmup_source_ = "disabled";
+    return;
+  }
+  if (!cfg_.warmup_file_name.empty()) {
+    std::ifstream f(cfg_.warmup_file_name, std::ios::binary);
+    if (!f) Fail(RS_ERR_NOT_FOUND, "warmup file " + cfg_.warmup_file_name + " cannot be read");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    std::string bytes = ss.str();
+    DecodedRequest req;
+    try {
+      req.Parse(bytes.data(), bytes.size(), *public_sig_);
+      for (size_t s = 0; s < group_->size(); ++s)
+        for (int r = 0; r < cfg_.warmup_runs; ++r)
+          Run(req.inputs(), req.num_inputs(), req.outputs().data(), req.outputs().size(), static_cast<int>(s));
+    } catch (const Error& e) {
+      Fail(e.code(), "warmup file " + cfg_.warmup_file_name + ": " + e.what());
+    }
+    warmup_source_ = "file";
+    return;
+  }
+  // Generated batch-1 inputs. A model whose inputs need real values (ids out
+  // of range of all-ones, ...) may reject them: that does not fail the open;
+  // the message is reported in describe/stats as warmup_error.
+  GeneratedInputs g;
+  warmup_source_ = "generated";
+  try {
+    Generate(g);
+    for (size_t s = 0; s < group_->size(); ++s)
+      for (int r = 0; r < cfg_.warmup_runs; ++r)
+        Run(g.tensors.data(), g.tensors.size(), nullptr, 0, static_cast<int>(s));
+  } catch (const Error& e) {
+    warmup_error_ = e.what();
+  }
+}
+
+std::unique_ptr<rs_result> Model::Run(const rs_tensor* inputs, size_t n, const int* out_idx, size_t n_out,
+                                      int session, const TF_Buffer* run_options, TF_Buffer* run_metadata) {
+  auto t0 = Clock::now();
+  try {
+    const Signature& sig = *public_sig_;
+    const Signature& dense = *group_->signature();
+    Scratch& sc = tls_scratch;
+    OrderInputs(sig, inputs, n, sc.ordered);
+    if (n_out == 0) {
+      out_idx = all_outputs_.data();
+      n_out = all_outputs_.size();
+    }
+    for (size_t k = 0; k < n_out; ++k)
+      if (out_idx[k] < 0 || static_cast<size_t>(out_idx[k]) >= sig.outputs.size())
+        Fail(RS_ERR_OUT_OF_RANGE, "output index out of range");
+
+    TensorList in;
+    sc.borrowed.clear();
+    if (stage_) {
+      sc.staged.resize(sc.ordered.size());
+      for (size_t i = 0; i < sc.ordered.size(); ++i) sc.staged[i] = *sc.ordered[i];
+      try {
+        stage_->Transform(sc.staged.data(), sc.staged.size(), in.v);
+      } catch (const Error&) {
+        throw;
+      } catch (const std::bad_alloc&) {
+        throw;
+      } catch (const std::exception& e) {
+        Fail(RS_ERR_INTERNAL, std::string("bundle input stage failed: ") + e.what());
+      }
+      if (in.v.size() != dense.inputs.size())
+        Fail(RS_ERR_INTERNAL, "bundle input stage produced " + std::to_string(in.v.size()) +
+                                  " dense inputs, the model has " + std::to_string(dense.inputs.size()));
+      for (size_t i = 0; i < in.v.size(); ++i) CheckTFTensor(dense.inputs[i], in.v[i]);
+    } else {
+      in.v.reserve(sc.ordered.size());
+      for (const rs_tensor* t : sc.ordered) {
+        bool borrowed = false;
+        in.v.push_back(ToTFTensor(*t, &borrowed));
+        if (borrowed) {
+          const char* b = static_cast<const char*>(t->data);
+          sc.borrowed.emplace_back(b, b + t->byte_size);
+        }
+      }
+    }
+
+    auto result = std::make_unique<rs_result>();
+    result->signature = public_sig_;
+    result->output_index.assign(out_idx, out_idx + n_out);
+    result->tensors.assign(n_out, nullptr);
+    int s = session >= 0 ? session : group_->Select();
+    group_->Run(s, in.v.data(), out_idx, n_out, result->tensors.data(), run_options, run_metadata);
+
+    // TF may forward an input buffer into an output (e.g. Identity): an
+    // output aliasing borrowed caller memory must be copied before return.
+    if (!sc.borrowed.empty()) {
+      for (TF_Tensor*& t : result->tensors) {
+        const char* p = static_cast<const char*>(TF_TensorData(t));
+        const char* e = p + TF_TensorByteSize(t);
+        for (const auto& r : sc.borrowed) {
+          if (p < r.second && e > r.first) {
+            TF_Tensor* copy = CopyTFTensor(t);
+            TF_DeleteTensor(t);
+            t = copy;
+            break;
+          }
+        }
+      }
+    }
+    result->Finish();
+    stats_.Record(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count()));
+    return result;
+  } catch (...) {
+    stats_.errors.fetch_add(1, std::memory_order_relaxed);
+    throw;
+  }
+}
+
+std::string Model::DescribeJson() const {
+  std::string out = "{\"model_path\":";
+  AppendJsonString(out, model_path_);
+  out += ",\"savedmodel_dir\":";
+  AppendJsonString(out, dense_dir_);
+  out += ",\"kind\":\"";
+  out += stage_ ? "bundle" : "savedmodel";
+  out += "\",\"signature\":" + public_sig_->ToJson();
+  if (stage_) out += ",\"dense_signature\":" + group_->signature()->ToJson();
+  out += ",\"session_group\":" + group_->LayoutJson();
+  out += ",\"warmup\":{\"source\":";
+  AppendJsonString(out, warmup_source_);
+  out += ",\"runs_per_session\":" + std::to_string(cfg_.warmup_runs);
+  out += ",\"error\":";
+  if (warmup_error_.empty()) out += "null"; else AppendJsonString(out, warmup_error_);
+  char buf[96];
+  std::snprintf(buf, sizeof buf, ",\"ms\":%.1f},\"load_ms\":%.1f", warmup_ms_, load_ms_);
+  out += buf;
+  if (stage_) out += ",\"bundle\":" + stage_->DescribeJson();
+  out += "}";
+  return out;
+}
+
+std::string Model::StatsJson() const {
+  std::string out = "{" + stats_.JsonFields();
+  out += ",\"session_group\":" + group_->StatsJson();
+  if (stage_) out += ",\"bundle\":" + stage_->StatsJson();
+  out += "}";
+  return out;
+}
+
+std::string Model::TraceJson() {
+  tensorflow::RunOptions ro;
+  ro.set_trace_level(tensorflow::RunOptions::FULL_TRACE);
+  ro.set_output_partition_graphs(true);
+  std::string ro_bytes = ro.SerializeAsString();
+  TF_Buffer* opts = TF_NewBufferFromString(ro_bytes.data(), ro_bytes.size());
+  TF_Buffer* meta = TF_NewBuffer();
+  tensorflow::RunMetadata md;
+  bool parsed = false;
+  try {
+    GeneratedInputs g;
+    Generate(g);
+    Run(g.tensors.data(), g.tensors.size(), nullptr, 0, 0, opts, meta);
+    parsed = md.ParseFromArray(meta->data, static_cast<int>(meta->length));
+  } catch (...) {
+    TF_DeleteBuffer(opts);
+    TF_DeleteBuffer(meta);
+    throw;
+  }
+  TF_DeleteBuffer(opts);
+  TF_DeleteBuffer(meta);
+  if (!parsed) Fail(RS_ERR_INTERNAL, "could not parse RunMetadata");
+  std::string out = "{\"partition_graphs\":[";
+  for (int p = 0; p < md.partition_graphs_size(); ++p) {
+    std::map<std::string, int> ops;
+    for (const auto& node : md.partition_graphs(p).node()) ops[node.op()]++;
+    if (p) out += ",";
+    out += "{\"ops\":{";
+    bool first = true;
+    for (const auto& kv : ops) {
+      if (!first) out += ",";
+      first = false;
+      AppendJsonString(out, kv.first);
+      out += ":" + std::to_string(kv.second);
+    }
+    out += "}}";
+  }
+  out += "],\"executed\":{";
+  std::map<std::string, int> executed;
+  for (const auto& dev : md.step_stats().dev_stats())
+    for (const auto& ns : dev.node_stats()) {
+      // timeline_label is "name = Op(inputs)"; node_name alone lacks the op.
+      const std::string& label = ns.timeline_label();
+      size_t eq = label.find(" = "), paren = label.find('(', eq == std::string::npos ? 0 : eq);
+      if (eq != std::string::npos && paren != std::string::npos) executed[label.substr(eq + 3, paren - eq - 3)]++;
+    }
+  bool first = true;
+  for (const auto& kv : executed) {
+    if (!first) out += ",";
+    first = false;
+    AppendJsonString(out, kv.first);
+    out += ":" + std::to_string(kv.second);
+  }
+  out += "}}";
+  return out;
+}
+
+}  // namespace rs

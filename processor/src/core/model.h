@@ -1,0 +1,71 @@
+// Model: what rs_model wraps. A public signature served by a SessionGroup,
+// optionally behind a bundle InputStage (see core/input_stage.h).
+//
+// Threading: Run/Describe/Stats/Trace may be called concurrently; the model
+// is immutable after Open except for atomic counters.
+#ifndef RECSTRATA_CORE_MODEL_H_
+#define RECSTRATA_CORE_MODEL_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/input_stage.h"
+#include "core/result.h"
+#include "core/session_group.h"
+#include "core/signature.h"
+#include "core/stats.h"
+
+namespace rs {
+
+class Model {
+ public:
+  // Opens a SavedModel or bundle directory (model_dir may be NULL when the
+  // config names savedmodel_dir), then warms every session up.
+  static std::unique_ptr<Model> Open(const char* model_dir, const char* config_json);
+  ~Model();
+
+  // The signature callers use: public inputs (raw features for a bundle),
+  // dense outputs.
+  const Signature& signature() const { return *public_sig_; }
+  const std::string& model_path() const { return model_path_; }
+
+  // Runs once. out_idx: n_out signature output indices (n_out == 0: all).
+  // session < 0: chosen by policy. Throws rs::Error.
+  std::unique_ptr<rs_result> Run(const rs_tensor* inputs, size_t n, const int* out_idx, size_t n_out,
+                                 int session = -1, const TF_Buffer* run_options = nullptr,
+                                 TF_Buffer* run_metadata = nullptr);
+
+  std::string DescribeJson() const;
+  std::string StatsJson() const;
+  // One warmup request with FULL_TRACE: executed op types per partition graph.
+  std::string TraceJson();
+
+  // Counts a failure of a call that never reached Run (e.g. a bad request).
+  void CountError() { stats_.errors.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  Model() = default;
+  void Warmup();
+  // Generated batch-1 inputs for warmup/trace (storage kept in `store`).
+  struct GeneratedInputs;
+  void Generate(GeneratedInputs& g) const;
+
+  ModelConfig cfg_;
+  std::string model_path_;
+  std::string dense_dir_;
+  std::unique_ptr<InputStage> stage_;    // bundles only; destroyed after group_
+  std::unique_ptr<SessionGroup> group_;
+  std::shared_ptr<const Signature> public_sig_;
+  std::vector<int> all_outputs_;
+  std::string warmup_source_;
+  std::string warmup_error_;
+  double warmup_ms_ = 0, load_ms_ = 0;
+  RunStats stats_;
+};
+
+}  // namespace rs
+
+#endif  // RECSTRATA_CORE_MODEL_H_
