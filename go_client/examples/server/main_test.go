@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"reflect"
+	"testing"
+
+	"github.com/recstrata/recstrata/go_client"
+	"github.com/recstrata/recstrata/go_client/internal/testmodel"
+)
+
+func newTestServer(t *testing.T, opts ...recstrata.Option) (*httptest.Server, *recstrata.Model, *testmodel.Expected) {
+	_, exp := testmodel.Load(t)
+	m := testmodel.Open(t, opts...)
+	srv := httptest.NewServer(newHandler(m)) // httptest listens on 127.0.0.1
+	t.Cleanup(srv.Close)
+	return srv, m, exp
+}
+
+func post(t *testing.T, url, contentType string, body []byte) (int, []byte) {
+	t.Helper()
+	resp, err := http.Post(url, contentType, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, out
+}
+
+func TestServerPredictJSON(t *testing.T) {
+	srv, _, exp := newTestServer(t, recstrata.WithSignature("mixed"))
+	var c testmodel.Case
+	for _, c = range exp.Cases {
+		if c.Signature == "mixed" {
+			break
+		}
+	}
+	// Send the inputs without dtypes: the handler takes them from the signature.
+	inputs := map[string]jsonTensor{}
+	for name, j := range c.Inputs {
+		inputs[name] = jsonTensor{Shape: j.Shape, Data: j.Data}
+	}
+	body, _ := json.Marshal(predictRequest{Inputs: inputs})
+	status, out := post(t, srv.URL+"/v1/predict", "application/json", body)
+	if status != http.StatusOK {
+		t.Fatalf("status %d: %s", status, out)
+	}
+	var resp struct {
+		Outputs map[string]testmodel.JSONTensor `json:"outputs"`
+	}
+	if err := json.Unmarshal(out, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Outputs) != len(c.Outputs) {
+		t.Errorf("%d outputs, want %d", len(resp.Outputs), len(c.Outputs))
+	}
+	for name, want := range c.Outputs {
+		wt, err := want.Tensor()
+		if err != nil {
+			t.Fatal(err)
+		}
+		gt, err := resp.Outputs[name].Tensor()
+		if err != nil {
+			t.Fatalf("output %q: %v", name, err)
+		}
+		if !reflect.DeepEqual(gt.Shape, wt.Shape) || !reflect.DeepEqual(gt.Data, wt.Data) {
+			t.Errorf("output %q: got %v %v, want %v %v", name, gt.Shape, gt.Data, wt.Shape, wt.Data)
+		}
+	}
+}
+
+func TestServerPredictProto(t *testing.T) {
+	srv, m, exp := newTestServer(t)
+	req, err := os.ReadFile(exp.RequestFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, out := post(t, srv.URL+"/v1/predict.pb", "application/x-protobuf", req)
+	if status != http.StatusOK {
+		t.Fatalf("status %d: %s", status, out)
+	}
+	direct, err := m.PredictBytes(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out, direct) {
+		t.Error("HTTP response differs from PredictBytes")
+	}
+}
+
+func TestServerErrors(t *testing.T) {
+	srv, _, _ := newTestServer(t)
+	cases := []struct {
+		name, path, body string
+		status           int
+		code             string
+	}{
+		{"malformed JSON", "/v1/predict", "{", 400, "RS_ERR_INVALID_ARGUMENT"},
+		{"unknown input", "/v1/predict", `{"inputs":{"nope":{"shape":[1],"data":[1]}}}`, 400, "RS_ERR_INVALID_ARGUMENT"},
+		{"bad shape", "/v1/predict", `{"inputs":{"x":{"shape":[2,4],"data":[1,2,3]}}}`, 400, "RS_ERR_INVALID_ARGUMENT"},
+		{"wrong JSON type", "/v1/predict", `{"inputs":{"x":{"shape":[1,4],"data":["a","b","c","d"]}}}`, 400, "RS_ERR_INVALID_ARGUMENT"},
+		{"garbage protobuf", "/v1/predict.pb", "\xff\xff\xff\xff\xff garbage", 400, "RS_ERR_INVALID_ARGUMENT"},
+		{"empty protobuf", "/v1/predict.pb", "", 400, "RS_ERR_INVALID_ARGUMENT"},
+	}
+	for _, c := range cases {
+		status, out := post(t, srv.URL+c.path, "application/octet-stream", []byte(c.body))
+		var e errorBody
+		json.Unmarshal(out, &e)
+		if status != c.status || e.Code != c.code || e.Message == "" {
+			t.Errorf("%s: %d %s", c.name, status, out)
+		}
+	}
+	resp, err := http.Get(srv.URL + "/v1/predict")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET /v1/predict: %d", resp.StatusCode)
+	}
+	for _, path := range []string{"/v1/model", "/v1/stats", "/healthz"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %d", path, resp.StatusCode)
+		}
+	}
+}
