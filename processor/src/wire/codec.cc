@@ -142,6 +142,11 @@ void DecodedRequest::Parse(const void* data, size_t size, const Signature& sig) 
   for (const auto& kv : request_->inputs()) {
     const std::string& name = kv.first;
     const ArrayProto& a = kv.second;
+    if (sig.FindInput(name) < 0) {
+      std::string known;
+      for (const TensorSpec& s : sig.inputs) known += (known.empty() ? "" : ", ") + s.name;
+      Fail(RS_ERR_INVALID_ARGUMENT, "unknown input '" + name + "' (signature inputs: " + known + ")");
+    }
     rs_tensor t{};
     t.name = name.c_str();
     t.dtype = static_cast<int>(a.dtype());
