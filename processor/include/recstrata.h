@@ -245,6 +245,20 @@ RS_API int rs_model_trace_json(rs_model* model, char** out_json,
 RS_API int rs_model_serving_info(const rs_model* model, void** out,
                                  size_t* out_size, rs_error** error);
 
+/* Bundle key derivation, exposed for cross-language tests (internal; the
+ * serving path uses the same code). `scheme_json` is a key scheme as in a
+ * bundle manifest (recstrata.training.keys KeyScheme.to_dict()). Writes the
+ * row keys of n ids as [n, S] int64 (S = sub-tables, also stored in
+ * *out_num_subtables when non-NULL); out_capacity is the element count of
+ * out_keys (too small: RS_ERR_OUT_OF_RANGE, *out_num_subtables still set).
+ * rs_bundle_string_ids maps string ids to int64 ids (FNV-1a 64).
+ * Thread-safe, pure. See docs/bundle-format.md. */
+RS_API int rs_bundle_row_keys(const char* scheme_json, const int64_t* ids,
+                              size_t n, int64_t* out_keys, size_t out_capacity,
+                              size_t* out_num_subtables, rs_error** error);
+RS_API int rs_bundle_string_ids(const rs_bytes* strings, size_t n,
+                                int64_t* out_ids, rs_error** error);
+
 /* ---- Tiered embedding store -------------------------------------------- */
 
 /* A directory of embedding tables: fixed-dimension float32 rows keyed by

@@ -1,0 +1,77 @@
+// Native id -> row-key derivation of bundle tables: a bit-exact C++ twin of
+// recstrata.training.keys (docs/embedding-keys.md, schema version 1).
+//
+// Every function is pure and thread-safe. tests/test_bundle_keys.py checks
+// this code against the Python reference's test vectors through
+// rs_bundle_row_keys (recstrata.h), so the two can never drift.
+#ifndef RECSTRATA_BUNDLE_KEYS_H_
+#define RECSTRATA_BUNDLE_KEYS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "recstrata/bundle/manifest.pb.h"
+
+namespace rs {
+namespace bundle {
+
+// Key schema version of docs/embedding-keys.md this code implements.
+inline constexpr uint32_t kKeySchemaVersion = 1;
+
+// FNV-1a 64 of the bytes (string ids -> int64 ids, reinterpreted).
+inline uint64_t Fnv1a64(const char* data, size_t size) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  const auto* p = reinterpret_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < size; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+// splitmix64 finaliser of u + (seed + 1) * golden (all mod 2^64).
+inline uint64_t Hash64(uint64_t u, uint64_t seed) {
+  uint64_t z = u + (seed + 1) * 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// How the sub-vectors of one id combine into its embedding.
+enum class SubCombiner { kAdd, kMultiply, kConcat };
+
+// A validated key scheme. Construct with FromProto (throws rs::Error with
+// RS_ERR_INVALID_ARGUMENT naming the bad field, same rules as keys.py).
+class KeyScheme {
+ public:
+  static KeyScheme FromProto(const recstrata::bundle::KeyScheme& proto,
+                             const std::string& context);
+
+  size_t num_subtables() const { return rows_.size(); }
+  const std::vector<int64_t>& subtable_rows() const { return rows_; }
+  SubCombiner combiner() const { return combiner_; }
+  // Width of every sub-table row for an embedding of width `dim`.
+  int32_t SubtableDim(int32_t dim) const;
+
+  // Row keys of one id (as uint64): out[j] = row in sub-table j, j < S.
+  void RowKeys(uint64_t u, int64_t* out) const;
+
+ private:
+  enum class Kind { kPlain, kQr, kKway, kBinaryCode };
+  Kind kind_ = Kind::kPlain;
+  bool hashed_ = true;
+  uint64_t seed_ = 0;
+  uint64_t vocab_ = 0, m_ = 0;               // qr
+  std::vector<uint64_t> sizes_;              // plain (1 entry) and kway
+  int bits_ = 0;                             // binary_code
+  uint64_t code_mask_ = ~0ULL;
+  bool skip_ = false;
+  std::vector<std::vector<int>> blocks_;     // binary_code bit positions per block
+  std::vector<int64_t> rows_;
+  SubCombiner combiner_ = SubCombiner::kAdd;
+};
+
+}  // namespace bundle
+}  // namespace rs
+
+#endif  // RECSTRATA_BUNDLE_KEYS_H_
