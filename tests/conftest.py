@@ -191,7 +191,10 @@ def _tf_reference(model_dir: str, feeds: dict, signature: str = "serving_default
     args = {}
     for k, v in feeds.items():
         v = np.asarray(v)
-        args[k] = tf.constant(v.astype(bytes) if v.dtype == object else v)
+        if v.dtype == object:  # not astype(bytes): numpy 'S' strips trailing NULs
+            args[k] = tf.reshape(tf.constant(v.ravel().tolist(), dtype=tf.string), v.shape)
+        else:
+            args[k] = tf.constant(v)
     return {k: v.numpy() for k, v in fn(**args).items()}
 
 

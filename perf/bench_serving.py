@@ -1,0 +1,337 @@
+#!/usr/bin/env python
+"""Serving latency/throughput: recstrata vs TensorFlow on one Criteo-shaped CTR model.
+
+The model (generated under perf/out/, never committed): 13 dense float inputs
+I1..I13 [B,1] and 26 categorical id inputs C1..C26 [B,1] int64, each looked up
+in its own in-graph embedding table (10k-100k rows, dim 16), concatenated and
+fed to an MLP 512-256-1 (ReLU, ReLU, sigmoid). It is a plain tf.Module with
+tf.Variables and a tf.function signature, so every variable is stored once.
+
+Systems, all on the same SavedModel in one run:
+  rs_run        recstrata Model.run from Python (numpy in, numpy out)
+  rs_wire       recstrata Model.predict_bytes from Python on a prebuilt
+                PredictRequest (decode + run + encode inside the library)
+  tf_python     TensorFlow's Python signature call (numpy -> tf.constant ->
+                loaded.signatures["serving_default"] -> .numpy())
+  c_tf          a bare TF C API loop (perf/serving_loop.c, compiled here):
+                TF_SessionRun on prebuilt input tensors, native threads
+  c_rs_run      the same C loop through rs_model_run
+  c_rs_predict  the same C loop through rs_model_predict (wire path)
+The C loops and recstrata use the same session threading (recstrata's
+default: intra_op_parallelism_threads=1, inter-op inline in the caller);
+TF Python runs with TensorFlow's default thread pools, as users get it.
+
+For batch sizes 1, 64, 512 and 1 and 2 concurrent callers (threads; native
+threads for the C loops) it prints per-call medians, p99 and throughput, and
+ratios: tf_python/rs (speedup of recstrata over the Python signature call,
+by throughput) and rs/c_tf (our overhead over the bare C API loop, by median
+latency). The last line is `RESULT {json}`.
+
+    python perf/bench_serving.py            # full run (~5 minutes)
+    python perf/bench_serving.py --quick    # reduced run (< 2 minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+N_DENSE, N_SPARSE, EMB_DIM = 13, 26, 16
+
+
+def table_rows(quick: bool) -> list[int]:
+    # 10k..100k rows; the same in --quick (building them takes seconds).
+    return [10_000 + (i * 37_000) % 90_001 for i in range(N_SPARSE)]
+
+
+# ---- model -------------------------------------------------------------------
+
+
+def build_model(out_dir: Path, rows: list[int]) -> Path:
+    """Exports the CTR model once; reused while its parameters are unchanged."""
+    model_dir = out_dir / "criteo_ctr"
+    meta = {"rows": rows, "dim": EMB_DIM, "mlp": [512, 256, 1], "version": 1}
+    meta_file = out_dir / "criteo_ctr.json"
+    if model_dir.exists() and meta_file.exists() and json.loads(meta_file.read_text()) == meta:
+        return model_dir
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+
+    class CriteoCTR(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.tables = [tf.Variable(rng.normal(0, 0.05, (r, EMB_DIM)).astype(np.float32), name=f"emb_C{i + 1}")
+                           for i, r in enumerate(rows)]
+            d_in = N_DENSE + N_SPARSE * EMB_DIM
+            dims = [d_in, 512, 256, 1]
+            self.ws = [tf.Variable(rng.normal(0, (2.0 / a) ** 0.5, (a, b)).astype(np.float32), name=f"w{k}")
+                       for k, (a, b) in enumerate(zip(dims[:-1], dims[1:]))]
+            self.bs = [tf.Variable(np.zeros(b, np.float32), name=f"b{k}") for k, b in enumerate(dims[1:])]
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name=f"I{i + 1}") for i in range(N_DENSE)]
+                     + [tf.TensorSpec([None, 1], tf.int64, name=f"C{i + 1}") for i in range(N_SPARSE)])
+        def serve(self, *args):
+            dense = tf.concat(args[:N_DENSE], axis=1)
+            embs = [tf.gather(t, tf.math.floormod(ids[:, 0], t.shape[0])) for t, ids in zip(self.tables, args[N_DENSE:])]
+            h = tf.concat([dense] + embs, axis=1)
+            h = tf.nn.relu(tf.nn.bias_add(tf.matmul(h, self.ws[0]), self.bs[0]))
+            h = tf.nn.relu(tf.nn.bias_add(tf.matmul(h, self.ws[1]), self.bs[1]))
+            return {"prob": tf.sigmoid(tf.nn.bias_add(tf.matmul(h, self.ws[2]), self.bs[2]))}
+
+    m = CriteoCTR()
+    tf.saved_model.save(m, str(model_dir), signatures={"serving_default": m.serve})
+    meta_file.write_text(json.dumps(meta))
+    return model_dir
+
+
+def make_feeds(batch: int, rows: list[int], seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {f"I{i + 1}": rng.lognormal(0, 1, (batch, 1)).astype(np.float32) for i in range(N_DENSE)}
+    for i, r in enumerate(rows):
+        feeds[f"C{i + 1}"] = rng.integers(0, r, (batch, 1), dtype=np.int64)
+    return feeds
+
+
+# ---- measurement helpers -------------------------------------------------------
+
+
+def summarize(lat_per_thread: list[np.ndarray], batch: int) -> dict:
+    allv = np.concatenate(lat_per_thread)
+    wall = max(float(l.sum()) for l in lat_per_thread)  # callers run back to back
+    return {
+        "calls": int(allv.size),
+        "median_ms": float(np.median(allv)) * 1e3,
+        "p99_ms": float(np.percentile(allv, 99)) * 1e3,
+        "throughput_rps": allv.size / wall,  # requests (batches) per second
+        "throughput_items_s": allv.size * batch / wall,
+    }
+
+
+def run_threads(fn, callers: int, seconds: float, warmup: int = 10) -> list[np.ndarray]:
+    """Runs fn() back to back in `callers` Python threads; per-call seconds per thread."""
+    barrier = threading.Barrier(callers)
+    results: list[np.ndarray] = [None] * callers  # type: ignore[list-item]
+
+    def worker(k):
+        for _ in range(warmup):
+            fn()
+        barrier.wait()
+        lat = []
+        end = time.perf_counter() + seconds
+        while True:
+            t0 = time.perf_counter()
+            fn()
+            t1 = time.perf_counter()
+            lat.append(t1 - t0)
+            if t1 >= end:
+                break
+        results[k] = np.array(lat)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+# ---- the C loop ----------------------------------------------------------------
+
+
+def compile_c_loop(out_dir: Path) -> Path:
+    import tensorflow as tf
+
+    import recstrata
+
+    exe = out_dir / "serving_loop"
+    src = HERE / "serving_loop.c"
+    tf_dir = tf.sysconfig.get_lib()
+    lib_dir = os.path.dirname(recstrata.library_path())
+    if exe.exists() and exe.stat().st_mtime > src.stat().st_mtime:
+        return exe
+    cmd = ["gcc", "-O2", "-std=c11", "-D_GNU_SOURCE", str(src), "-o", str(exe),
+           f"-I{tf.sysconfig.get_include()}", f"-I{recstrata.include_dir()}",
+           f"-L{tf_dir}", f"-L{lib_dir}", "-lrecstrata",
+           "-l:libtensorflow_cc.so.2", "-l:libtensorflow_framework.so.2", "-lpthread",
+           f"-Wl,-rpath,{tf_dir}", f"-Wl,-rpath,{lib_dir}"]
+    subprocess.run(cmd, check=True)
+    return exe
+
+
+def session_config_hex(rs_config: dict) -> str:
+    """The ConfigProto recstrata builds from rs_config, for the bare TF loop."""
+    from tensorflow.core.protobuf import config_pb2
+
+    cfg = config_pb2.ConfigProto(
+        intra_op_parallelism_threads=rs_config.get("intra_op_parallelism_threads", 1),
+        inter_op_parallelism_threads=rs_config.get("inter_op_parallelism_threads", -1))
+    return cfg.SerializeToString().hex()
+
+
+def signature_graph_names(model_dir: Path) -> tuple[dict, dict]:
+    """alias -> (op name, output index) of the serving_default signature."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel.FromString((model_dir / "saved_model.pb").read_bytes())
+    sig = sm.meta_graphs[0].signature_def["serving_default"]
+
+    def split(info):
+        op, _, idx = info.name.partition(":")
+        return op, int(idx or 0)
+
+    return ({k: split(v) for k, v in sig.inputs.items()}, {k: split(v) for k, v in sig.outputs.items()})
+
+
+def write_c_spec(out_dir: Path, model_dir: Path, feeds: dict, rs_config: dict, request: bytes) -> Path:
+    from recstrata.processor import _dtype_code
+
+    d = out_dir / f"cspec_b{len(next(iter(feeds.values())))}"
+    d.mkdir(exist_ok=True)
+    ins, outs = signature_graph_names(model_dir)
+    lines = [f"model_dir {model_dir}", f"config_hex {session_config_hex(rs_config)}",
+             f"rs_config {json.dumps(rs_config, separators=(',', ':'))}"]
+    (d / "request.bin").write_bytes(request)
+    lines.append(f"request {d / 'request.bin'}")
+    lines.append(f"inputs {len(feeds)}")
+    for name, arr in feeds.items():
+        path = d / f"{name}.bin"
+        path.write_bytes(np.ascontiguousarray(arr).tobytes())
+        op, idx = ins[name]
+        lines.append(f"{name} {op} {idx} {_dtype_code(arr.dtype)} {arr.ndim} "
+                     + " ".join(str(x) for x in arr.shape) + f" {path}")
+    lines.append(f"outputs {len(outs)}")
+    for name, (op, idx) in outs.items():
+        lines.append(f"{name} {op} {idx}")
+    spec = d / "spec.txt"
+    spec.write_text("\n".join(lines) + "\n")
+    return spec
+
+
+def run_c_loop(exe: Path, mode: str, spec: Path, callers: int, seconds: float, out_dir: Path):
+    lat_file = out_dir / f"lat_{mode}.bin"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([str(exe), mode, str(spec), str(callers), str(seconds), str(lat_file)],
+                          env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"serving_loop {mode} failed: {proc.stderr[-2000:]}")
+    raw = np.fromfile(lat_file, dtype=np.int64)
+    n_threads = int(raw[0])
+    counts = raw[1:1 + n_threads]
+    lat = raw[1 + n_threads:] / 1e9
+    return np.split(lat, np.cumsum(counts)[:-1])
+
+
+# ---- main ------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="reduced run, under 2 minutes")
+    ap.add_argument("--batches", default="1,64,512")
+    ap.add_argument("--callers", default="1,2")
+    ap.add_argument("--seconds", type=float, default=None, help="timed seconds per cell")
+    ap.add_argument("--out", default=str(HERE / "out"))
+    ap.add_argument("--systems", default="rs_run,rs_wire,tf_python,c_tf,c_rs_run,c_rs_predict")
+    args = ap.parse_args(argv)
+    seconds = args.seconds or (1.0 if args.quick else 4.0)
+    batches = [int(b) for b in args.batches.split(",")]
+    callers_list = [int(c) for c in args.callers.split(",")]
+    systems = args.systems.split(",")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    t_start = time.time()
+    rows = table_rows(args.quick)
+    model_dir = build_model(out_dir, rows)
+    import tensorflow as tf
+
+    from recstrata.processor import Model
+    from recstrata.wire import codec
+
+    rs_config = {"session_num": 2, "select_session_policy": "LEAST_LOADED"}
+    exe = compile_c_loop(out_dir) if any(s.startswith("c_") for s in systems) else None
+    model = Model(model_dir, rs_config)
+    loaded = tf.saved_model.load(str(model_dir))
+    sig = loaded.signatures["serving_default"]
+
+    cells = []
+    print(f"model: Criteo-shaped CTR, {N_DENSE} dense + {N_SPARSE} tables ({min(rows)}-{max(rows)} rows x "
+          f"{EMB_DIM}), MLP 512-256-1; {os.cpu_count()} CPUs; {seconds:.1f} s per cell")
+    print(f"{'batch':>5} {'callers':>7} {'system':<13} {'median ms':>10} {'p99 ms':>9} {'req/s':>9} {'items/s':>10}")
+    for batch in batches:
+        feeds = make_feeds(batch, rows, seed=batch)
+        request = codec.make_request(feeds)
+        # Parity first: every system must compute the same thing.
+        ref = sig(**{k: tf.constant(v) for k, v in feeds.items()})["prob"].numpy()
+        got = model.run(feeds)["prob"]
+        wire = codec.parse_response(model.predict_bytes(request))["prob"]
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(wire, ref, rtol=1e-4, atol=1e-6)
+        spec = write_c_spec(out_dir, model_dir, feeds, rs_config, request) if exe else None
+
+        fns = {
+            "rs_run": lambda: model.run(feeds),
+            "rs_wire": lambda: model.predict_bytes(request),
+            "tf_python": lambda: sig(**{k: tf.constant(v) for k, v in feeds.items()})["prob"].numpy(),
+        }
+        for callers in callers_list:
+            for system in systems:
+                if system in fns:
+                    lat = run_threads(fns[system], callers, seconds)
+                else:
+                    mode = {"c_tf": "tf", "c_rs_run": "rs_run", "c_rs_predict": "rs_predict"}[system]
+                    lat = run_c_loop(exe, mode, spec, callers, seconds, out_dir)
+                s = summarize(lat, batch)
+                s.update(batch=batch, callers=callers, system=system)
+                cells.append(s)
+                print(f"{batch:>5} {callers:>7} {system:<13} {s['median_ms']:>10.3f} {s['p99_ms']:>9.3f} "
+                      f"{s['throughput_rps']:>9.1f} {s['throughput_items_s']:>10.0f}", flush=True)
+    model.close()
+
+    def cell(system, batch, callers):
+        for c in cells:
+            if (c["system"], c["batch"], c["callers"]) == (system, batch, callers):
+                return c
+        return None
+
+    ratios = []
+    print("\nratios (speedup = rs throughput / tf_python throughput; overhead = rs median / c_tf median - 1)")
+    for batch in batches:
+        for callers in callers_list:
+            r = {"batch": batch, "callers": callers}
+            py = cell("tf_python", batch, callers)
+            ctf = cell("c_tf", batch, callers)
+            for system in ("rs_run", "rs_wire", "c_rs_run", "c_rs_predict"):
+                c = cell(system, batch, callers)
+                if c is None:
+                    continue
+                if py:
+                    r[f"{system}_speedup_vs_tf_python"] = c["throughput_rps"] / py["throughput_rps"]
+                if ctf:
+                    r[f"{system}_overhead_vs_c_tf"] = c["median_ms"] / ctf["median_ms"] - 1
+            ratios.append(r)
+            print("  " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+    elapsed = time.time() - t_start
+    print(f"elapsed {elapsed:.1f} s")
+    print("RESULT " + json.dumps({"benchmark": "serving", "quick": args.quick, "seconds_per_cell": seconds,
+                                  "model": {"dense": N_DENSE, "tables": len(rows), "rows_min": min(rows),
+                                            "rows_max": max(rows), "dim": EMB_DIM, "mlp": [512, 256, 1]},
+                                  "rs_config": rs_config, "cells": cells, "ratios": ratios,
+                                  "elapsed_s": round(elapsed, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
