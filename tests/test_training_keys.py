@@ -79,9 +79,10 @@ def test_multihash_kway_keys():
     got = sch.row_keys([11, -2])
     want = [[ref_hash64(i & M64, 5 + w) % n for w, n in enumerate((64, 100, 7))] for i in (11, -2)]
     assert got.tolist() == want
-    with pytest.raises(ValueError, match="not divisible"):
-        sch.subtable_dims(16)
+    assert sch.subtable_dims(16) == (6, 5, 5)   # first dim % k sub-tables get one more column
     assert sch.subtable_dims(15) == (5, 5, 5)
+    with pytest.raises(ValueError, match="smaller than"):
+        sch.subtable_dims(2)
     assert K.MultiHashKeys(strategy="kway", sizes=(10, 20)).num_params(8) == 240
 
 

@@ -134,10 +134,11 @@ class KeyScheme:
     def subtable_dims(self, dim: int) -> tuple[int, ...]:
         """Width of each sub-table's rows for a feature of embedding dimension ``dim``."""
         if self.combiner == "concat":
+            # Split as evenly as possible; the first (dim mod k) sub-tables get one extra column.
             k = self.num_subtables
-            if dim % k:
-                raise ValueError(f"concat combiner: dim {dim} is not divisible by {k} sub-tables")
-            return (dim // k,) * k
+            if dim < k:
+                raise ValueError(f"concat combiner: dim {dim} is smaller than {k} sub-tables")
+            return tuple(dim // k + (1 if j < dim % k else 0) for j in range(k))
         return (dim,) * self.num_subtables
 
     def num_params(self, dim: int) -> int:

@@ -1,0 +1,120 @@
+"""Keras layers of the embedding stage (ids -> pooled vectors) and dense input normalisation.
+
+:class:`SchemeEmbedding` owns the sub-tables of one (possibly shared) table and applies its key
+scheme in-graph (:mod:`recstrata.training.keys_tf`, bit-identical to :mod:`keys`), combines the
+sub-table rows (add / multiply / concat) and pools the values of a feature (sum / mean / sqrtn;
+an empty or missing value pools to zeros). :class:`EmbeddingStage` holds one per table and maps a
+batch dict to ``{feature: pooled [B, width]}``. Semantics: docs/embedding-keys.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from recstrata.training import keys as K
+from recstrata.training import keys_tf
+from recstrata.training.spec import Config, DenseFeature, table_width
+
+INIT_STDDEV = 0.05
+
+
+def _var(v):
+    return v.value if hasattr(v, "value") else v
+
+
+class SchemeEmbedding(keras.layers.Layer):
+    """The sub-tables of one embedding table and its id -> vector function."""
+
+    def __init__(self, scheme: K.KeyScheme, width: int, seed: int = 0, **kwargs):
+        super().__init__(dtype="float32", **kwargs)   # tables stay float32 under mixed precision
+        self.scheme, self.width, self.seed = scheme, int(width), int(seed)
+        self.dims = scheme.subtable_dims(self.width)
+        self.subtables = []
+        S = scheme.num_subtables
+        for j, (rows, d) in enumerate(zip(scheme.subtable_rows, self.dims)):
+            if scheme.combiner == "multiply" and j > 0:
+                init = keras.initializers.RandomNormal(mean=1.0, stddev=INIT_STDDEV, seed=seed + j)
+            else:
+                std = INIT_STDDEV / math.sqrt(S) if scheme.combiner == "add" else INIT_STDDEV
+                init = keras.initializers.RandomNormal(stddev=std, seed=seed + j)
+            self.subtables.append(self.add_weight(shape=(rows, d), initializer=init,
+                                                  name=f"sub{j}", dtype="float32"))
+
+    def lookup(self, ids: tf.Tensor) -> tf.Tensor:
+        """int64 ids [...] -> float32 vectors [..., width] (sub-table rows combined)."""
+        keys = keys_tf.row_keys(self.scheme, ids)
+        parts = [tf.gather(_var(t), keys[..., j]) for j, t in enumerate(self.subtables)]
+        if len(parts) == 1:
+            return parts[0]
+        comb = self.scheme.combiner
+        if comb == "add":
+            return tf.add_n(parts)
+        if comb == "multiply":
+            out = parts[0]
+            for p in parts[1:]:
+                out = out * p
+            return out
+        return tf.concat(parts, axis=-1)
+
+    def call(self, ids, lengths, combiner: str = "sum"):
+        """ids int64 [B, k], lengths int32 [B] -> pooled [B, width]."""
+        k = ids.shape[-1]
+        vec = self.lookup(ids)                                     # [B, k, W]
+        n = tf.cast(lengths, tf.float32)
+        if k == 1:
+            return vec[:, 0, :] * tf.cast(n > 0, tf.float32)[:, None]
+        live = tf.cast(tf.range(k)[None, :] < tf.cast(lengths, tf.int32)[:, None], tf.float32)
+        summed = tf.reduce_sum(vec * live[..., None], axis=1)
+        if combiner == "sum":
+            return summed
+        nn = tf.maximum(n, 1.0)[:, None]
+        return summed / (nn if combiner == "mean" else tf.sqrt(nn))
+
+    def num_params(self) -> int:
+        return self.scheme.num_params(self.width)
+
+
+class EmbeddingStage(keras.layers.Layer):
+    """ids -> pooled vectors for every sparse feature: ``{feature: [B, width]}``."""
+
+    def __init__(self, cfg: Config, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.cfg = cfg
+        self.features = cfg.sparse
+        self.tables = {}
+        for i, (tname, (scheme, dim, _)) in enumerate(cfg.tables().items()):
+            self.tables[tname] = SchemeEmbedding(
+                scheme, table_width(dim, cfg.model.type), seed=cfg.train.seed * 7919 + 97 * i,
+                name=f"table_{tname}")
+
+    def call(self, batch):
+        out = {}
+        for f in self.features:
+            out[f.name] = self.tables[f.table](batch[f.name], batch[f.name + "/len"], combiner=f.combiner)
+        return out
+
+
+class DenseNormalize(keras.layers.Layer):
+    """Raw dense values [B, D] (NaN = missing) -> normalised values with missing -> default."""
+
+    def __init__(self, feats: tuple[DenseFeature, ...], **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.feats = tuple(feats)
+        self.code = np.array([{"none": 0, "log1p": 1, "standard": 2}[f.transform] for f in feats],
+                             np.int32)
+        self.mean = np.array([f.mean for f in feats], np.float32)
+        self.std = np.array([f.std for f in feats], np.float32)
+        self.default = np.array([f.default for f in feats], np.float32)
+
+    def call(self, x):
+        x = tf.cast(x, tf.float32)
+        missing = tf.math.is_nan(x)
+        x0 = tf.where(missing, tf.zeros_like(x), x)
+        logv = tf.sign(x0) * tf.math.log1p(tf.abs(x0))
+        stdv = (x0 - self.mean) / self.std
+        y = tf.where(self.code == 1, logv, tf.where(self.code == 2, stdv, x0))
+        return tf.where(missing, tf.broadcast_to(self.default, tf.shape(x)), y)

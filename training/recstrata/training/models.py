@@ -1,0 +1,194 @@
+"""CTR models as an embedding stage + a separately exportable dense stage (WDL, DeepFM, DLRM).
+
+``RecModel(batch) -> logits [B]``: ``embedding_stage`` maps ids to pooled vectors
+``{feature: [B, width]}``; ``dense_stage`` maps those plus the raw dense features
+``{"dense": [B, D]}`` (NaN = missing; normalised inside) to logits. The dense stage is a
+self-contained Keras model that the exporter (``export.py``) turns into the bundle's SavedModel;
+``embedding_tables()`` gives the tables as numpy arrays with their key schemes.
+
+For ``wdl`` and ``deepfm`` a table's rows have ``dim + 1`` columns: ``[:dim]`` is the embedding,
+column ``dim`` is the feature's first-order (wide / linear) weight, so both ride on the same key
+scheme and the same lookup. ``dlrm`` tables have ``dim`` columns.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from recstrata.training.layers import DenseNormalize, EmbeddingStage
+from recstrata.training.spec import Config, table_width
+
+
+def _mlp(widths, dropout: float, seed: int, name: str, final_activation=True):
+    layers = []
+    for i, w in enumerate(widths):
+        act = "relu" if (final_activation or i < len(widths) - 1) else None
+        layers.append(keras.layers.Dense(
+            w, activation=act, name=f"{name}_{i}",
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed + i)))
+        if dropout > 0:
+            layers.append(keras.layers.Dropout(dropout, seed=seed + 100 + i))
+    return layers
+
+
+class DenseStage(keras.Model):
+    """pooled vectors + raw dense features -> logits. Inputs: ``{feature: [B, width], "dense": [B, D]}``."""
+
+    def __init__(self, cfg: Config, **kwargs):
+        super().__init__(**kwargs)
+        self.cfg = cfg
+        self.kind = cfg.model.type
+        self.feature_names = tuple(f.name for f in cfg.sparse)
+        self.dims = tuple(f.dim for f in cfg.sparse)
+        self.widths = tuple(table_width(f.dim, self.kind) for f in cfg.sparse)
+        self.num_dense = len(cfg.dense)
+        s = cfg.train.seed * 104729 + 13
+        self.norm = DenseNormalize(cfg.dense, name="dense_norm")
+        self.deep = _mlp(cfg.model.hidden, cfg.model.dropout, s, "deep")
+        self.out = keras.layers.Dense(1, name="deep_out",
+                                      kernel_initializer=keras.initializers.GlorotUniform(seed=s + 50))
+        if self.kind in ("wdl", "deepfm") and self.num_dense:
+            self.dense_linear = keras.layers.Dense(
+                1, use_bias=False, name="dense_linear",
+                kernel_initializer=keras.initializers.Zeros())
+        if self.kind == "dlrm":
+            self.bottom = _mlp(tuple(cfg.model.bottom) + (self.dims[0],), 0.0, s + 200, "bottom")
+
+    def input_signature(self) -> dict:
+        """Names, shapes and dtypes of the inputs (batch dimension None)."""
+        sig = {n: tf.TensorSpec([None, w], tf.float32, name=n)
+               for n, w in zip(self.feature_names, self.widths)}
+        sig["dense"] = tf.TensorSpec([None, self.num_dense], tf.float32, name="dense")
+        return sig
+
+    def _run(self, layers, x, training):
+        for layer in layers:
+            x = layer(x, training=training) if isinstance(layer, keras.layers.Dropout) else layer(x)
+        return x
+
+    def call(self, inputs, training=False):
+        cdt = self.compute_dtype
+        dense = self.norm(inputs["dense"])
+        pooled = [tf.cast(inputs[n], tf.float32) for n in self.feature_names]
+        vecs = [p[:, :d] for p, d in zip(pooled, self.dims)]
+        if self.kind in ("wdl", "deepfm"):
+            first = tf.add_n([p[:, d] for p, d in zip(pooled, self.dims)])
+            if self.num_dense:
+                first = first + tf.cast(self.dense_linear(dense)[:, 0], tf.float32)
+        if self.kind == "dlrm":
+            bottom = self._run(self.bottom, tf.cast(dense, cdt), training)
+            t = tf.stack([tf.cast(bottom, tf.float32)] + vecs, axis=1)           # [B, F+1, d]
+            z = tf.matmul(t, t, transpose_b=True)
+            n = len(vecs) + 1
+            iu = np.triu_indices(n, 1)
+            flat = tf.gather(tf.reshape(z, [-1, n * n]), iu[0] * n + iu[1], axis=1)
+            x = tf.concat([tf.cast(bottom, tf.float32), flat], axis=1)
+            return tf.cast(self.out(self._run(self.deep, tf.cast(x, cdt), training))[:, 0],
+                           tf.float32)
+        x = tf.concat(vecs + ([dense] if self.num_dense else []), axis=1)
+        deep = tf.cast(self.out(self._run(self.deep, tf.cast(x, cdt), training))[:, 0], tf.float32)
+        logit = deep + first
+        if self.kind == "deepfm":
+            v = tf.stack(vecs, axis=1)                                         # [B, F, d]
+            sq = tf.reduce_sum(v, axis=1)
+            logit = logit + 0.5 * tf.reduce_sum(sq * sq - tf.reduce_sum(v * v, axis=1), axis=1)
+        return logit
+
+    def probabilities(self, inputs):
+        return tf.sigmoid(self(inputs, training=False))
+
+
+class RecModel(keras.Model):
+    """The whole CTR model: ``embedding_stage`` then ``dense_stage``; call -> logits [B]."""
+
+    def __init__(self, cfg: Config, **kwargs):
+        super().__init__(**kwargs)
+        self.cfg = cfg
+        self.embedding_stage = EmbeddingStage(cfg, name="embedding_stage")
+        self.dense_stage = DenseStage(cfg, name="dense_stage")
+
+    def call(self, batch, training=False):
+        pooled = self.embedding_stage(batch)
+        pooled["dense"] = batch["dense"]
+        return self.dense_stage(pooled, training=training)
+
+    def pooled(self, batch) -> dict:
+        """The embedding stage's output (+ the raw dense input): the dense stage's input."""
+        pooled = self.embedding_stage(batch)
+        pooled["dense"] = tf.convert_to_tensor(batch["dense"], tf.float32)
+        return pooled
+
+    def build_with_dummy(self) -> None:
+        """Create all variables by running one tiny batch (call inside the strategy scope)."""
+        self(dummy_batch(self.cfg, 2))
+
+    def predict_batch(self, batch) -> np.ndarray:
+        """Probabilities for one batch dict (numpy in, numpy out)."""
+        return tf.sigmoid(self(batch, training=False)).numpy()
+
+    def embedding_tables(self) -> dict:
+        """``{table: {"scheme", "width", "combiner", "features", "subtables": [np.ndarray]}}``."""
+        out = {}
+        tables = self.cfg.tables()
+        for tname, layer in self.embedding_stage.tables.items():
+            scheme, dim, feats = tables[tname]
+            out[tname] = {
+                "scheme": scheme.to_dict(),
+                "dim": dim,
+                "width": layer.width,
+                "combiner": scheme.combiner,
+                "features": list(feats),
+                "subtable_rows": list(scheme.subtable_rows),
+                "subtable_dims": list(layer.dims),
+                "subtables": [np.asarray(_value(t)) for t in layer.subtables],
+            }
+        return out
+
+    def feature_info(self) -> list[dict]:
+        """Per sparse feature: name, dtype, max_values, combiner, table, width (manifest input)."""
+        return [{"name": f.name, "dtype": f.dtype, "max_values": f.max_values,
+                 "combiner": f.combiner, "table": f.table,
+                 "width": table_width(f.dim, self.cfg.model.type)} for f in self.cfg.sparse]
+
+    def summary_rows(self) -> list[dict]:
+        """Parameter count and bytes per table, plus the dense stage."""
+        rows = []
+        for tname, layer in self.embedding_stage.tables.items():
+            p = layer.num_params()
+            rows.append({"table": tname, "scheme": layer.scheme.kind,
+                         "features": ",".join(self.cfg.tables()[tname][2]),
+                         "subtables": "x".join(str(r) for r in layer.scheme.subtable_rows),
+                         "width": layer.width, "params": p, "bytes": 4 * p})
+        dp = int(sum(int(np.prod(w.shape)) for w in self.dense_stage.weights))
+        rows.append({"table": "(dense stage)", "scheme": self.cfg.model.type, "features": "",
+                     "subtables": "", "width": "", "params": dp, "bytes": 4 * dp})
+        return rows
+
+
+def _value(v):
+    try:
+        return v.numpy()
+    except AttributeError:
+        return keras.ops.convert_to_numpy(v)
+
+
+def dummy_batch(cfg: Config, rows: int) -> dict:
+    b = {}
+    for f in cfg.sparse:
+        b[f.name] = np.zeros((rows, f.max_values), np.int64)
+        b[f.name + "/len"] = np.ones(rows, np.int32)
+    b["dense"] = np.zeros((rows, len(cfg.dense)), np.float32)
+    return b
+
+
+def format_summary(rows: list[dict]) -> str:
+    head = f"{'table':<20} {'scheme':<12} {'sub-table rows':<18} {'width':>5} {'params':>12} {'bytes':>12}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['table']:<20} {r['scheme']:<12} {r['subtables']:<18} {str(r['width']):>5} "
+                     f"{r['params']:>12,} {r['bytes']:>12,}")
+    emb = sum(r["bytes"] for r in rows[:-1])
+    lines.append(f"{'embeddings total':<58} {sum(r['params'] for r in rows[:-1]):>12,} {emb:>12,}")
+    return "\n".join(lines)

@@ -1,0 +1,427 @@
+"""Training and evaluation with tf.distribute: devices, the custom loop, checkpoints, metrics.
+
+Devices (``train.devices``): ``auto`` uses MultiWorkerMirroredStrategy when ``TF_CONFIG``
+names more than one worker, else MirroredStrategy over all local GPUs when there are any, else
+the default (single CPU) strategy; ``mirrored`` forces MirroredStrategy over the local GPUs, or
+over all logical CPU devices when there is no GPU (how tests run multi-device on CPU); ``cpu``
+forces one CPU device.
+
+Exactly-once: see :mod:`recstrata.training.data`. Each step, every replica gets its own slice of
+the global batch; the loss is ``sum(weight * bce) / sum(weight over the whole global batch)``
+(the weight sum is all-reduced), and the optimizer sums the replicas' gradients, so a step is the
+same update whatever the number of replicas or workers, and zero-weight padding contributes
+nothing. Evaluation gathers every replica's predictions and computes exact AUC and log loss on
+the real (weight > 0) examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+from recstrata.training import data as D
+from recstrata.training import metrics
+from recstrata.training.spec import Config, load_config
+
+CONFIG_FILE = "config.json"
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+# ----------------------------------------------------------------------------- devices
+
+@dataclasses.dataclass
+class Cluster:
+    strategy: object
+    num_workers: int = 1
+    worker: int = 0
+    replicas_per_worker: int = 1
+
+    @property
+    def is_chief(self) -> bool:
+        return self.worker == 0
+
+    @property
+    def num_replicas(self) -> int:
+        return self.num_workers * self.replicas_per_worker
+
+
+def tf_config_workers() -> int:
+    try:
+        cfg = json.loads(os.environ.get("TF_CONFIG", "") or "{}")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {exc}") from None
+    return len(cfg.get("cluster", {}).get("worker", []))
+
+
+def make_cluster(devices: str = "auto") -> Cluster:
+    """Pick the tf.distribute strategy (see module docstring). Create it before other TF work:
+    MultiWorkerMirroredStrategy must be created at program start."""
+    tf = _tf()
+    if devices == "auto" and tf_config_workers() > 1:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        resolver = strategy.cluster_resolver
+        nw = len(resolver.cluster_spec().as_dict().get("worker", []))
+        worker = int(resolver.task_id or 0)
+        return Cluster(strategy, nw, worker, strategy.num_replicas_in_sync // nw)
+    gpus = tf.config.list_logical_devices("GPU")
+    if devices == "cpu":
+        return Cluster(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    if gpus and devices in ("auto", "mirrored"):
+        strategy = tf.distribute.MirroredStrategy([g.name for g in gpus])
+        return Cluster(strategy, replicas_per_worker=strategy.num_replicas_in_sync)
+    if devices == "mirrored":
+        cpus = [c.name for c in tf.config.list_logical_devices("CPU")]
+        strategy = tf.distribute.MirroredStrategy(
+            cpus, cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=cpus[0]))
+        return Cluster(strategy, replicas_per_worker=strategy.num_replicas_in_sync)
+    return Cluster(tf.distribute.get_strategy())
+
+
+# ----------------------------------------------------------------------------- trainer
+
+@dataclasses.dataclass
+class EpochResult:
+    epoch: int
+    steps: int
+    train_examples: int
+    train_loss: float
+    train_bad_rows: int
+    eval_auc: float | None = None
+    eval_logloss: float | None = None
+    eval_examples: int | None = None
+    eval_bad_rows: int | None = None
+    seconds: float = 0.0
+
+
+class Trainer:
+    """Builds the model under the strategy and runs training / evaluation.
+
+    ``record_indices=True`` keeps the example indices this process trained on (tests use it to
+    prove exactly-once). ``log`` receives progress lines (chief only).
+    """
+
+    def __init__(self, cfg: Config, cluster: Cluster | None = None, record_indices: bool = False,
+                 log: Callable[[str], None] | None = None):
+        tf = _tf()
+        import keras
+
+        from recstrata.training.models import RecModel
+
+        self.cfg = cfg
+        self.cluster = cluster or make_cluster(cfg.train.devices)
+        self.strategy = self.cluster.strategy
+        self.log = log if log is not None else (lambda s: print(s, file=sys.stderr, flush=True))
+        self.record_indices = record_indices
+        self.seen_indices: list[np.ndarray] = []
+        self.layout = D.Layout.for_global_batch(
+            cfg.train.batch_size, self.cluster.replicas_per_worker, self.cluster.num_workers,
+            self.cluster.worker)
+        if self.layout.global_batch != cfg.train.batch_size:
+            self._say(f"note: global batch {cfg.train.batch_size} rounded up to "
+                      f"{self.layout.global_batch} ({self.cluster.num_replicas} replicas)")
+        keras.utils.set_random_seed(cfg.train.seed)
+        policy = self._precision_policy()
+        old_policy = keras.mixed_precision.dtype_policy()
+        try:
+            if policy:
+                keras.mixed_precision.set_dtype_policy(policy)
+            with self.strategy.scope():
+                self.model = RecModel(cfg, name="rec_model")
+                self.model.build_with_dummy()
+                self.optimizer = self._make_optimizer(policy == "mixed_float16")
+                self.optimizer.build(self.model.trainable_variables)
+                self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+                self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
+                self.best_auc = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_auc")
+                self.bad_epochs = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_epochs")
+        finally:
+            keras.mixed_precision.set_dtype_policy(old_policy)
+        self.ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                        epoch=self.epoch, step_in_epoch=self.step_in_epoch,
+                                        best_auc=self.best_auc, bad_epochs=self.bad_epochs)
+        self.manager = None
+        if cfg.train.checkpoint_dir:
+            self.manager = self._manager(cfg.train.checkpoint_dir, "ckpt")
+        self._train_step = None
+        self._eval_step = None
+
+    # -- setup helpers
+    def _say(self, msg: str) -> None:
+        if self.cluster.is_chief:
+            self.log(msg)
+
+    def _precision_policy(self) -> str | None:
+        mp = self.cfg.train.mixed_precision
+        if mp == "off":
+            return None
+        if mp == "float16":
+            if not _tf().config.list_logical_devices("GPU"):
+                self._say("note: mixed_precision float16 needs a GPU; training in float32")
+                return None
+            return "mixed_float16"
+        return "mixed_bfloat16"
+
+    def _make_optimizer(self, loss_scale: bool):
+        import keras
+
+        t = self.cfg.train
+        opt = {"adam": lambda: keras.optimizers.Adam(t.learning_rate),
+               "adagrad": lambda: keras.optimizers.Adagrad(t.learning_rate),
+               "sgd": lambda: keras.optimizers.SGD(t.learning_rate)}[t.optimizer]()
+        return keras.optimizers.LossScaleOptimizer(opt) if loss_scale else opt
+
+    def _manager(self, directory: str, name: str):
+        tf = _tf()
+        if self.cluster.is_chief:
+            os.makedirs(directory, exist_ok=True)
+            with open(os.path.join(directory, CONFIG_FILE), "w") as fh:
+                fh.write(self.cfg.to_json())
+            path = directory
+        else:   # non-chief workers write to a scratch dir that is removed after each save
+            path = os.path.join(directory, f".worker{self.cluster.worker}")
+        return tf.train.CheckpointManager(self.ckpt, path, max_to_keep=3, checkpoint_name=name)
+
+    def _save(self) -> None:
+        if self.manager is None:
+            return
+        self.manager.save()
+        if not self.cluster.is_chief:
+            shutil.rmtree(self.manager.directory, ignore_errors=True)
+
+    def restore(self) -> bool:
+        """Restore the latest checkpoint of ``train.checkpoint_dir``; False when there is none."""
+        tf = _tf()
+        if not self.cfg.train.checkpoint_dir:
+            return False
+        latest = tf.train.latest_checkpoint(self.cfg.train.checkpoint_dir)
+        if not latest:
+            return False
+        self.ckpt.restore(latest).assert_existing_objects_matched()
+        self._say(f"resumed from {latest}: epoch {int(self.epoch.numpy())}, "
+                  f"step {int(self.step_in_epoch.numpy())} of that epoch")
+        return True
+
+    # -- distribution of host batches
+    def _distribute(self, batch: dict):
+        R, w = self.layout.replicas_per_worker, self.cluster.worker
+        n = self.layout.per_replica
+        if self.cluster.num_replicas == 1:
+            return batch
+
+        def value_fn(ctx):
+            r = ctx.replica_id_in_sync_group - w * R
+            return {k: v[r * n:(r + 1) * n] for k, v in batch.items()}
+
+        return self.strategy.experimental_distribute_values_from_function(value_fn)
+
+    def _local(self, value) -> np.ndarray:
+        parts = self.strategy.experimental_local_results(value)
+        return np.concatenate([np.asarray(p).reshape(-1) for p in parts])
+
+    def _build_steps(self):
+        tf = _tf()
+        import keras
+
+        model, opt, strategy = self.model, self.optimizer, self.strategy
+        scaled = isinstance(opt, keras.optimizers.LossScaleOptimizer)
+
+        def replica_train(b):
+            ctx = tf.distribute.get_replica_context()
+            w = b["weight"]
+            wsum = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(w))
+            with tf.GradientTape() as tape:
+                logits = model(b, training=True)
+                per = tf.nn.sigmoid_cross_entropy_with_logits(labels=b["label"], logits=logits)
+                loss = tf.reduce_sum(per * w) / tf.maximum(wsum, 1.0)
+                obj = opt.scale_loss(loss) if scaled else loss
+            variables = model.trainable_variables
+            grads = tape.gradient(obj, variables)
+            opt.apply_gradients(zip(grads, variables))
+            return loss, tf.sigmoid(logits), wsum
+
+        @tf.function
+        def train_step(dist):
+            loss, prob, wsum = strategy.run(replica_train, args=(dist,))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None), prob, wsum
+
+        def replica_eval(b):
+            p = tf.sigmoid(model(b, training=False))
+            return p, b["label"], b["weight"], b["index"]
+
+        @tf.function
+        def eval_step(dist):
+            out = strategy.run(replica_eval, args=(dist,))
+            if self.cluster.num_replicas == 1:
+                return out
+            return tuple(strategy.gather(v, axis=0) for v in out)
+
+        self._train_step, self._eval_step = train_step, eval_step
+
+    def _reduce_counts(self, counts) -> np.ndarray:
+        """Sum small integer counters over workers (one all-reduce)."""
+        tf = _tf()
+        local = np.asarray(counts, np.float64)
+        if self.cluster.num_workers == 1:
+            return local
+        R = self.layout.replicas_per_worker
+
+        def fn(ctx):
+            first = (ctx.replica_id_in_sync_group % R) == 0
+            return tf.constant(local if first else np.zeros_like(local))
+
+        v = self.strategy.experimental_distribute_values_from_function(fn)
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None).numpy()
+
+    # -- public API
+    def train(self, eval_each_epoch: bool = True) -> list[EpochResult]:
+        """Run (or continue, after ``restore``) training for ``train.epochs`` epochs."""
+        if self._train_step is None:
+            self._build_steps()
+        cfg, t = self.cfg, self.cfg.train
+        history: list[EpochResult] = []
+        have_eval = cfg.data.format == "synthetic" or bool(cfg.data.eval)
+        while int(self.epoch.numpy()) < t.epochs:
+            ep = int(self.epoch.numpy())
+            skip = int(self.step_in_epoch.numpy())
+            t0 = time.time()
+            source = D.make_source(cfg, "train")
+            ds = D.make_dataset(cfg, source, self.layout, skip=skip, limit=t.max_steps_per_epoch)
+            bar = self._progress(f"epoch {ep + 1}/{t.epochs}")
+            loss_sum = w_sum = 0.0
+            steps = 0
+            recent_p, recent_y, recent_w = [], [], []
+            for batch in ds:
+                loss, prob, wsum = self._train_step(self._distribute(batch))
+                wsum_g = float(self._local(wsum)[0]) if self.cluster.num_replicas > 1 else float(wsum)
+                loss_sum += float(loss) * wsum_g
+                w_sum += wsum_g
+                steps += 1
+                self.step_in_epoch.assign_add(1)
+                if self.record_indices:
+                    idx = batch["index"].numpy()
+                    self.seen_indices.append(idx[batch["weight"].numpy() > 0])
+                if bar is not None:
+                    recent_p.append(self._local(prob) if self.cluster.num_replicas > 1 else prob.numpy())
+                    recent_y.append(batch["label"].numpy())
+                    recent_w.append(batch["weight"].numpy())
+                    if len(recent_p) > 200:
+                        del recent_p[0], recent_y[0], recent_w[0]
+                    if steps % 10 == 1:
+                        a = metrics.auc(np.concatenate(recent_y), np.concatenate(recent_p),
+                                        np.concatenate(recent_w))
+                        bar.set_postfix(loss=f"{loss_sum / max(w_sum, 1):.4f}", auc=f"{a:.4f}")
+                    bar.update(1)
+                if t.checkpoint_every_steps and int(self.step_in_epoch.numpy()) % t.checkpoint_every_steps == 0:
+                    self._save()
+            if bar is not None:
+                bar.close()
+            rows, bad = self._reduce_counts([source.stats.rows, source.stats.bad_rows])
+            self._report_bad(source.stats, int(bad), "train")
+            res = EpochResult(epoch=ep + 1, steps=steps, train_examples=int(round(w_sum)),
+                              train_loss=loss_sum / max(w_sum, 1.0), train_bad_rows=int(bad))
+            if eval_each_epoch and have_eval:
+                ev = self.evaluate()
+                res.eval_auc, res.eval_logloss = ev["auc"], ev["logloss"]
+                res.eval_examples, res.eval_bad_rows = ev["examples"], ev["bad_rows"]
+            res.seconds = time.time() - t0
+            history.append(res)
+            self.epoch.assign_add(1)
+            self.step_in_epoch.assign(0)
+            stop = self._early_stopping(res)
+            self._save()
+            self._say(f"epoch {res.epoch}: train loss {res.train_loss:.5f} on {res.train_examples} "
+                      f"examples ({res.train_bad_rows} bad rows)"
+                      + (f", eval AUC {res.eval_auc:.5f} logloss {res.eval_logloss:.5f}"
+                         if res.eval_auc is not None else "") + f", {res.seconds:.1f}s")
+            if stop:
+                self._say(f"early stopping: no eval AUC gain > {t.early_stopping_min_delta} for "
+                          f"{t.early_stopping_patience} epoch(s); best AUC {float(self.best_auc.numpy()):.5f}")
+                break
+        return history
+
+    def _early_stopping(self, res: EpochResult) -> bool:
+        t = self.cfg.train
+        if res.eval_auc is None or not math.isfinite(res.eval_auc):
+            return False
+        if res.eval_auc > float(self.best_auc.numpy()) + t.early_stopping_min_delta:
+            self.best_auc.assign(res.eval_auc)
+            self.bad_epochs.assign(0)
+            return False
+        self.bad_epochs.assign_add(1)
+        return t.early_stopping_patience > 0 and int(self.bad_epochs.numpy()) >= t.early_stopping_patience
+
+    def _report_bad(self, stats: D.ParseStats, bad_total: int, split: str) -> None:
+        if bad_total:
+            self._say(f"warning: {bad_total} bad {split} row(s) skipped (kept as zero-weight "
+                      f"slots); first: " + "; ".join(stats.first_errors[:3]))
+        if stats.truncated_values:
+            self._say(f"note: {stats.truncated_values} {split} id(s) beyond max_values were cut "
+                      f"(this worker)")
+
+    def _progress(self, desc: str):
+        if not (self.cfg.train.progress and self.cluster.is_chief):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, leave=True)
+
+    def evaluate(self, split: str = "eval", source=None, return_predictions: bool = False) -> dict:
+        """Exact AUC and log loss on a split (every example once, gathered over replicas)."""
+        if self._eval_step is None:
+            self._build_steps()
+        src = source or D.make_source(self.cfg, split)
+        ps, ys, ws, ix = [], [], [], []
+        for batch in D.make_dataset(self.cfg, src, self.layout):
+            p, y, w, i = (np.asarray(v) for v in self._eval_step(self._distribute(batch)))
+            ps.append(p), ys.append(y), ws.append(w), ix.append(i)
+        p, y, w, i = (np.concatenate(a) if a else np.zeros(0) for a in (ps, ys, ws, ix))
+        keep = w > 0
+        _, bad = self._reduce_counts([src.stats.rows, src.stats.bad_rows])
+        self._report_bad(src.stats, int(bad), split)
+        out = {"auc": metrics.auc(y[keep], p[keep]), "logloss": metrics.logloss(y[keep], p[keep]),
+               "examples": int(keep.sum()), "bad_rows": int(bad)}
+        if return_predictions:
+            order = np.argsort(i[keep], kind="stable")
+            out["index"], out["prob"], out["label"] = i[keep][order], p[keep][order], y[keep][order]
+        return out
+
+    def summary(self) -> str:
+        from recstrata.training.models import format_summary
+
+        return format_summary(self.model.summary_rows())
+
+
+def load_trained(checkpoint_dir: str, checkpoint: str | None = None):
+    """Rebuild a trained model from a checkpoint directory written by training.
+
+    Returns ``(model, cfg)``; ``checkpoint`` picks one checkpoint prefix (default: latest).
+    The optimizer state is not restored (inference / export only).
+    """
+    tf = _tf()
+    from recstrata.training.models import RecModel
+
+    path = os.path.join(checkpoint_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{checkpoint_dir}: not a recstrata checkpoint directory "
+                                f"(no {CONFIG_FILE})")
+    cfg = load_config(path)
+    model = RecModel(cfg, name="rec_model")
+    model.build_with_dummy()
+    prefix = checkpoint or tf.train.latest_checkpoint(checkpoint_dir)
+    if not prefix:
+        raise FileNotFoundError(f"{checkpoint_dir}: no checkpoint found")
+    tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
+    return model, cfg
