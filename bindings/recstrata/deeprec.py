@@ -2,8 +2,9 @@
 
 DeepRec hosts (PAI-EAS style) dlopen a processor library and call four C
 functions; recstrata's compatibility library exports them with DeepRec's exact
-signatures, plus two of its own (``batch_process_n`` with an explicit count and
-``free_buffer`` to release what the others return). This module declares that
+signatures, plus three of its own: ``batch_process_n`` (an explicit count),
+``free_buffer`` (releases what the others return) and ``release_model``
+(closes a model; DeepRec has no teardown). This module declares that
 signature set itself -- it is DeepRec's ABI, not recstrata.h -- and exists to
 exercise the entry points from Python (tests, tools). Services should use
 :class:`recstrata.processor.Model`.
@@ -30,10 +31,12 @@ int process(void* model_buf, const void* input_data, int input_size,
             void** output_data, int* output_size);
 int batch_process(void* model_buf, const void* input_data[], int* input_size,
                   void* output_data[], int* output_size);
-int batch_process_n(void* model_buf, int n, const void* input_data[],
-                    int* input_size, void* output_data[], int* output_size);
+int batch_process_n(void* model_buf, const void* input_data[],
+                    const int* input_size, void* output_data[], int* output_size,
+                    int count);
 int get_serving_model_info(void* model_buf, void** output_data, int* output_size);
 void free_buffer(void* buffer);
+void release_model(void* model_buf);
 """
 
 ffi = cffi.FFI()
@@ -60,9 +63,9 @@ class DeepRecProcessor:
     """One model opened through DeepRec's ``initialize``.
 
     ``model_entry`` and ``model_config`` are passed through unchanged
-    (``model_config`` may be a dict, serialized to JSON). DeepRec has no
-    function to release a model, so the handle lives until the process ends.
-    ``state`` holds initialize's state out-parameter (0 on success).
+    (``model_config`` may be a dict, serialized to JSON). ``state`` holds
+    initialize's state out-parameter (0 on success, -1 and a NULL handle on
+    failure). :meth:`close` calls ``release_model`` (recstrata's addition).
     """
 
     def __init__(self, model_entry: str | PathLike | None,
@@ -75,6 +78,18 @@ class DeepRecProcessor:
         config = ffi.NULL if model_config is None else model_config.encode()
         self.handle = L.initialize(entry, config, state)
         self.state = state[0]
+
+    def close(self) -> None:
+        """Releases the model (release_model). Must not overlap other calls."""
+        handle, self.handle = self.handle, ffi.NULL
+        if handle != ffi.NULL:
+            self._lib.release_model(handle)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     @property
     def ok(self) -> bool:
@@ -107,7 +122,7 @@ class DeepRecProcessor:
         outs = ffi.new("void*[]", n + 1)
         out_sizes = ffi.new("int[]", n + 1)
         if with_count:
-            code = self._lib.batch_process_n(self.handle, n, inputs, sizes, outs, out_sizes)
+            code = self._lib.batch_process_n(self.handle, inputs, sizes, outs, out_sizes, n)
         else:
             code = self._lib.batch_process(self.handle, inputs, sizes, outs, out_sizes)
         results = []
@@ -121,7 +136,11 @@ class DeepRecProcessor:
         return code, results
 
     def batch_process(self, requests: Sequence[bytes]) -> tuple[int, list[bytes]]:
-        """``batch_process`` (count conveyed as in docs/processor.md)."""
+        """``batch_process``: the count is conveyed by a NULL entry ending input_data[].
+
+        An empty request in the list would end the batch early (its pointer is
+        NULL), so use :meth:`batch_process_n` for such batches.
+        """
         return self._batch(requests, with_count=False)
 
     def batch_process_n(self, requests: Sequence[bytes]) -> tuple[int, list[bytes]]:
