@@ -152,7 +152,8 @@ static const char* rsg_version_string(void) { return rsg.version_string(); }
 static int rsg_model_open(const char* dir, const char* cfg, rs_model** out,
                           rsg_status* st) {
   rs_error* err = NULL;
-  return rsg_take(st, rsg.model_open(dir, cfg, out, &err), err);
+  int rc = rsg.model_open(dir, cfg, out, &err);  // before reading err
+  return rsg_take(st, rc, err);
 }
 
 static void rsg_model_close(rs_model* m) { rsg.model_close(m); }
@@ -220,7 +221,8 @@ static void rsg_result_free(rs_result* r) { rsg.result_free(r); }
 static int rsg_predict(rs_model* m, const void* req, size_t n, void** out,
                        size_t* out_n, rsg_status* st) {
   rs_error* err = NULL;
-  return rsg_take(st, rsg.model_predict(m, req, n, out, out_n, &err), err);
+  int rc = rsg.model_predict(m, req, n, out, out_n, &err);  // before reading err
+  return rsg_take(st, rc, err);
 }
 
 static void rsg_free(void* p) { rsg.free_(p); }

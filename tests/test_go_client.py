@@ -109,6 +109,15 @@ def _encode(name: str, value) -> dict:
     return {"dtype": dtype, "shape": list(arr.shape), "data": data}
 
 
+def _decode(j: dict) -> np.ndarray:
+    """Inverse of _encode (float32 values are parsed as float32, not via float64 text)."""
+    if j["dtype"] == "string":
+        flat = np.array([base64.b64decode(v) for v in j["data"]], dtype=object)
+    else:
+        flat = np.array(j["data"], dtype=np.dtype("bool" if j["dtype"] == "bool" else j["dtype"]))
+    return flat.reshape(j["shape"])
+
+
 @pytest.fixture(scope="module")
 def go_env(tmp_path_factory):
     if shutil.which("go") is None:
@@ -154,6 +163,7 @@ def go_env(tmp_path_factory):
         "W": W.tolist(), "b": B.tolist(), "cases": cases,
         "request_file": str(tmp / "request.bin"),
         "response_file": str(tmp / "response.bin"),
+        "go_outputs_file": str(tmp / "go_outputs.json"),
     }
     (tmp / "expected.json").write_text(json.dumps(expected))
 
@@ -168,7 +178,9 @@ def go_env(tmp_path_factory):
         "CGO_ENABLED": "1",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     })
-    return {"env": env, "tmp": tmp, "wire_y": wire_y}
+    mixed_inputs = {"x": x, "ids": ids, "names": names, "z": z}
+    return {"env": env, "tmp": tmp, "wire_y": wire_y, "model_dir": model_dir,
+            "mixed_inputs": mixed_inputs}
 
 
 def _go(args, env, timeout=900):
@@ -200,6 +212,36 @@ def test_go_tests_pass_without_skips(go_env):
     assert list(y.array_shape.dim) == list(go_env["wire_y"].shape)
     np.testing.assert_array_equal(np.array(y.float_val, dtype=np.float32).reshape(
         go_env["wire_y"].shape), go_env["wire_y"])
+
+    # Go and the Python binding answer identically on the same model and inputs.
+    go_outs = json.loads((go_env["tmp"] / "go_outputs.json").read_text())
+    assert len(go_outs) == 1
+    from recstrata.processor import Model
+    with Model(go_env["model_dir"], {"signature_name": "mixed"}) as model:
+        py_outs = model.run(go_env["mixed_inputs"])
+    assert set(py_outs) == set(go_outs[0])
+    for name, arr in py_outs.items():
+        got = go_outs[0][name]
+        assert got["dtype"] == _encode(name, arr)["dtype"], name
+        np.testing.assert_array_equal(_decode(got), arr, err_msg=name)
+
+
+def test_go_tests_under_race_detector_and_cgocheck2(go_env):
+    """The same suite with the race detector and the strict cgo pointer checker.
+
+    cgocheck2 (GOEXPERIMENT) also traps Go pointers stored in C memory, which
+    the default checker does not see; -race checks the Model's locking while
+    many goroutines call into the library. (First run compiles the standard
+    library in these modes, about a minute here; later runs are cached.)
+    """
+    env = dict(go_env["env"], GOEXPERIMENT="cgocheck2")
+    res = _go(["test", "-race", "-count=1", "-v", "./..."], env)
+    log = res.stdout + res.stderr
+    assert res.returncode == 0, log[-20000:]
+    assert "DATA RACE" not in log, log[-20000:]
+    assert not re.findall(r"--- SKIP: (\S+)", log), log[-5000:]
+    passed = set(re.findall(r"--- PASS: (\S+)", log))
+    assert "TestConcurrentPredict" in passed and "TestCloseWaitsForCallsInFlight" in passed, log[-5000:]
 
 
 def test_go_tests_skip_cleanly_without_model(go_env):

@@ -40,6 +40,26 @@ type Expected struct {
 	Cases        []Case      `json:"cases"`
 	RequestFile  string      `json:"request_file"`
 	ResponseFile string      `json:"response_file"`
+	// GoOutputsFile receives the Go outputs of every "mixed" case (JSON, same
+	// form as Case.Outputs); pytest compares them with the Python binding's.
+	GoOutputsFile string `json:"go_outputs_file"`
+}
+
+// WriteOutputs saves outputs in the generator's JSON form.
+func WriteOutputs(path string, outs []map[string]recstrata.Tensor) error {
+	var doc []map[string]any
+	for _, o := range outs {
+		m := map[string]any{}
+		for name, t := range o {
+			m[name] = map[string]any{"dtype": t.DType.String(), "shape": t.Shape, "data": t.Data}
+		}
+		doc = append(doc, m)
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 // Dir returns the test model directory, or skips the test when it is not
