@@ -100,13 +100,14 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
     rt->dim = t.dim();
     rt->scheme = KeyScheme::FromProto(t.key_scheme(), ctx);
     rt->default_value = t.default_value();
-    const int32_t sub_dim = rt->scheme.SubtableDim(t.dim());
+    const std::vector<int32_t> sub_dims = rt->scheme.SubtableDims(t.dim());
     if (static_cast<size_t>(t.subtables_size()) != rt->scheme.num_subtables())
       BadManifest("table '" + t.name() + "' lists " + std::to_string(t.subtables_size()) +
                   " sub-tables, its key scheme has " +
                   std::to_string(rt->scheme.num_subtables()));
     for (int j = 0; j < t.subtables_size(); ++j) {
       const auto& st = t.subtables(j);
+      const int32_t sub_dim = sub_dims[j];
       if (st.rows() != rt->scheme.subtable_rows()[j] || st.dim() != sub_dim)
         BadManifest("table '" + t.name() + "' sub-table " + std::to_string(j) + " is [" +
                     std::to_string(st.rows()) + ", " + std::to_string(st.dim()) +
@@ -390,9 +391,11 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
     const int32_t lo = s.offsets[b], hi = s.offsets[b + 1];
     const int32_t cnt = hi - lo;
     if (cnt == 0) continue;
-    float w = 1.f;
-    if (f.pool == Pool::kMean) w = 1.f / static_cast<float>(cnt);
-    else if (f.pool == Pool::kSqrtn) w = 1.f / std::sqrt(static_cast<float>(cnt));
+    // Same operation order as the training layer: sum the values, then divide
+    // by n (mean) or sqrt(n) (sqrtn).
+    float div = 1.f;
+    if (f.pool == Pool::kMean) div = static_cast<float>(cnt);
+    else if (f.pool == Pool::kSqrtn) div = std::sqrt(static_cast<float>(cnt));
     float* o = out + b * dim;
     for (int32_t v = lo; v < hi; ++v) {
       if (comb == SubCombiner::kConcat) {
@@ -413,12 +416,10 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
           }
         }
       }
-      if (f.pool == Pool::kSum) {
-        for (int32_t d = 0; d < dim; ++d) o[d] += e[d];
-      } else {
-        for (int32_t d = 0; d < dim; ++d) o[d] += e[d] * w;
-      }
+      for (int32_t d = 0; d < dim; ++d) o[d] += e[d];
     }
+    if (f.pool != Pool::kSum)
+      for (int32_t d = 0; d < dim; ++d) o[d] /= div;
   }
 }
 

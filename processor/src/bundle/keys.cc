@@ -90,12 +90,15 @@ KeyScheme KeyScheme::FromProto(const recstrata::bundle::KeyScheme& p, const std:
   return s;
 }
 
-int32_t KeyScheme::SubtableDim(int32_t dim) const {
-  if (combiner_ != SubCombiner::kConcat) return dim;
+std::vector<int32_t> KeyScheme::SubtableDims(int32_t dim) const {
   const int32_t k = static_cast<int32_t>(rows_.size());
-  if (dim % k) Fail(RS_ERR_INVALID_ARGUMENT, "concat combiner: dim " + std::to_string(dim) +
-                                                 " is not divisible by " + std::to_string(k));
-  return dim / k;
+  if (combiner_ != SubCombiner::kConcat) return std::vector<int32_t>(k, dim);
+  if (dim < k)
+    Fail(RS_ERR_INVALID_ARGUMENT, "concat combiner: dim " + std::to_string(dim) +
+                                      " is smaller than " + std::to_string(k) + " sub-tables");
+  std::vector<int32_t> out(k);
+  for (int32_t j = 0; j < k; ++j) out[j] = dim / k + (j < dim % k ? 1 : 0);
+  return out;
 }
 
 void KeyScheme::RowKeys(uint64_t u, int64_t* out) const {

@@ -50,8 +50,10 @@ class KeyScheme {
   size_t num_subtables() const { return rows_.size(); }
   const std::vector<int64_t>& subtable_rows() const { return rows_; }
   SubCombiner combiner() const { return combiner_; }
-  // Width of every sub-table row for an embedding of width `dim`.
-  int32_t SubtableDim(int32_t dim) const;
+  // Width of each sub-table's rows for an embedding of width `dim`: `dim`
+  // each, except concat, which splits dim as evenly as possible (the first
+  // dim mod S sub-tables get one extra column). Throws if dim < S (concat).
+  std::vector<int32_t> SubtableDims(int32_t dim) const;
 
   // Row keys of one id (as uint64): out[j] = row in sub-table j, j < S.
   void RowKeys(uint64_t u, int64_t* out) const;

@@ -1,0 +1,321 @@
+"""Exporter: a trained model (or its checkpoint directory) -> a recstrata bundle directory.
+
+A bundle (docs/bundle-format.md) is::
+
+    OUT_DIR/
+      bundle.json   manifest (format version, signature, features, tables, dense inputs,
+                    outputs, file sizes) -- written last
+      dense/        the dense stage as a plain SavedModel (tf.Module + tf.function signature):
+                    inputs pooled_<i> [B, width] per sparse feature and dense [B, D]
+                    (raw dense values, NaN = missing), outputs prob [B] and logit [B]
+      store/        the tiered store (rs::store) holding every sub-table, row key = row index
+
+Contracts
+- Atomic: everything is written under a temporary sibling name, fsynced, and renamed into place;
+  a reader never sees half a bundle (the processor also refuses a directory whose files do not
+  match the manifest). An existing OUT_DIR is refused unless ``overwrite=True``.
+- The dense stage is saved from the model's own ``dense_stage`` with every variable written once
+  (no Keras ``model.export``, which stores each variable twice).
+- Row keys are the training package's (recstrata.training.keys); the processor derives them
+  natively and bit-identically, so the tables are stored exactly as trained.
+- Needs TensorFlow and the native library (the store is written through its C ABI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from typing import Any, Callable
+
+import numpy as np
+
+FORMAT = "recstrata.bundle"
+FORMAT_VERSION = 1
+MANIFEST = "bundle.json"
+DENSE_DIR = "dense"
+STORE_DIR = "store"
+OUTPUTS = ("prob", "logit")
+
+__all__ = ["export_bundle", "BundleInfo", "FORMAT_VERSION", "dense_input_name", "lengths_input_name"]
+
+
+def dense_input_name(i: int) -> str:
+    """Alias of the dense-stage input receiving sparse feature i's pooled vector."""
+    return f"pooled_{i}"
+
+
+def lengths_input_name(feature: str) -> str:
+    """Request alias of a multi-valued feature's lengths input."""
+    return f"{feature}_lengths"
+
+
+class BundleInfo(dict):
+    """What export_bundle wrote: path, manifest, table bytes, timings (a dict)."""
+
+
+# ----------------------------------------------------------------------------- dense stage
+
+def _dense_module(model):
+    """A tf.Module whose serving signature runs the model's dense stage.
+
+    The module tracks the dense stage's tf.Variables directly (each once); the Keras stage
+    itself is only closed over by the traced function, so nothing is saved twice.
+    """
+    import tensorflow as tf
+
+    stage = model.dense_stage
+    infos = model.feature_info()
+    num_dense = len(model.cfg.dense)
+    specs = [tf.TensorSpec([None, int(f["width"])], tf.float32, name=dense_input_name(i))
+             for i, f in enumerate(infos)]
+    if num_dense:
+        specs.append(tf.TensorSpec([None, num_dense], tf.float32, name="dense"))
+    names = [f["name"] for f in infos]
+
+    def serve(*tensors):
+        inputs = dict(zip(names, tensors[:len(names)]))
+        if num_dense:
+            inputs["dense"] = tensors[len(names)]
+        else:
+            inputs["dense"] = tf.zeros([tf.shape(tensors[0])[0], 0], tf.float32)
+        logit = tf.reshape(tf.cast(stage(inputs, training=False), tf.float32), [-1])
+        return {"prob": tf.sigmoid(logit), "logit": logit}
+
+    module = tf.Module()
+    module.variables_ = [w.value if hasattr(w, "value") else w for w in stage.weights]
+    module.serve = tf.function(serve, input_signature=specs)
+    return module, module.serve.get_concrete_function()
+
+
+# ----------------------------------------------------------------------------- store (C ABI)
+
+class _StoreWriter:
+    """Minimal writer over the store's C ABI (rs_store_*), used only by the exporter."""
+
+    def __init__(self, path: str, options: dict):
+        from recstrata import _native
+
+        self._n = _native
+        self.lib = _native.lib()
+        self.ffi = _native.ffi
+        box = self.ffi.new("rs_store**")
+        err = self.ffi.new("rs_error**")
+        _native.check(self.lib.rs_store_open(path.encode(), json.dumps(options).encode(), box, err), err)
+        self.store = box[0]
+
+    def bulk_load(self, name: str, rows: np.ndarray, options: dict) -> None:
+        ffi, lib = self.ffi, self.lib
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        n, dim = rows.shape
+        box = ffi.new("rs_table**")
+        err = ffi.new("rs_error**")
+        self._n.check(lib.rs_store_create_table(self.store, name.encode(), dim,
+                                                json.dumps(options).encode(), box, err), err)
+        keys = np.arange(n, dtype=np.int64)
+        chunk = max(1, (64 << 20) // max(1, 4 * dim))   # ~64 MiB per committed batch
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            self._n.check(lib.rs_table_bulk_load(
+                box[0], ffi.cast("const int64_t*", keys[lo:hi].ctypes.data), hi - lo,
+                ffi.cast("const float*", rows[lo:hi].ctypes.data), err), err)
+
+    def close(self) -> None:
+        if self.store is not None:
+            err = self.ffi.new("rs_error**")
+            try:
+                self._n.check(self.lib.rs_store_flush(self.store, err), err)
+            finally:
+                self.lib.rs_store_close(self.store)
+                self.store = None
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _fsync_tree(root: str) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(dirpath, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _file_list(root: str, sub: str) -> list[dict]:
+    out = []
+    base = os.path.join(root, sub)
+    for dirpath, _dirs, files in os.walk(base):
+        for name in sorted(files):
+            p = os.path.join(dirpath, name)
+            out.append({"path": os.path.relpath(p, root), "size": str(os.path.getsize(p))})
+    out.sort(key=lambda e: e["path"])
+    return out
+
+
+def _load(model_or_path):
+    if isinstance(model_or_path, (str, os.PathLike)):
+        from recstrata.training.trainer import load_trained
+
+        model, _cfg = load_trained(os.fspath(model_or_path))
+        return model
+    if not hasattr(model_or_path, "embedding_tables") or not hasattr(model_or_path, "dense_stage"):
+        raise TypeError("export_bundle needs a recstrata RecModel or a checkpoint directory, got "
+                        f"{type(model_or_path).__name__}")
+    return model_or_path
+
+
+# ----------------------------------------------------------------------------- export
+
+def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str = "dram",
+                  dram_fraction: float | None = None, dram_capacity_bytes: int | None = None,
+                  cache_policy: str | None = None, single_valued_layout: str = "single",
+                  overwrite: bool = False,
+                  log: Callable[[str], None] | None = None) -> BundleInfo:
+    """Split a trained model into a bundle at ``out_dir`` (see the module docstring).
+
+    model_or_path: a ``RecModel`` or a training checkpoint directory (config.json + checkpoint).
+    tiers: the store's tiers, "dram" (everything in memory) or "dram+ssd".
+    dram_fraction: with "dram+ssd", each sub-table's DRAM cache is this share of its bytes
+      (e.g. 0.05); dram_capacity_bytes instead gives one byte budget per sub-table.
+    single_valued_layout: "single" (ids [B], every example has one id) or "lengths"
+      (ids [B, 1] + lengths [B], so a missing value can be sent as length 0).
+    """
+    say = log or (lambda s: None)
+    if tiers not in ("dram", "dram+ssd"):
+        raise ValueError(f"tiers must be 'dram' or 'dram+ssd', got {tiers!r}")
+    if single_valued_layout not in ("single", "lengths"):
+        raise ValueError(f"single_valued_layout must be 'single' or 'lengths', got {single_valued_layout!r}")
+    if dram_fraction is not None and not 0.0 < dram_fraction <= 1.0:
+        raise ValueError(f"dram_fraction must be in (0, 1], got {dram_fraction}")
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    if os.path.exists(out_dir) and not overwrite:
+        raise FileExistsError(f"{out_dir} exists (pass overwrite=True / --overwrite to replace it)")
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+
+    import tensorflow as tf
+
+    t0 = time.perf_counter()
+    model = _load(model_or_path)
+    cfg = model.cfg
+    tables = model.embedding_tables()
+    infos = model.feature_info()
+
+    tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.makedirs(tmp)
+    try:
+        # 1. dense stage
+        say("exporting the dense stage (SavedModel)")
+        module, concrete = _dense_module(model)
+        tf.saved_model.save(module, os.path.join(tmp, DENSE_DIR),
+                            signatures={"serving_default": concrete})
+        t_dense = time.perf_counter()
+
+        # 2. tables -> store
+        store_options: dict[str, Any] = {"create_if_missing": True, "tiers": tiers,
+                                         "durability": "none"}
+        if cache_policy:
+            store_options["cache_policy"] = cache_policy
+        writer = _StoreWriter(os.path.join(tmp, STORE_DIR), store_options)
+        manifest_tables = []
+        table_bytes = 0
+        try:
+            for ti, (tname, t) in enumerate(tables.items()):
+                subs = []
+                for j, arr in enumerate(t["subtables"]):
+                    arr = np.asarray(arr, dtype=np.float32)
+                    store_name = f"t{ti}_s{j}"
+                    opts: dict[str, Any] = {}
+                    if tiers == "dram+ssd":
+                        if dram_capacity_bytes is not None:
+                            opts["dram_capacity_bytes"] = int(dram_capacity_bytes)
+                        elif dram_fraction is not None:
+                            opts["dram_capacity_bytes"] = max(1, int(dram_fraction * arr.nbytes))
+                    say(f"bulk-loading table {tname} sub-table {j}: {arr.shape[0]:,} x {arr.shape[1]}")
+                    writer.bulk_load(store_name, arr, opts)
+                    table_bytes += arr.nbytes
+                    subs.append({"store_table": store_name, "rows": str(arr.shape[0]),
+                                 "dim": int(arr.shape[1])})
+                manifest_tables.append({"name": tname, "dim": int(t["width"]),
+                                        "key_scheme": t["scheme"], "subtables": subs,
+                                        "default_value": 0.0})
+        finally:
+            writer.close()
+        t_store = time.perf_counter()
+
+        # 3. manifest (last)
+        sparse = []
+        for i, f in enumerate(infos):
+            multi = f["max_values"] > 1 or single_valued_layout == "lengths"
+            entry = {"name": f["name"], "id_type": f["dtype"], "table": f["table"],
+                     "multivalued": multi, "combiner": f["combiner"],
+                     "dense_input": dense_input_name(i)}
+            if multi:
+                entry["lengths_input"] = lengths_input_name(f["name"])
+                entry["max_values"] = int(f["max_values"])
+            sparse.append(entry)
+        dense = ([{"name": "dense", "dtype": "float32", "width": len(cfg.dense),
+                   "dense_input": "dense"}] if cfg.dense else [])
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "key_schema_version": 1,
+            "producer": f"recstrata {_version()} export",
+            "signature_name": "serving_default",
+            "dense": {"dir": DENSE_DIR, "signature": "serving_default"},
+            "store": {"dir": STORE_DIR, "tiers": tiers},
+            "tables": manifest_tables,
+            "sparse_features": sparse,
+            "dense_features": dense,
+            "outputs": [{"name": o, "dtype": "float32", "shape": ["-1"]} for o in OUTPUTS],
+            "files": _file_list(tmp, DENSE_DIR),
+        }
+        if cache_policy:
+            manifest["store"]["cache_policy"] = cache_policy
+        _fsync_tree(tmp)
+        mpath = os.path.join(tmp, MANIFEST)
+        with open(mpath + ".part", "w", encoding="utf-8") as fh:
+            json.dump(manifest, fh, indent=1)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(mpath + ".part", mpath)
+        _fsync_tree(tmp)
+
+        # 4. publish atomically
+        old = None
+        if os.path.exists(out_dir):
+            old = os.path.join(parent, f".{os.path.basename(out_dir)}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(out_dir, old)
+        os.rename(tmp, out_dir)
+        fd = os.open(parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    t_end = time.perf_counter()
+    return BundleInfo(path=out_dir, manifest=manifest, table_bytes=table_bytes,
+                      seconds={"dense": t_dense - t0, "store": t_store - t_dense,
+                               "total": t_end - t0})
+
+
+def _version() -> str:
+    try:
+        import recstrata
+
+        return recstrata.__version__
+    except Exception:  # pragma: no cover
+        return "?"
