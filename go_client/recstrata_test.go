@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/recstrata/recstrata/go_client"
 	"github.com/recstrata/recstrata/go_client/internal/testmodel"
@@ -435,5 +436,29 @@ func TestCloseWaitsForCallsInFlight(t *testing.T) {
 	wg.Wait()
 	if okCalls == 0 {
 		t.Error("no call completed before Close")
+	}
+}
+
+func TestMakeAlignedInputs(t *testing.T) {
+	_, exp := testmodel.Load(t)
+	m := testmodel.Open(t)
+	for _, n := range []int{1, 3, 64, 1000} {
+		x := recstrata.MakeAligned[float32](n * 4)
+		if len(x) != n*4 || uintptr(unsafe.Pointer(&x[0]))%recstrata.Alignment != 0 {
+			t.Fatalf("MakeAligned(%d): len %d, address %p", n*4, len(x), &x[0])
+		}
+		for i := range x {
+			x[i] = float32(i%9-4) / 4
+		}
+		out, err := m.Predict(map[string]recstrata.Tensor{"x": recstrata.NewTensor(x, int64(n), 4)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(out["y"].Float32s(), exp.Affine(x)) {
+			t.Errorf("batch %d: wrong output from aligned input", n)
+		}
+	}
+	if b := recstrata.MakeAligned[bool](5); len(b) != 5 || uintptr(unsafe.Pointer(&b[0]))%recstrata.Alignment != 0 {
+		t.Errorf("MakeAligned[bool]: %p", &b[0])
 	}
 }

@@ -52,6 +52,7 @@ EXPECTED_GO_TESTS = [
     "TestCloseTwiceAndUseAfterClose",
     "TestCloseWaitsForCallsInFlight",
     "TestFinalizerClosesModel",
+    "TestMakeAlignedInputs",
     "TestServerPredictJSON",
     "TestServerPredictProto",
     "TestServerErrors",
