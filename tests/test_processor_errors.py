@@ -497,3 +497,28 @@ def test_valid_warmup_file(multi_model_dir, tmp_path):
     warm.write_bytes(codec.make_request(good_feeds(4)))
     with Model(multi_model_dir, warmup_file_name=str(warm), session_num=2) as m:
         assert m.run(good_feeds())["y_i64"].tolist() == [-1, 6]
+
+
+# ---- the host process survives loading the library ---------------------------
+
+
+@pytest.mark.parametrize("after", ["import hashlib, hmac, ssl, secrets, numpy.random",
+                                   "import tensorflow as tf; tf.constant(1.0) + 1"])
+def test_host_imports_after_loading_the_library(mlp_model_dir, after):
+    """Loading librecstrata (and TF's C libraries) first must not break later imports.
+
+    Regression: preloading TF's libraries RTLD_GLOBAL exported their BoringSSL
+    symbols to the whole process, and a later `import hmac` segfaulted.
+    """
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "from recstrata.processor import Model\n"
+            f"m = Model({mlp_model_dir!r})\n"
+            "m.run({'x': np.ones((2, 8), np.float32)})\n"
+            f"{after}\n"
+            "m.run({'x': np.ones((2, 8), np.float32)})\n"
+            "print('alive')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "alive" in proc.stdout, proc.stderr[-2000:]

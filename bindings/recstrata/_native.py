@@ -67,7 +67,11 @@ def _preload_tensorflow() -> None:
     for name in ("libtensorflow_framework.so.2", "libtensorflow_cc.so.2"):
         path = os.path.join(tf_dir, name)
         if os.path.exists(path):
-            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            # RTLD_LOCAL (ctypes' default): the soname match is all the loader
+            # needs. RTLD_GLOBAL would put TF's exported BoringSSL symbols in
+            # the global scope, and a later `import hashlib`/`hmac` (OpenSSL)
+            # would bind to them and segfault.
+            ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
 
 
 def lib():
