@@ -262,55 +262,91 @@ RS_API int rs_bundle_string_ids(const rs_bytes* strings, size_t n,
 /* ---- Tiered embedding store -------------------------------------------- */
 
 /* A directory of embedding tables: fixed-dimension float32 rows keyed by
- * int64 ids, in a DRAM cache over an optional SSD hash tier.
- * Threading: lookups may run on any number of threads at once, concurrently
- * with writes; writes (upsert, delete, flush, compact) are serialized
- * internally, so they too may be called from any thread. A reader sees each
- * row either wholly before or wholly after a concurrent write, never a mix.
- * rs_store_close must not overlap any other call on that store or its tables. */
+ * int64 ids, in a DRAM tier over an optional SSD hash tier (docs/store.md).
+ * Threading: rs_table_lookup may run on any number of threads at once,
+ * concurrently with writes, and never waits for a writer or for compaction
+ * (readers take no lock). Writes (upsert, delete, bulk load, flush, compact,
+ * create table) may be called from any thread; they are serialized per table.
+ * A reader sees each row either wholly before or wholly after a concurrent
+ * write, never a mix. rs_store_close must not overlap any other call on that
+ * store or its tables. One process at a time may open a store directory
+ * (a second open fails with RS_ERR_FAILED_PRECONDITION). */
 typedef struct rs_store rs_store;
 /* A table inside a store. Owned by the store: valid until rs_store_close. */
 typedef struct rs_table rs_table;
 
-/* Opens (or creates) a store directory.
- * `options_json`: NULL or a JSON object; see docs/store.md for every key
- * (create_if_missing, tiers "dram" | "dram+ssd", dram_capacity_bytes,
- * cache_policy "lfu" | "lru", compaction "sync" | "async",
- * durability "fsync" | "none", ...). */
+/* Opens (or creates) a store directory. `dir` NULL or "" opens a volatile
+ * in-memory store (tiers "dram" only, nothing written to disk).
+ * `options_json`: NULL, "" or a JSON object; absent keys take the value
+ * recorded in the store's MANIFEST, else the default:
+ *   create_if_missing (true), tiers ("dram" | "dram+ssd"; "dram"),
+ *   dram_capacity_bytes (per table, "dram+ssd" only; 67108864),
+ *   cache_policy ("lfu" | "lru"; "lfu"),
+ *   compaction ("async" | "sync" | "off"; "async"),
+ *   compaction_stale_ratio (0.34), durability ("fsync" | "none"; "fsync"),
+ *   file_target_bytes (67108864), read_path ("mmap" | "pread"; "mmap"),
+ *   shard_bits (6), skip_corrupt_records (false).
+ * Unknown keys and bad values: RS_ERR_INVALID_ARGUMENT. A store written by
+ * another format version: RS_ERR_INCOMPATIBLE. A checksum failure in a
+ * sealed data file: RS_ERR_CORRUPTION (a torn tail of the newest append file
+ * is the expected result of a crash and is cut off silently).
+ * On failure *out is set to NULL. */
 RS_API int rs_store_open(const char* dir, const char* options_json,
                          rs_store** out, rs_error** error);
+/* Stops background compaction and closes the store. NULL-safe. */
 RS_API void rs_store_close(rs_store* store);
 
-/* Creates a table. `options_json`: NULL or a JSON object (e.g. a default
- * vector for missing keys). RS_ERR_ALREADY_EXISTS if the name is taken. */
+/* Creates a table. `dim` in 1..65536. `options_json`: NULL or a JSON object
+ * with default_value (dim floats returned for missing keys; zeros) and
+ * dram_capacity_bytes (overrides the store's value). RS_ERR_ALREADY_EXISTS if
+ * the name is taken. `out` may be NULL. */
 RS_API int rs_store_create_table(rs_store* store, const char* name,
                                  int32_t dim, const char* options_json,
                                  rs_table** out, rs_error** error);
 /* Finds an existing table. RS_ERR_NOT_FOUND if absent. */
 RS_API int rs_store_table(rs_store* store, const char* name, rs_table** out,
                           rs_error** error);
+/* JSON array of the table names, released with rs_free. */
+RS_API int rs_store_table_names_json(rs_store* store, char** out_json,
+                                     rs_error** error);
+/* Dimension of a table's rows (0 for NULL). Thread-safe. */
 RS_API int32_t rs_table_dim(const rs_table* table);
 
 /* Looks up n keys into `out` ([n, dim] float32, caller-allocated). Keys that
- * are absent get the table's default vector (zeros unless configured) and
- * found[i] = 0; `found` may be NULL. */
+ * are absent get the table's default vector and found[i] = 0; present keys
+ * found[i] = 1; `found` may be NULL. A record failing its checksum fails the
+ * call with RS_ERR_CORRUPTION (a corrupt vector is never returned).
+ * Thread-safe, lock-free; the hot path of the store. */
 RS_API int rs_table_lookup(rs_table* table, const int64_t* keys, size_t n,
                            float* out, uint8_t* found, rs_error** error);
 
 /* Inserts or overwrites n rows ([n, dim] float32) as one committed batch:
- * with durability "fsync" the batch survives a crash once this returns. */
+ * with durability "fsync" the batch survives kill -9 and power loss once
+ * this returns; after a crash a batch is either wholly present or absent.
+ * A key repeated in the batch takes its last row. */
 RS_API int rs_table_upsert(rs_table* table, const int64_t* keys, size_t n,
                            const float* rows, rs_error** error);
 /* Deletes n keys as one committed batch; absent keys are ignored. */
 RS_API int rs_table_delete(rs_table* table, const int64_t* keys, size_t n,
                            rs_error** error);
+/* Loads n rows ([n, dim] float32) as one committed batch written in large
+ * sequential pieces to a file of its own (one fsync at the end), without
+ * filling the DRAM cache in "dram+ssd" mode. For exporting trained tables. */
+RS_API int rs_table_bulk_load(rs_table* table, const int64_t* keys, size_t n,
+                              const float* rows, rs_error** error);
 
-/* Makes every committed write durable and visible to a reopen. */
+/* Makes every committed write durable (fsync), also with durability
+ * "none". */
 RS_API int rs_store_flush(rs_store* store, rs_error** error);
-/* Compacts every SSD file whose stale share passes the threshold, now. */
+/* Compacts, in the calling thread, every data file whose stale share passes
+ * compaction_stale_ratio. Readers are not blocked. */
 RS_API int rs_store_compact(rs_store* store, rs_error** error);
-/* JSON counters: per table rows and bytes, per-tier hits and misses,
- * compactions, bytes written vs payload (write amplification). rs_free it. */
+/* JSON counters: {"dir", "tiers", "format_version", "last_sequence",
+ * "tables": {name: {dim, rows, dram_rows, dram_bytes, dram_capacity_bytes,
+ * dram_hits, dram_misses, ssd_hits, ssd_misses, evictions, admissions, files,
+ * disk_bytes, live_payload_bytes, payload_bytes_written, disk_bytes_written,
+ * write_amplification, compactions, compaction_bytes_written,
+ * corrupt_records, recovered_records, truncated_bytes}}}. rs_free it. */
 RS_API int rs_store_stats_json(rs_store* store, char** out_json,
                                rs_error** error);
 

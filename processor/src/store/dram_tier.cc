@@ -1,0 +1,229 @@
+#include "store/dram_tier.h"
+
+#include <algorithm>
+
+namespace rs {
+namespace store {
+namespace {
+
+constexpr uint32_t kLfuInit = 5;   // new rows start above the coldest
+constexpr uint32_t kLfuMax = 255;
+constexpr int kSamples = 5;
+
+inline uint64_t NextRandom() {
+  thread_local uint64_t s = 0x9E3779B97F4A7C15ull ^ reinterpret_cast<uintptr_t>(&s);
+  s ^= s << 13;
+  s ^= s >> 7;
+  s ^= s << 17;
+  return s;
+}
+
+}  // namespace
+
+DramTier::DramTier(int32_t dim, int shard_bits, uint64_t capacity_bytes, CachePolicy policy,
+                   EpochDomain* epoch)
+    : dim_(dim), shard_bits_(shard_bits), capacity_bytes_(capacity_bytes), policy_(policy),
+      epoch_(epoch) {
+  size_t nshards = size_t{1} << shard_bits;
+  uint64_t cap_rows = capacity_bytes ? std::max<uint64_t>(1, capacity_bytes / RowCost(dim)) : 0;
+  cap_rows_per_shard_ = cap_rows ? std::max<uint64_t>(1, cap_rows / nshards) : 0;
+  // ~16 KiB of rows per chunk: small tables stay small, big ones need few chunks.
+  uint32_t rows_per_chunk = 16;
+  while (rows_per_chunk * 4ull * dim < 16384 && rows_per_chunk < 4096) rows_per_chunk <<= 1;
+  chunk_shift_ = static_cast<uint32_t>(__builtin_ctz(rows_per_chunk));
+  chunk_mask_ = rows_per_chunk - 1;
+  shards_.reserve(nshards);
+  for (size_t i = 0; i < nshards; ++i) shards_.emplace_back(new Shard(epoch));
+}
+
+DramTier::~DramTier() {
+  for (auto& s : shards_) {
+    Chunk** dir = s->dir.load();
+    for (size_t i = 0; i < s->nchunks; ++i) {
+      ::operator delete(dir[i]->rows);
+      delete[] dir[i]->meta;
+      delete dir[i];
+    }
+    delete[] dir;
+    for (auto& r : s->retired_dirs) delete[] r.first;
+  }
+}
+
+void DramTier::Touch(std::atomic<uint32_t>& m) const {
+  uint32_t v = m.load(std::memory_order_relaxed);
+  if (policy_ == CachePolicy::kLru) {
+    uint32_t t = static_cast<uint32_t>(tick_.load(std::memory_order_relaxed));
+    if (v != t) m.store(t, std::memory_order_relaxed);
+    return;
+  }
+  // Logarithmic counter: the hotter a row, the rarer its increments, so hot
+  // rows are not written (and their cache lines not bounced) on every read.
+  if (v >= kLfuMax) return;
+  uint64_t base = v > kLfuInit ? v - kLfuInit : 0;
+  if (NextRandom() % (base * 8 + 1) == 0) m.store(v + 1, std::memory_order_relaxed);
+}
+
+uint32_t DramTier::NewMeta() const {
+  return policy_ == CachePolicy::kLru ? static_cast<uint32_t>(tick_.load(std::memory_order_relaxed))
+                                      : kLfuInit;
+}
+
+uint32_t DramTier::AllocSlot(Shard& s) {
+  while (!s.retired.empty() && epoch_->IsSafe(s.retired.front().second)) {
+    s.free_slots.push_back(s.retired.front().first);
+    s.retired.pop_front();
+  }
+  if (s.free_slots.empty() && !s.retired.empty()) {
+    epoch_->TryAdvance();
+    while (!s.retired.empty() && epoch_->IsSafe(s.retired.front().second)) {
+      s.free_slots.push_back(s.retired.front().first);
+      s.retired.pop_front();
+    }
+  }
+  if (!s.free_slots.empty()) {
+    uint32_t slot = s.free_slots.back();
+    s.free_slots.pop_back();
+    return slot;
+  }
+  uint32_t slot = s.high;
+  if ((slot >> chunk_shift_) >= s.nchunks) {
+    if (s.nchunks == s.dir_cap) {  // grow the chunk directory (copy, retire old)
+      size_t cap = s.dir_cap ? s.dir_cap * 2 : 4;
+      Chunk** dir = new Chunk*[cap]();
+      Chunk** old = s.dir.load(std::memory_order_relaxed);
+      if (old) std::copy(old, old + s.nchunks, dir);
+      s.dir.store(dir, std::memory_order_release);
+      s.dir_cap = cap;
+      if (old) s.retired_dirs.emplace_back(old, epoch_->current());
+      while (!s.retired_dirs.empty() && epoch_->IsSafe(s.retired_dirs.front().second)) {
+        delete[] s.retired_dirs.front().first;
+        s.retired_dirs.pop_front();
+      }
+    }
+    size_t n = chunk_mask_ + 1;
+    Chunk* c = new Chunk;
+    c->rows = static_cast<float*>(::operator new(n * 4ull * dim_));
+    c->meta = new std::atomic<uint32_t>[n];
+    s.dir.load(std::memory_order_relaxed)[s.nchunks] = c;
+    ++s.nchunks;
+  }
+  ++s.high;
+  if (s.slot_key.size() < s.high) {
+    s.slot_key.resize(s.high);
+    if (cap_rows_per_shard_) s.occ_pos.resize(s.high);
+  }
+  return slot;
+}
+
+void DramTier::RetireSlot(Shard& s, uint32_t slot) {
+  if (cap_rows_per_shard_) {  // swap-remove from the resident list
+    uint32_t pos = s.occ_pos[slot];
+    uint32_t last = s.occ.back();
+    s.occ[pos] = last;
+    s.occ_pos[last] = pos;
+    s.occ.pop_back();
+  }
+  s.retired.emplace_back(slot, epoch_->current());
+}
+
+void DramTier::PutLocked(Shard& s, int64_t key, uint64_t h, const float* row) {
+  uint32_t slot = AllocSlot(s);
+  Chunk* c = s.dir.load(std::memory_order_relaxed)[slot >> chunk_shift_];
+  std::memcpy(c->rows + static_cast<size_t>(slot & chunk_mask_) * dim_, row, 4ull * dim_);
+  c->meta[slot & chunk_mask_].store(NewMeta(), std::memory_order_relaxed);
+  s.slot_key[slot] = key;
+  if (cap_rows_per_shard_) {
+    s.occ_pos[slot] = static_cast<uint32_t>(s.occ.size());
+    s.occ.push_back(slot);
+  }
+  // Publishes the fully written row (release store of the index value).
+  uint64_t old = s.index.Upsert(key, h, slot);
+  if (old != kEmptyVal) {
+    RetireSlot(s, static_cast<uint32_t>(old));
+  } else {
+    s.rows.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (cap_rows_per_shard_) {
+    while (s.rows.load(std::memory_order_relaxed) > cap_rows_per_shard_) EvictOne(s, slot);
+    if (++s.admits_since_decay >= cap_rows_per_shard_ && policy_ == CachePolicy::kLfu) Decay(s);
+  }
+}
+
+void DramTier::EvictOne(Shard& s, uint32_t keep) {
+  uint32_t victim = keep;
+  uint32_t best = ~0u;
+  uint32_t now = static_cast<uint32_t>(tick_.load(std::memory_order_relaxed));
+  size_t n = s.occ.size();
+  for (int i = 0; i < kSamples; ++i) {
+    uint32_t slot = s.occ[NextRandom() % n];
+    if (slot == keep) continue;
+    uint32_t m = MetaOf(s, slot).load(std::memory_order_relaxed);
+    uint32_t score = policy_ == CachePolicy::kLru ? ~(now - m) : m;  // lower = colder
+    if (score < best) {
+      best = score;
+      victim = slot;
+    }
+  }
+  if (victim == keep) {  // unlucky samples: take any other resident row
+    if (n < 2) return;
+    victim = s.occ[0] == keep ? s.occ[1] : s.occ[0];
+  }
+  int64_t key = s.slot_key[victim];
+  s.index.Erase(key, HashKey(key));
+  RetireSlot(s, victim);
+  s.rows.fetch_sub(1, std::memory_order_relaxed);
+  evictions_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void DramTier::Decay(Shard& s) {
+  s.admits_since_decay = 0;
+  for (uint32_t slot : s.occ) {
+    auto& m = MetaOf(s, slot);
+    m.store(m.load(std::memory_order_relaxed) / 2, std::memory_order_relaxed);
+  }
+}
+
+void DramTier::Put(int64_t key, uint64_t h, const float* row) {
+  Shard& s = shard(h);
+  std::lock_guard<std::mutex> lock(s.mu);
+  PutLocked(s, key, h, row);
+}
+
+void DramTier::ReplaceIfPresent(int64_t key, uint64_t h, const float* row) {
+  Shard& s = shard(h);
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.index.Find(key, h) != kEmptyVal) PutLocked(s, key, h, row);
+}
+
+void DramTier::Erase(int64_t key, uint64_t h) {
+  Shard& s = shard(h);
+  std::lock_guard<std::mutex> lock(s.mu);
+  uint64_t old = s.index.Erase(key, h);
+  if (old != kEmptyVal) {
+    RetireSlot(s, static_cast<uint32_t>(old));
+    s.rows.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+void DramTier::Clear() {
+  for (auto& sp : shards_) {
+    Shard& s = *sp;
+    std::lock_guard<std::mutex> lock(s.mu);
+    std::vector<std::pair<int64_t, uint64_t>> all;
+    s.index.ForEach([&](int64_t k, uint64_t v) { all.emplace_back(k, v); });
+    for (auto& kv : all) {
+      s.index.Erase(kv.first, HashKey(kv.first));
+      RetireSlot(s, static_cast<uint32_t>(kv.second));
+    }
+    s.rows.store(0, std::memory_order_relaxed);
+  }
+}
+
+uint64_t DramTier::rows() const {
+  uint64_t n = 0;
+  for (auto& s : shards_) n += s->rows.load(std::memory_order_relaxed);
+  return n;
+}
+
+}  // namespace store
+}  // namespace rs

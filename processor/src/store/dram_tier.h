@@ -1,0 +1,140 @@
+// DramTier: the DRAM tier of one table — a sharded hash cache of rows.
+//
+// Readers (inside an EpochGuard) take no lock: they probe the shard's
+// ShardIndex for a row slot and copy the row. Writers never modify a row in
+// place: an update writes a fresh slot and swings the index entry (copy on
+// write), and the old slot is reused only after an epoch grace period, so a
+// reader copies either the whole old row or the whole new one.
+//
+// Bounded mode (capacity_bytes > 0, tiers "dram+ssd"): rows are charged
+// RowCost(dim) bytes; inserting past a shard's share of the capacity evicts a
+// victim chosen from 5 random resident rows by the policy: LFU (a
+// logarithmic, probabilistically incremented 8-bit counter, halved when a
+// shard has admitted a capacity's worth of rows) or LRU (last-access tick).
+// Unbounded mode keeps every row and never touches policy state on reads.
+#ifndef RECSTRATA_STORE_DRAM_TIER_H_
+#define RECSTRATA_STORE_DRAM_TIER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "store/epoch.h"
+#include "store/hash_index.h"
+
+namespace rs {
+namespace store {
+
+enum class CachePolicy { kLfu, kLru };
+
+class DramTier {
+ public:
+  DramTier(int32_t dim, int shard_bits, uint64_t capacity_bytes, CachePolicy policy,
+           EpochDomain* epoch);
+  ~DramTier();
+  DramTier(const DramTier&) = delete;
+  DramTier& operator=(const DramTier&) = delete;
+
+  // Bytes charged per resident row: vector, key, policy word, index share.
+  static uint64_t RowCost(int32_t dim) { return 4ull * dim + 8 + 4 + 24; }
+
+  int32_t dim() const { return dim_; }
+  bool bounded() const { return cap_rows_per_shard_ != 0; }
+
+  // ---- readers (inside an EpochGuard) ----
+  void PrefetchIndex(uint64_t h) const { shard(h).index.Prefetch(h); }
+  // Row of `key` or nullptr. Updates policy state in bounded mode.
+  const float* Find(int64_t key, uint64_t h) const {
+    const Shard& s = shard(h);
+    uint64_t slot = s.index.Find(key, h);
+    if (slot == kEmptyVal) return nullptr;
+    const Chunk* c = s.dir.load(std::memory_order_acquire)[slot >> chunk_shift_];
+    uint32_t off = static_cast<uint32_t>(slot & chunk_mask_);
+    if (cap_rows_per_shard_) Touch(c->meta[off]);
+    return c->rows + static_cast<size_t>(off) * dim_;
+  }
+  uint64_t lru_tick() const { return tick_.load(std::memory_order_relaxed); }
+  void AdvanceTick() const { tick_.fetch_add(1, std::memory_order_relaxed); }
+
+  // ---- writers (take the shard mutex) ----
+  void Put(int64_t key, uint64_t h, const float* row);
+  // Replaces the row only if the key is resident (write-through of a cache).
+  void ReplaceIfPresent(int64_t key, uint64_t h, const float* row);
+  void Erase(int64_t key, uint64_t h);
+  // Admission of a row read from a lower tier: inserts it unless the key is
+  // resident, the shard is busy (never blocks a reader), or still_valid()
+  // (evaluated under the shard mutex) says the row went stale meanwhile.
+  template <class Pred>
+  bool AdmitIf(int64_t key, uint64_t h, const float* row, Pred still_valid) {
+    Shard& s = shard(h);
+    std::unique_lock<std::mutex> lock(s.mu, std::try_to_lock);
+    if (!lock.owns_lock()) return false;
+    if (s.index.Find(key, h) != kEmptyVal) return false;
+    if (!still_valid()) return false;
+    PutLocked(s, key, h, row);
+    admissions_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  // Drops every row (writer side).
+  void Clear();
+
+  uint64_t rows() const;
+  uint64_t bytes() const { return rows() * RowCost(dim_); }
+  uint64_t capacity_bytes() const { return capacity_bytes_; }
+  uint64_t evictions() const { return evictions_.load(std::memory_order_relaxed); }
+  uint64_t admissions() const { return admissions_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Chunk {
+    float* rows;                  // rows_per_chunk * dim floats
+    std::atomic<uint32_t>* meta;  // policy word per slot
+  };
+  struct Shard {
+    explicit Shard(EpochDomain* e) : index(e) {}
+    std::mutex mu;
+    ShardIndex index;
+    std::atomic<Chunk**> dir{nullptr};
+    size_t dir_cap = 0, nchunks = 0;
+    uint32_t high = 0;  // slots handed out so far
+    std::vector<uint32_t> free_slots;
+    std::deque<std::pair<uint32_t, uint64_t>> retired;  // slot, epoch
+    std::deque<std::pair<Chunk**, uint64_t>> retired_dirs;
+    std::vector<int64_t> slot_key;   // key held by a slot (writer side)
+    std::vector<uint32_t> occ, occ_pos;  // resident slots, for sampling
+    std::atomic<uint64_t> rows{0};
+    uint64_t admits_since_decay = 0;
+  };
+
+  const Shard& shard(uint64_t h) const { return *shards_[shard_bits_ ? h >> (64 - shard_bits_) : 0]; }
+  Shard& shard(uint64_t h) { return *shards_[shard_bits_ ? h >> (64 - shard_bits_) : 0]; }
+  void Touch(std::atomic<uint32_t>& m) const;
+  uint32_t NewMeta() const;
+  void PutLocked(Shard& s, int64_t key, uint64_t h, const float* row);
+  uint32_t AllocSlot(Shard& s);
+  void RetireSlot(Shard& s, uint32_t slot);
+  void EvictOne(Shard& s, uint32_t keep);
+  void Decay(Shard& s);
+  std::atomic<uint32_t>& MetaOf(Shard& s, uint32_t slot) {
+    return s.dir.load(std::memory_order_relaxed)[slot >> chunk_shift_]->meta[slot & chunk_mask_];
+  }
+
+  int32_t dim_;
+  int shard_bits_;
+  uint64_t capacity_bytes_;
+  uint64_t cap_rows_per_shard_;  // 0 = unbounded
+  CachePolicy policy_;
+  EpochDomain* epoch_;
+  uint32_t chunk_shift_, chunk_mask_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  mutable std::atomic<uint64_t> tick_{1};
+  std::atomic<uint64_t> evictions_{0}, admissions_{0};
+};
+
+}  // namespace store
+}  // namespace rs
+
+#endif  // RECSTRATA_STORE_DRAM_TIER_H_

@@ -1,0 +1,457 @@
+// StoreImpl: the store directory — options, MANIFEST, process lock, tables,
+// background compaction.
+//
+// Layout: <dir>/MANIFEST (JSON of recstrata.store.Manifest, replaced
+// atomically), <dir>/LOCK (flock: one process at a time), <dir>/t<id>/ data
+// files of table <id> (format.h).
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "api/status.h"
+#include "google/protobuf/json/json.h"
+#include "recstrata/store/store.pb.h"
+#include "store/data_file.h"
+#include "store/table.h"
+
+namespace rs {
+namespace store {
+namespace {
+
+namespace pb = ::recstrata::store;
+
+template <class Msg>
+Msg ParseJson(const std::string& json, const char* what) {
+  Msg msg;
+  if (json.empty()) return msg;
+  google::protobuf::json::ParseOptions opts;
+  auto st = google::protobuf::json::JsonStringToMessage(json, &msg, opts);
+  if (!st.ok()) {
+    Fail(RS_ERR_INVALID_ARGUMENT, std::string(what) + ": " + std::string(st.message()));
+  }
+  return msg;
+}
+
+std::string ToJson(const google::protobuf::Message& msg) {
+  std::string out;
+  google::protobuf::json::PrintOptions opts;
+  opts.add_whitespace = true;
+  opts.preserve_proto_field_names = true;
+  auto st = google::protobuf::json::MessageToJsonString(msg, &out, opts);
+  if (!st.ok()) Fail(RS_ERR_INTERNAL, "manifest to JSON: " + std::string(st.message()));
+  return out;
+}
+
+bool ReadFile(const std::string& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  *out = ss.str();
+  return true;
+}
+
+void WriteFileAtomic(const std::string& dir, const std::string& name, const std::string& data) {
+  std::string tmp = dir + "/" + name + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) Fail(RS_ERR_IO, "create " + tmp + ": " + std::strerror(errno));
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t w = ::write(fd, data.data() + done, data.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) {
+      ::close(fd);
+      Fail(RS_ERR_IO, "write " + tmp + ": " + std::strerror(errno));
+    }
+    done += static_cast<size_t>(w);
+  }
+  if (::fsync(fd) != 0) {
+    ::close(fd);
+    Fail(RS_ERR_IO, "fsync " + tmp + ": " + std::strerror(errno));
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), (dir + "/" + name).c_str()) != 0) {
+    Fail(RS_ERR_IO, "rename " + tmp + ": " + std::strerror(errno));
+  }
+  SyncDir(dir);
+}
+
+// Effective options with defaults applied and values validated.
+struct Resolved {
+  bool create_if_missing = true;
+  bool ssd_tier = false;
+  uint64_t dram_capacity_bytes = 64ull << 20;
+  CachePolicy policy = CachePolicy::kLfu;
+  CompactionMode compaction = CompactionMode::kAsync;
+  double stale_ratio = 0.34;
+  bool fsync = true;
+  uint64_t file_target_bytes = 64ull << 20;
+  bool use_mmap = true;
+  int shard_bits = 6;
+  bool skip_corrupt = false;
+};
+
+Resolved Resolve(const pb::StoreOptions& o) {
+  Resolved r;
+  auto bad = [](const std::string& m) { Fail(RS_ERR_INVALID_ARGUMENT, "store options: " + m); };
+  if (o.has_create_if_missing()) r.create_if_missing = o.create_if_missing();
+  if (o.has_tiers()) {
+    if (o.tiers() == "dram") r.ssd_tier = false;
+    else if (o.tiers() == "dram+ssd") r.ssd_tier = true;
+    else bad("tiers must be \"dram\" or \"dram+ssd\", got \"" + o.tiers() + "\"");
+  }
+  if (o.has_dram_capacity_bytes()) r.dram_capacity_bytes = o.dram_capacity_bytes();
+  if (o.has_cache_policy()) {
+    if (o.cache_policy() == "lfu") r.policy = CachePolicy::kLfu;
+    else if (o.cache_policy() == "lru") r.policy = CachePolicy::kLru;
+    else bad("cache_policy must be \"lfu\" or \"lru\"");
+  }
+  if (o.has_compaction()) {
+    if (o.compaction() == "async") r.compaction = CompactionMode::kAsync;
+    else if (o.compaction() == "sync") r.compaction = CompactionMode::kSync;
+    else if (o.compaction() == "off") r.compaction = CompactionMode::kOff;
+    else bad("compaction must be \"async\", \"sync\" or \"off\"");
+  }
+  if (o.has_compaction_stale_ratio()) {
+    r.stale_ratio = o.compaction_stale_ratio();
+    if (!(r.stale_ratio > 0 && r.stale_ratio <= 1)) bad("compaction_stale_ratio must be in (0, 1]");
+  }
+  if (o.has_durability()) {
+    if (o.durability() == "fsync") r.fsync = true;
+    else if (o.durability() == "none") r.fsync = false;
+    else bad("durability must be \"fsync\" or \"none\"");
+  }
+  if (o.has_file_target_bytes()) {
+    r.file_target_bytes = o.file_target_bytes();
+    if (r.file_target_bytes < 4096 || r.file_target_bytes > (1ull << 38)) {
+      bad("file_target_bytes must be in [4096, 2^38]");
+    }
+  }
+  if (o.has_read_path()) {
+    if (o.read_path() == "mmap") r.use_mmap = true;
+    else if (o.read_path() == "pread") r.use_mmap = false;
+    else bad("read_path must be \"mmap\" or \"pread\"");
+  }
+  if (o.has_shard_bits()) {
+    if (o.shard_bits() > 10) bad("shard_bits must be <= 10");
+    r.shard_bits = static_cast<int>(o.shard_bits());
+  }
+  if (o.has_skip_corrupt_records()) r.skip_corrupt = o.skip_corrupt_records();
+  return r;
+}
+
+void AppendKV(std::string& s, const char* k, uint64_t v, bool comma = true) {
+  s += "\"";
+  s += k;
+  s += "\": ";
+  s += std::to_string(v);
+  if (comma) s += ", ";
+}
+
+std::string JsonEscape(const std::string& in) {
+  std::string out;
+  for (char c : in) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char b[8];
+      std::snprintf(b, sizeof(b), "\\u%04x", c);
+      out += b;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+class StoreImpl final : public Store {
+ public:
+  StoreImpl(std::string dir, pb::StoreOptions given) : dir_(std::move(dir)) {
+    if (!dir_.empty()) OpenDir(given);
+    else {
+      options_ = given;
+      cfg_ = Resolve(options_);
+      if (cfg_.ssd_tier) {
+        Fail(RS_ERR_INVALID_ARGUMENT, "tiers \"dram+ssd\" needs a store directory");
+      }
+    }
+    if (!dir_.empty() && cfg_.compaction == CompactionMode::kAsync) {
+      compactor_ = std::thread([this] { CompactorLoop(); });
+    }
+  }
+
+  ~StoreImpl() override {
+    {
+      std::lock_guard<std::mutex> lock(cmu_);
+      stop_ = true;
+    }
+    ccv_.notify_all();
+    if (compactor_.joinable()) compactor_.join();
+    tables_.clear();
+    if (lock_fd_ >= 0) ::close(lock_fd_);
+  }
+
+  Table* CreateTable(const std::string& name, int32_t dim, const std::string& options_json) override {
+    if (name.empty() || name.size() > 256) Fail(RS_ERR_INVALID_ARGUMENT, "table name must be 1..256 bytes");
+    if (dim <= 0 || dim > 65536) Fail(RS_ERR_INVALID_ARGUMENT, "table dim must be in 1..65536");
+    pb::TableOptions topts = ParseJson<pb::TableOptions>(options_json, "table options");
+    if (topts.default_value_size() != 0 && topts.default_value_size() != dim) {
+      Fail(RS_ERR_INVALID_ARGUMENT, "default_value must have dim (" + std::to_string(dim) +
+                                        ") values, got " + std::to_string(topts.default_value_size()));
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (tables_.count(name)) Fail(RS_ERR_ALREADY_EXISTS, "table '" + name + "' already exists");
+    pb::TableEntry entry;
+    entry.set_name(name);
+    entry.set_id(manifest_.next_table_id());
+    entry.set_dim(dim);
+    *entry.mutable_options() = topts;
+    std::unique_ptr<TableImpl> t = MakeTable(entry);
+    t->Recover();  // creates the folder (an old one of a dropped id is reused)
+    if (!dir_.empty()) {
+      pb::Manifest next = manifest_;
+      *next.add_tables() = entry;
+      next.set_next_table_id(entry.id() + 1);
+      WriteFileAtomic(dir_, "MANIFEST", ToJson(next));
+      manifest_ = next;
+    } else {
+      manifest_.set_next_table_id(entry.id() + 1);
+    }
+    Table* raw = t.get();
+    tables_[name] = std::move(t);
+    return raw;
+  }
+
+  Table* GetTable(const std::string& name) override {
+    Table* t = FindTable(name);
+    if (!t) Fail(RS_ERR_NOT_FOUND, "no table '" + name + "' in store " + dir_);
+    return t;
+  }
+  Table* FindTable(const std::string& name) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = tables_.find(name);
+    return it == tables_.end() ? nullptr : it->second.get();
+  }
+  std::vector<std::string> TableNames() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<std::string> names;
+    for (auto& kv : tables_) names.push_back(kv.first);
+    return names;
+  }
+
+  void Flush() override {
+    for (TableImpl* t : Tables()) t->Sync();
+  }
+  void Compact() override {
+    for (TableImpl* t : Tables()) {
+      while (t->CompactOnce()) {
+      }
+    }
+  }
+
+  StoreStats Stats() const override {
+    StoreStats s;
+    s.dir = dir_;
+    s.tiers = cfg_.ssd_tier ? "dram+ssd" : "dram";
+    s.last_sequence = last_seq_.load();
+    for (TableImpl* t : Tables()) s.tables.push_back(t->Stats());
+    return s;
+  }
+
+  std::string StatsJson() const override {
+    StoreStats s = Stats();
+    std::string j = "{\"dir\": \"" + JsonEscape(s.dir) + "\", \"tiers\": \"" + s.tiers + "\", ";
+    AppendKV(j, "format_version", s.format_version);
+    AppendKV(j, "last_sequence", s.last_sequence);
+    j += "\"tables\": {";
+    bool first = true;
+    for (const TableStats& t : s.tables) {
+      if (!first) j += ", ";
+      first = false;
+      j += "\"" + JsonEscape(t.name) + "\": {";
+      AppendKV(j, "dim", static_cast<uint64_t>(t.dim));
+      AppendKV(j, "rows", t.rows);
+      AppendKV(j, "dram_rows", t.dram_rows);
+      AppendKV(j, "dram_bytes", t.dram_bytes);
+      AppendKV(j, "dram_capacity_bytes", t.dram_capacity_bytes);
+      AppendKV(j, "dram_hits", t.dram_hits);
+      AppendKV(j, "dram_misses", t.dram_misses);
+      AppendKV(j, "ssd_hits", t.ssd_hits);
+      AppendKV(j, "ssd_misses", t.ssd_misses);
+      AppendKV(j, "evictions", t.evictions);
+      AppendKV(j, "admissions", t.admissions);
+      AppendKV(j, "files", t.files);
+      AppendKV(j, "disk_bytes", t.disk_bytes);
+      AppendKV(j, "live_payload_bytes", t.live_payload_bytes);
+      AppendKV(j, "payload_bytes_written", t.payload_bytes_written);
+      AppendKV(j, "disk_bytes_written", t.disk_bytes_written);
+      char wa[64];
+      std::snprintf(wa, sizeof(wa), "\"write_amplification\": %.6g, ",
+                    std::isfinite(t.write_amplification) ? t.write_amplification : 0.0);
+      j += wa;
+      AppendKV(j, "compactions", t.compactions);
+      AppendKV(j, "compaction_bytes_written", t.compaction_bytes_written);
+      AppendKV(j, "corrupt_records", t.corrupt_records);
+      AppendKV(j, "recovered_records", t.recovered_records);
+      AppendKV(j, "truncated_bytes", t.truncated_bytes, false);
+      j += "}";
+    }
+    j += "}}";
+    return j;
+  }
+
+ private:
+  void OpenDir(const pb::StoreOptions& given) {
+    bool create = !given.has_create_if_missing() || given.create_if_missing();
+    struct stat st;
+    if (::stat(dir_.c_str(), &st) != 0) {
+      if (!create) Fail(RS_ERR_NOT_FOUND, "store directory " + dir_ + " does not exist");
+      if (::mkdir(dir_.c_str(), 0755) != 0 && errno != EEXIST) {
+        Fail(RS_ERR_IO, "mkdir " + dir_ + ": " + std::strerror(errno));
+      }
+    } else if (!S_ISDIR(st.st_mode)) {
+      Fail(RS_ERR_INVALID_ARGUMENT, dir_ + " is not a directory");
+    }
+    lock_fd_ = ::open((dir_ + "/LOCK").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd_ < 0) Fail(RS_ERR_IO, "open " + dir_ + "/LOCK: " + std::strerror(errno));
+    if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      Fail(RS_ERR_FAILED_PRECONDITION, "store " + dir_ + " is open in another process");
+    }
+    std::string text;
+    bool exists = ReadFile(dir_ + "/MANIFEST", &text);
+    if (exists) {
+      google::protobuf::json::ParseOptions popts;
+      popts.ignore_unknown_fields = true;  // a newer minor version may add fields
+      auto st2 = google::protobuf::json::JsonStringToMessage(text, &manifest_, popts);
+      if (!st2.ok()) Fail(RS_ERR_CORRUPTION, "MANIFEST of " + dir_ + " is unreadable: " + std::string(st2.message()));
+      if (manifest_.format_version() != kFormatVersion) {
+        Fail(RS_ERR_INCOMPATIBLE, "store " + dir_ + " has format version " +
+                                      std::to_string(manifest_.format_version()) +
+                                      ", this library reads version " + std::to_string(kFormatVersion));
+      }
+    } else {
+      if (!create) Fail(RS_ERR_NOT_FOUND, "no store in " + dir_ + " (MANIFEST missing)");
+      manifest_.set_format_version(kFormatVersion);
+      manifest_.set_next_table_id(1);
+    }
+    pb::StoreOptions merged = manifest_.options();
+    merged.MergeFrom(given);
+    merged.clear_create_if_missing();
+    options_ = merged;
+    cfg_ = Resolve(merged);
+    if (!exists || manifest_.options().SerializeAsString() != merged.SerializeAsString()) {
+      *manifest_.mutable_options() = merged;
+      WriteFileAtomic(dir_, "MANIFEST", ToJson(manifest_));
+    }
+    uint64_t max_seq = 0;
+    for (const pb::TableEntry& e : manifest_.tables()) {
+      std::unique_ptr<TableImpl> t = MakeTable(e);
+      max_seq = std::max(max_seq, t->Recover());
+      tables_[e.name()] = std::move(t);
+    }
+    last_seq_.store(max_seq);
+  }
+
+  std::unique_ptr<TableImpl> MakeTable(const pb::TableEntry& e) {
+    TableConfig c;
+    c.id = e.id();
+    c.name = e.name();
+    c.dim = e.dim();
+    if (c.dim <= 0 || c.dim > 65536) Fail(RS_ERR_CORRUPTION, "MANIFEST: bad dim for table " + c.name);
+    c.default_value.assign(e.options().default_value().begin(), e.options().default_value().end());
+    if (!c.default_value.empty() && c.default_value.size() != static_cast<size_t>(c.dim)) {
+      Fail(RS_ERR_CORRUPTION, "MANIFEST: bad default_value for table " + c.name);
+    }
+    c.dir = dir_.empty() ? "" : dir_ + "/t" + std::to_string(e.id());
+    c.ssd_tier = cfg_.ssd_tier;
+    c.dram_capacity_bytes = e.options().has_dram_capacity_bytes() ? e.options().dram_capacity_bytes()
+                                                                  : cfg_.dram_capacity_bytes;
+    c.policy = cfg_.policy;
+    c.compaction = cfg_.compaction;
+    c.stale_ratio = cfg_.stale_ratio;
+    c.fsync = cfg_.fsync;
+    c.file_target_bytes = cfg_.file_target_bytes;
+    c.use_mmap = cfg_.use_mmap;
+    c.shard_bits = cfg_.shard_bits;
+    c.skip_corrupt = cfg_.skip_corrupt;
+    std::unique_ptr<TableImpl> t(new TableImpl(std::move(c), &epoch_, &last_seq_));
+    t->notify_compactor = [this] {
+      {
+        std::lock_guard<std::mutex> lock(cmu_);
+        pending_ = true;
+      }
+      ccv_.notify_one();
+    };
+    return t;
+  }
+
+  std::vector<TableImpl*> Tables() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<TableImpl*> v;
+    for (auto& kv : tables_) v.push_back(kv.second.get());
+    return v;
+  }
+
+  void CompactorLoop() {
+    std::unique_lock<std::mutex> lock(cmu_);
+    while (!stop_) {
+      ccv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_ || pending_; });
+      if (stop_) break;
+      pending_ = false;
+      lock.unlock();
+      for (TableImpl* t : Tables()) {
+        try {
+          while (!StopRequested() && t->CompactOnce()) {
+          }
+        } catch (...) {
+          // An I/O failure leaves the files as they were; the next round
+          // retries. Readers and writers are unaffected.
+        }
+      }
+      lock.lock();
+    }
+  }
+  bool StopRequested() {
+    std::lock_guard<std::mutex> lock(cmu_);
+    return stop_;
+  }
+
+  std::string dir_;
+  pb::StoreOptions options_;
+  Resolved cfg_;
+  pb::Manifest manifest_;
+  int lock_fd_ = -1;
+  EpochDomain epoch_;
+  std::atomic<uint64_t> last_seq_{0};
+  mutable std::mutex mu_;
+  std::map<std::string, std::unique_ptr<TableImpl>> tables_;
+  std::mutex cmu_;
+  std::condition_variable ccv_;
+  bool stop_ = false, pending_ = false;
+  std::thread compactor_;
+};
+
+}  // namespace
+
+std::unique_ptr<Store> Store::Open(const std::string& dir, const std::string& options_json) {
+  pb::StoreOptions given = ParseJson<pb::StoreOptions>(options_json, "store options");
+  std::string d = dir;
+  while (d.size() > 1 && d.back() == '/') d.pop_back();
+  return std::unique_ptr<Store>(new StoreImpl(d, given));
+}
+
+}  // namespace store
+}  // namespace rs

@@ -1,0 +1,429 @@
+#include "store/table.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "api/status.h"
+
+namespace rs {
+namespace store {
+namespace {
+
+// Per-thread scratch of the lookup path: reused, so lookups allocate nothing
+// once a thread has seen its largest batch.
+struct LookupScratch {
+  std::vector<uint64_t> hashes;
+  std::vector<const float*> rows;
+  std::vector<uint32_t> misses;
+  std::vector<char> record;
+};
+LookupScratch& Scratch() {
+  thread_local LookupScratch s;
+  return s;
+}
+
+constexpr size_t kLookupBlock = 256;  // keys per prefetch wave
+
+inline void PrefetchRow(const float* p, int32_t dim) {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (int32_t b = 0; b < dim * 4; b += 64) __builtin_prefetch(c + b);
+}
+
+}  // namespace
+
+TableImpl::TableImpl(TableConfig cfg, EpochDomain* epoch, std::atomic<uint64_t>* last_seq)
+    : cfg_(std::move(cfg)), epoch_(epoch), last_seq_(last_seq), rec_size_(RecordSize(cfg_.dim)) {
+  uint64_t cap = cfg_.ssd_tier ? cfg_.dram_capacity_bytes : 0;
+  dram_.reset(new DramTier(cfg_.dim, cfg_.shard_bits, cap, cfg_.policy, epoch_));
+  if (has_files()) {
+    size_t n = size_t{1} << cfg_.shard_bits;
+    for (size_t i = 0; i < n; ++i) ssd_.emplace_back(new ShardIndex(epoch_));
+    files_.reset(new std::atomic<DataFile*>[kMaxFiles]);
+    for (uint32_t i = 0; i < kMaxFiles; ++i) files_[i].store(nullptr);
+  }
+  if (cfg_.default_value.empty()) cfg_.default_value.assign(cfg_.dim, 0.0f);
+}
+
+TableImpl::~TableImpl() {
+  if (files_) {
+    for (uint32_t i = 0; i < file_slots_used_; ++i) delete files_[i].load();
+  }
+  for (auto& r : retired_files_) delete r.first;
+}
+
+// ---------------------------------------------------------------- lookups --
+
+[[noreturn]] void TableImpl::CorruptRecord(int64_t key, uint64_t loc) const {
+  corrupt_records_.fetch_add(1, std::memory_order_relaxed);
+  DataFile* f = file(LocSlot(loc));
+  Fail(RS_ERR_CORRUPTION, "table '" + cfg_.name + "': checksum mismatch reading key " +
+                              std::to_string(key) + " at " + (f ? f->path() : "?") + ":" +
+                              std::to_string(LocOffset(loc)));
+}
+
+void TableImpl::Lookup(const int64_t* keys, size_t n, float* out, uint8_t* found) const {
+  if (n == 0) return;
+  if (keys == nullptr || out == nullptr) Fail(RS_ERR_INVALID_ARGUMENT, "lookup: null keys or out");
+  const int32_t dim = cfg_.dim;
+  const size_t row_bytes = 4ull * dim;
+  LookupScratch& sc = Scratch();
+  if (sc.hashes.size() < kLookupBlock) {
+    sc.hashes.resize(kLookupBlock);
+    sc.rows.resize(kLookupBlock);
+  }
+  sc.misses.clear();
+  uint64_t hits = 0;
+  EpochGuard guard(*epoch_);
+  if (cfg_.ssd_tier && cfg_.policy == CachePolicy::kLru) dram_->AdvanceTick();
+  // Three passes per block of keys: hash + prefetch the index buckets, probe
+  // + prefetch the rows, copy. Each pass overlaps its cache misses.
+  for (size_t base = 0; base < n; base += kLookupBlock) {
+    const size_t m = std::min(kLookupBlock, n - base);
+    uint64_t* h = sc.hashes.data();
+    const float** p = sc.rows.data();
+    for (size_t j = 0; j < m; ++j) {
+      h[j] = HashKey(keys[base + j]);
+      dram_->PrefetchIndex(h[j]);
+    }
+    for (size_t j = 0; j < m; ++j) {
+      p[j] = dram_->Find(keys[base + j], h[j]);
+      if (p[j]) PrefetchRow(p[j], dim);
+    }
+    for (size_t j = 0; j < m; ++j) {
+      float* dst = out + (base + j) * dim;
+      if (p[j]) {
+        std::memcpy(dst, p[j], row_bytes);
+        if (found) found[base + j] = 1;
+        ++hits;
+      } else {
+        sc.misses.push_back(static_cast<uint32_t>(base + j));
+      }
+    }
+  }
+  uint64_t ssd_hits = 0, absent = 0;
+  if (!cfg_.ssd_tier) {
+    for (uint32_t i : sc.misses) {
+      std::memcpy(out + static_cast<size_t>(i) * dim, cfg_.default_value.data(), row_bytes);
+      if (found) found[i] = 0;
+    }
+    absent = sc.misses.size();
+  } else {
+    if (sc.record.size() < rec_size_) sc.record.resize(rec_size_);
+    for (uint32_t i : sc.misses) {
+      const int64_t key = keys[i];
+      const uint64_t h = HashKey(key);
+      float* dst = out + static_cast<size_t>(i) * dim;
+      const uint64_t loc = ssd(h).Find(key, h);
+      if (loc == kEmptyVal || LocIsTombstone(loc)) {
+        std::memcpy(dst, cfg_.default_value.data(), row_bytes);
+        if (found) found[i] = 0;
+        ++absent;
+        continue;
+      }
+      DataFile* f = file(LocSlot(loc));
+      const char* rec = f ? f->RecordPtr(LocOffset(loc), rec_size_, sc.record.data()) : nullptr;
+      RecordView rv;
+      if (rec == nullptr || !DecodeRecord(rec, dim, &rv) || rv.key != key ||
+          (rv.meta & kTombstoneBit)) {
+        CorruptRecord(key, loc);
+      }
+      std::memcpy(dst, rv.vec, row_bytes);
+      if (found) found[i] = 1;
+      ++ssd_hits;
+      // Admission: only if the index still points at what we read (a writer
+      // may have replaced the row meanwhile; see DramTier::AdmitIf).
+      dram_->AdmitIf(key, h, dst, [&] { return ssd(h).Find(key, h) == loc; });
+    }
+  }
+  dram_hits_.fetch_add(hits, std::memory_order_relaxed);
+  dram_misses_.fetch_add(sc.misses.size(), std::memory_order_relaxed);
+  if (ssd_hits) ssd_hits_.fetch_add(ssd_hits, std::memory_order_relaxed);
+  if (absent) ssd_misses_.fetch_add(absent, std::memory_order_relaxed);
+}
+
+// ----------------------------------------------------------------- writes --
+
+uint32_t TableImpl::AllocFileSlot() {
+  if (!free_file_slots_.empty()) {
+    uint32_t s = free_file_slots_.back();
+    free_file_slots_.pop_back();
+    return s;
+  }
+  if (file_slots_used_ >= kMaxFiles) {
+    Fail(RS_ERR_RESOURCE_EXHAUSTED, "table '" + cfg_.name + "': too many data files");
+  }
+  return file_slots_used_++;
+}
+
+std::string TableImpl::FilePath(uint64_t file_no, bool tmp) const {
+  char name[32];
+  std::snprintf(name, sizeof(name), "%08llx.%s", static_cast<unsigned long long>(file_no),
+                tmp ? "tmp" : "dat");
+  return cfg_.dir + "/" + name;
+}
+
+DataFile* TableImpl::ActiveFileFor(uint64_t bytes, uint64_t seq) {
+  if (active_) {
+    uint64_t size = active_->size();
+    bool fresh = size == kFileHeaderSize;
+    bool fits = size + bytes <= active_->map_capacity() || !cfg_.use_mmap;
+    bool under_target = fresh || size + bytes <= cfg_.file_target_bytes;
+    bool seq_ok = seq - active_->base_seq() <= kSeqDeltaMax;
+    if (fits && under_target && seq_ok) return active_;
+    if (fresh && seq_ok && !cfg_.use_mmap) return active_;
+  }
+  FileHeader h{};
+  h.format_version = kFormatVersion;
+  h.kind = kAppendFile;
+  h.table_id = cfg_.id;
+  h.dim = cfg_.dim;
+  h.file_no = next_file_no_++;
+  h.base_seq = seq;
+  h.record_size = rec_size_;
+  uint64_t cap = std::max<uint64_t>(cfg_.file_target_bytes, kFileHeaderSize + bytes) + (1u << 20);
+  auto f = DataFile::Create(FilePath(h.file_no, false), h, cap, cfg_.use_mmap, cfg_.fsync);
+  if (cfg_.fsync) SyncDir(cfg_.dir);
+  disk_written_.fetch_add(kFileHeaderSize, std::memory_order_relaxed);
+  DataFile* raw = f.release();
+  raw->slot = AllocFileSlot();
+  files_[raw->slot].store(raw, std::memory_order_release);
+  active_ = raw;
+  return raw;
+}
+
+uint64_t TableImpl::SeqOfLoc(uint64_t loc) const {
+  DataFile* f = file(LocSlot(loc));
+  thread_local std::vector<char> scratch;
+  if (scratch.size() < rec_size_) scratch.resize(rec_size_);
+  const char* rec = f ? f->RecordPtr(LocOffset(loc), rec_size_, scratch.data()) : nullptr;
+  if (!rec) return 0;
+  uint32_t meta;
+  std::memcpy(&meta, rec + 4, 4);
+  return f->base_seq() + (meta & kSeqDeltaMax);
+}
+
+void TableImpl::IndexRecord(int64_t key, uint64_t h, uint64_t loc, DataFile* f) {
+  uint64_t old = ssd(h).Upsert(key, h, loc);
+  f->live++;
+  if (old != kEmptyVal) {
+    DataFile* of = file(LocSlot(old));
+    if (of) of->live--;
+  }
+  bool was_live = old != kEmptyVal && !LocIsTombstone(old);
+  bool is_live = !LocIsTombstone(loc);
+  if (is_live && !was_live) live_rows_.fetch_add(1, std::memory_order_relaxed);
+  if (!is_live && was_live) live_rows_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void TableImpl::Write(const int64_t* keys, size_t n, const float* rows, WriteKind kind) {
+  if (n == 0) return;
+  if (keys == nullptr || (kind != kTombstone && rows == nullptr)) {
+    Fail(RS_ERR_INVALID_ARGUMENT, "write: null keys or rows");
+  }
+  const int32_t dim = cfg_.dim;
+  const size_t row_floats = static_cast<size_t>(dim);
+  const bool tomb = kind == kTombstone;
+  {
+    std::lock_guard<std::mutex> lock(write_mu_);
+    std::vector<int64_t> present;
+    if (tomb) {  // a delete writes tombstones only for keys that exist
+      for (size_t i = 0; i < n; ++i) {
+        uint64_t h = HashKey(keys[i]);
+        bool exists = has_files() ? [&] {
+          uint64_t loc = ssd(h).Find(keys[i], h);
+          return loc != kEmptyVal && !LocIsTombstone(loc);
+        }() : dram_->Find(keys[i], h) != nullptr;
+        if (exists) present.push_back(keys[i]);
+      }
+      std::sort(present.begin(), present.end());
+      present.erase(std::unique(present.begin(), present.end()), present.end());
+      if (present.empty()) return;
+      keys = present.data();
+      n = present.size();
+    }
+    const uint64_t seq = last_seq_->load(std::memory_order_relaxed) + 1;
+    if (has_files()) {
+      const uint64_t bytes = static_cast<uint64_t>(n) * rec_size_;
+      DataFile* f;
+      std::unique_ptr<DataFile> bulk;
+      if (kind == kBulk) {
+        // A sealed file of its own, written sequentially and renamed into
+        // place only when complete: the bulk load is one atomic batch.
+        FileHeader hd{};
+        hd.format_version = kFormatVersion;
+        hd.kind = kSealedFile;
+        hd.table_id = cfg_.id;
+        hd.dim = dim;
+        hd.file_no = next_file_no_++;
+        hd.base_seq = seq;
+        hd.record_size = rec_size_;
+        bulk = DataFile::Create(FilePath(hd.file_no, true), hd, 0, false, false);
+        f = bulk.get();
+      } else {
+        f = ActiveFileFor(bytes, seq);
+      }
+      const uint64_t start = f->size();
+      const uint32_t delta = static_cast<uint32_t>(seq - f->base_seq());
+      // Encode and write in pieces of <= 8 MiB (one piece for normal batches).
+      const size_t per_piece = std::max<size_t>(1, (8u << 20) / rec_size_);
+      for (size_t done = 0; done < n;) {
+        size_t m = std::min(per_piece, n - done);
+        wbuf_.resize(m * rec_size_);
+        for (size_t j = 0; j < m; ++j) {
+          size_t i = done + j;
+          uint32_t meta = delta | (tomb ? kTombstoneBit : 0) | (i + 1 == n ? kBatchEndBit : 0);
+          EncodeRecord(wbuf_.data() + j * rec_size_, dim, meta, keys[i],
+                       tomb ? nullptr : rows + i * row_floats);
+        }
+        if (kind == kBulk) {
+          f->Append(wbuf_.data(), wbuf_.size());
+        } else {
+          f->WriteAt(start + done * rec_size_, wbuf_.data(), wbuf_.size());
+        }
+        done += m;
+      }
+      if (kind == kBulk) {
+        f->Sync();
+        f->Rename(FilePath(f->file_no(), false));
+        SyncDir(cfg_.dir);
+        // Reopen through the normal path so reads use the configured path.
+        std::string path = f->path();
+        bulk.reset();
+        bulk = DataFile::Open(path, cfg_.use_mmap);
+        if (!bulk) Fail(RS_ERR_IO, "bulk load file vanished: " + path);
+        f = bulk.release();
+        f->slot = AllocFileSlot();
+        files_[f->slot].store(f, std::memory_order_release);
+      } else {
+        if (cfg_.fsync) f->Sync();
+        f->SetSize(start + bytes);  // committed: now visible to readers
+      }
+      f->records += n;
+      last_seq_->store(seq, std::memory_order_relaxed);
+      if (kind == kBulk) {
+        for (auto& s : ssd_) s->Reserve(n >> cfg_.shard_bits);
+      }
+      for (size_t i = 0; i < n; ++i) {
+        const uint64_t h = HashKey(keys[i]);
+        IndexRecord(keys[i], h, MakeLoc(f->slot, start + i * rec_size_, tomb), f);
+      }
+      disk_written_.fetch_add(bytes, std::memory_order_relaxed);
+    } else {
+      last_seq_->store(seq, std::memory_order_relaxed);
+    }
+    // DRAM tier, after the SSD index (the order admission relies on).
+    for (size_t i = 0; i < n; ++i) {
+      const uint64_t h = HashKey(keys[i]);
+      if (tomb) {
+        if (!has_files() && dram_->Find(keys[i], h)) live_rows_.fetch_sub(1);
+        dram_->Erase(keys[i], h);
+      } else if (cfg_.ssd_tier) {
+        if (kind == kBulk) {
+          dram_->Erase(keys[i], h);  // no cache churn: drop stale copies only
+        } else {
+          dram_->ReplaceIfPresent(keys[i], h, rows + i * row_floats);
+        }
+      } else {
+        if (!has_files() && !dram_->Find(keys[i], h)) live_rows_.fetch_add(1);
+        dram_->Put(keys[i], h, rows + i * row_floats);
+      }
+    }
+    payload_written_.fetch_add(n * (8 + 4ull * dim), std::memory_order_relaxed);
+    epoch_->TryAdvance();
+    ReclaimFiles();
+  }
+  if (has_files()) {
+    if (cfg_.compaction == CompactionMode::kSync) {
+      while (CompactOnce()) {
+      }
+    } else if (cfg_.compaction == CompactionMode::kAsync && notify_compactor) {
+      notify_compactor();
+    }
+  }
+}
+
+void TableImpl::Upsert(const int64_t* keys, size_t n, const float* rows) {
+  Write(keys, n, rows, kPut);
+}
+void TableImpl::Delete(const int64_t* keys, size_t n) { Write(keys, n, nullptr, kTombstone); }
+void TableImpl::BulkLoad(const int64_t* keys, size_t n, const float* rows) {
+  Write(keys, n, rows, has_files() ? kBulk : kPut);
+}
+
+void TableImpl::Sync() {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  if (active_) active_->Sync();
+}
+
+void TableImpl::RetireFile(DataFile* f) {
+  files_[f->slot].store(nullptr, std::memory_order_release);
+  retired_files_.emplace_back(f, epoch_->current());
+}
+
+void TableImpl::ReclaimFiles() {
+  while (!retired_files_.empty() && epoch_->IsSafe(retired_files_.front().second)) {
+    DataFile* f = retired_files_.front().first;
+    free_file_slots_.push_back(f->slot);
+    delete f;
+    retired_files_.pop_front();
+  }
+}
+
+void TableImpl::LoadAllIntoDram() {
+  std::vector<char> scratch(rec_size_);
+  std::vector<float> row(cfg_.dim);
+  for (auto& s : ssd_) {
+    s->ForEach([&](int64_t key, uint64_t loc) {
+      if (LocIsTombstone(loc)) return;
+      DataFile* f = file(LocSlot(loc));
+      const char* rec = f ? f->RecordPtr(LocOffset(loc), rec_size_, scratch.data()) : nullptr;
+      RecordView rv;
+      if (!rec || !DecodeRecord(rec, cfg_.dim, &rv)) CorruptRecord(key, loc);
+      std::memcpy(row.data(), rv.vec, 4ull * cfg_.dim);
+      dram_->Put(key, HashKey(key), row.data());
+    });
+  }
+}
+
+// ------------------------------------------------------------------ stats --
+
+TableStats TableImpl::Stats() const {
+  TableStats s;
+  s.name = cfg_.name;
+  s.dim = cfg_.dim;
+  s.rows = live_rows_.load();
+  s.dram_rows = dram_->rows();
+  s.dram_bytes = dram_->bytes();
+  s.dram_capacity_bytes = dram_->capacity_bytes();
+  s.dram_hits = dram_hits_.load();
+  s.dram_misses = dram_misses_.load();
+  s.ssd_hits = ssd_hits_.load();
+  s.ssd_misses = ssd_misses_.load();
+  s.evictions = dram_->evictions();
+  s.admissions = dram_->admissions();
+  s.live_payload_bytes = s.rows * (8 + 4ull * cfg_.dim);
+  s.payload_bytes_written = payload_written_.load();
+  s.disk_bytes_written = disk_written_.load() + compaction_written_.load();
+  s.write_amplification = s.payload_bytes_written
+                              ? static_cast<double>(s.disk_bytes_written) / s.payload_bytes_written
+                              : 0.0;
+  s.compactions = compactions_.load();
+  s.compaction_bytes_written = compaction_written_.load();
+  s.corrupt_records = corrupt_records_.load();
+  if (has_files()) {
+    std::lock_guard<std::mutex> lock(write_mu_);
+    s.recovered_records = recovered_records_;
+    s.truncated_bytes = truncated_bytes_;
+    for (uint32_t i = 0; i < file_slots_used_; ++i) {
+      DataFile* f = file(i);
+      if (!f) continue;
+      s.files++;
+      s.disk_bytes += f->size();
+    }
+  }
+  return s;
+}
+
+}  // namespace store
+}  // namespace rs

@@ -1,0 +1,123 @@
+// TableImpl: one table — DRAM tier + (optional) SSD hash tier + write path.
+// The public contract is rs::store::Table in store.h. Implementation split:
+//   table.cc       lookups, writes, stats
+//   recovery.cc    rebuilding the index from data files at open
+//   compaction.cc  rewriting files whose stale share passed the threshold
+#ifndef RECSTRATA_STORE_TABLE_H_
+#define RECSTRATA_STORE_TABLE_H_
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "store/data_file.h"
+#include "store/dram_tier.h"
+#include "store/epoch.h"
+#include "store/hash_index.h"
+#include "store/store.h"
+
+namespace rs {
+namespace store {
+
+enum class CompactionMode { kAsync, kSync, kOff };
+
+struct TableConfig {
+  uint32_t id = 0;
+  std::string name;
+  int32_t dim = 0;
+  std::vector<float> default_value;  // dim floats
+  std::string dir;                   // t<id>/ folder; "" = volatile (no files)
+  bool ssd_tier = false;             // tiers "dram+ssd": DRAM is a bounded cache
+  uint64_t dram_capacity_bytes = 0;
+  CachePolicy policy = CachePolicy::kLfu;
+  CompactionMode compaction = CompactionMode::kAsync;
+  double stale_ratio = 0.34;
+  bool fsync = true;
+  uint64_t file_target_bytes = 64ull << 20;
+  bool use_mmap = true;
+  int shard_bits = 6;
+  bool skip_corrupt = false;
+};
+
+class TableImpl final : public Table {
+ public:
+  static constexpr uint32_t kMaxFiles = 1u << 16;
+
+  TableImpl(TableConfig cfg, EpochDomain* epoch, std::atomic<uint64_t>* last_seq);
+  ~TableImpl() override;
+
+  // Rebuilds the index from the table's data files (recovery.cc). Returns
+  // the highest sequence number found.
+  uint64_t Recover();
+
+  const std::string& name() const override { return cfg_.name; }
+  int32_t dim() const override { return cfg_.dim; }
+  void Lookup(const int64_t* keys, size_t n, float* out, uint8_t* found) const override;
+  void Upsert(const int64_t* keys, size_t n, const float* rows) override;
+  void Delete(const int64_t* keys, size_t n) override;
+  void BulkLoad(const int64_t* keys, size_t n, const float* rows) override;
+  TableStats Stats() const override;
+
+  // Compacts one file past the stale threshold (compaction.cc); false when
+  // there is none. Serialized by compact_mu_; never blocks readers, holds
+  // the write mutex only to swing index entries.
+  bool CompactOnce();
+  bool has_files() const { return !cfg_.dir.empty(); }
+  void Sync();  // fdatasync the append file
+  // Set by the store: called after a committed batch in async mode.
+  std::function<void()> notify_compactor;
+
+ private:
+  enum WriteKind { kPut, kTombstone, kBulk };
+  void Write(const int64_t* keys, size_t n, const float* rows, WriteKind kind);
+  // SSD index access (shards share the DRAM tier's hash split).
+  ShardIndex& ssd(uint64_t h) { return *ssd_[cfg_.shard_bits ? h >> (64 - cfg_.shard_bits) : 0]; }
+  const ShardIndex& ssd(uint64_t h) const {
+    return *ssd_[cfg_.shard_bits ? h >> (64 - cfg_.shard_bits) : 0];
+  }
+  DataFile* file(uint32_t slot) const { return files_[slot].load(std::memory_order_acquire); }
+  uint32_t AllocFileSlot();
+  std::string FilePath(uint64_t file_no, bool tmp) const;
+  DataFile* ActiveFileFor(uint64_t bytes, uint64_t seq);
+  // Points the index at a new record; accounts the record it replaces.
+  void IndexRecord(int64_t key, uint64_t h, uint64_t loc, DataFile* f);
+  uint64_t SeqOfLoc(uint64_t loc) const;
+  void RetireFile(DataFile* f);
+  void ReclaimFiles();
+  void LoadAllIntoDram();
+  [[noreturn]] void CorruptRecord(int64_t key, uint64_t loc) const;
+
+  TableConfig cfg_;
+  EpochDomain* epoch_;
+  std::atomic<uint64_t>* last_seq_;
+  uint32_t rec_size_;
+  std::unique_ptr<DramTier> dram_;
+  std::vector<std::unique_ptr<ShardIndex>> ssd_;
+  std::unique_ptr<std::atomic<DataFile*>[]> files_;
+  std::vector<uint32_t> free_file_slots_;
+  uint32_t file_slots_used_ = 0;
+
+  mutable std::mutex write_mu_;  // one committed batch at a time; file table
+  std::mutex compact_mu_;
+  DataFile* active_ = nullptr;
+  uint64_t next_file_no_ = 1;
+  std::deque<std::pair<DataFile*, uint64_t>> retired_files_;
+  std::vector<char> wbuf_;
+
+  // Counters (relaxed atomics; writer-owned ones are written under write_mu_).
+  std::atomic<uint64_t> live_rows_{0};
+  mutable std::atomic<uint64_t> dram_hits_{0}, dram_misses_{0}, ssd_hits_{0}, ssd_misses_{0};
+  mutable std::atomic<uint64_t> corrupt_records_{0};
+  std::atomic<uint64_t> payload_written_{0}, disk_written_{0};
+  std::atomic<uint64_t> compactions_{0}, compaction_written_{0};
+  uint64_t recovered_records_ = 0, truncated_bytes_ = 0;
+};
+
+}  // namespace store
+}  // namespace rs
+
+#endif  // RECSTRATA_STORE_TABLE_H_
