@@ -319,3 +319,45 @@ def _version() -> str:
         return recstrata.__version__
     except Exception:  # pragma: no cover
         return "?"
+
+
+# ----------------------------------------------------------------------------- requests
+
+def bundle_feeds(manifest: dict, examples: dict) -> dict:
+    """Request feeds of a bundle for parsed examples (the training package's raw layout).
+
+    ``examples``: ``{feature: ids [n, k] (int64 or str/bytes objects), feature + "/len": [n],
+    "dense": [n, D]}`` as the synthetic generator and the CSV readers produce them. Returns
+    ``{input alias: array}`` in the bundle's request layout: single-valued ids [n], multi-valued
+    ids [n, k] plus ``<feature>_lengths`` int32 [n], dense [n, D] float32.
+    A single-valued feature in the "single" layout cannot carry a missing value (length 0):
+    that raises ValueError (export with single_valued_layout="lengths" to serve those).
+    """
+    feeds: dict = {}
+    for f in manifest["sparse_features"]:
+        name = f["name"]
+        ids = np.asarray(examples[name])
+        if ids.ndim == 1:
+            ids = ids[:, None]
+        lens = np.asarray(examples.get(name + "/len", np.ones(len(ids), np.int32)), np.int32)
+        if f["id_type"] == "int64":
+            ids = ids.astype(np.int64)
+        else:
+            ids = ids.astype(object)
+        if f.get("multivalued"):
+            feeds[name] = ids
+            feeds[f.get("lengths_input") or lengths_input_name(name)] = lens
+        else:
+            if (lens != 1).any():
+                raise ValueError(f"feature {name!r}: {int((lens != 1).sum())} example(s) have no "
+                                 f"value; the single-valued [B] layout cannot express that")
+            feeds[name] = np.ascontiguousarray(ids[:, 0])
+    for d in manifest.get("dense_features", []):
+        feeds[d["name"]] = np.ascontiguousarray(examples[d["name"]], dtype=np.float32)
+    return feeds
+
+
+def read_manifest(bundle_dir: str | os.PathLike) -> dict:
+    """The bundle's manifest (bundle.json) as a dict."""
+    with open(os.path.join(os.fspath(bundle_dir), MANIFEST), encoding="utf-8") as fh:
+        return json.load(fh)

@@ -1,0 +1,218 @@
+"""Predictions served from a bundle equal the Keras model's (max abs diff <= 1e-5).
+
+Covers plain, multihash (qr add / qr multiply / kway concat) and binary_code (succession /
+skip) tables; single-valued [B] and multi-valued [B, k] + lengths features; int64 and string
+ids; a table shared by two features; the memory-only store and a "dram+ssd" store whose DRAM
+cache holds under 10% of the rows (most rows then come from the SSD tier); batch sizes 1..512;
+and several threads serving the same bundle at once.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from recstrata.processor import Model  # noqa: E402
+
+TOL = 1e-5
+
+CONFIG = {
+    "name": "parity", "label": "label",
+    "sparse": [
+        {"name": "user", "dim": 8, "embedding": {"kind": "plain", "rows": 20000}},
+        {"name": "user_hist", "dim": 8, "max_values": 5, "combiner": "sum", "table": "user",
+         "embedding": {"kind": "plain", "rows": 20000}},
+        {"name": "item", "dtype": "string", "dim": 8,
+         "embedding": {"kind": "multihash", "strategy": "qr", "vocab": 50000, "m": 250,
+                       "combiner": "multiply"}},
+        {"name": "shop", "dim": 8,
+         "embedding": {"kind": "multihash", "strategy": "qr", "vocab": 8000, "m": 90,
+                       "hashed": False}},
+        {"name": "tags", "dim": 8, "max_values": 4, "combiner": "mean",
+         "embedding": {"kind": "binary_code", "bits": 20, "block_bits": 5, "strategy": "skip"}},
+        {"name": "query", "dtype": "string", "dim": 8,
+         "embedding": {"kind": "binary_code", "bits": 24, "block_bits": 8}},
+        {"name": "words", "dtype": "string", "dim": 8, "max_values": 3, "combiner": "sqrtn",
+         "embedding": {"kind": "multihash", "strategy": "kway", "sizes": [401, 397, 389],
+                       "combiner": "concat"}},
+        {"name": "cats", "dtype": "string", "dim": 8, "max_values": 6, "combiner": "mean",
+         "embedding": {"kind": "plain", "rows": 3000, "seed": 3}},
+    ],
+    "dense": [{"name": "d0"}, {"name": "d1", "transform": "log1p"},
+              {"name": "d2", "transform": "standard", "mean": 1.0, "std": 2.0}],
+    "model": {"type": "deepfm", "hidden": [32, 16]},
+    "data": {"format": "synthetic", "synthetic": {"num_train": 100, "num_eval": 100}},
+}
+
+
+def _model():
+    from recstrata.training.models import RecModel
+    from recstrata.training.spec import parse_config
+
+    cfg = parse_config(CONFIG)
+    model = RecModel(cfg, name="rec_model")
+    model.build_with_dummy()
+    # Larger-than-init table values so that every table visibly moves the output.
+    rng = np.random.default_rng(1)
+    for layer in model.embedding_stage.tables.values():
+        for t in layer.subtables:
+            base = 1.0 if layer.scheme.combiner == "multiply" else 0.0
+            t.assign(base + rng.normal(0, 0.3, t.shape).astype(np.float32))
+    return model, cfg
+
+
+def make_examples(cfg, n: int, seed: int, single_missing: bool = False) -> dict:
+    """Raw examples in the training package's layout; ids span the whole int64 range."""
+    rng = np.random.default_rng(seed)
+    ex: dict = {}
+    for f in cfg.sparse:
+        k = f.max_values
+        if f.dtype == "string":
+            pool = np.array([f"{f.name}-{i}" for i in range(300)] + ["", "Ωmega", "a\0b"],
+                            dtype=object)
+            ids = pool[rng.integers(0, len(pool), (n, k))]
+        else:
+            ids = np.where(rng.random((n, k)) < 0.8, rng.integers(0, 30000, (n, k)),
+                           rng.integers(-(2**63), 2**63 - 1, (n, k), dtype=np.int64))
+        if k == 1:
+            lens = np.ones(n, np.int32)
+            if single_missing:
+                lens[rng.random(n) < 0.2] = 0
+        else:
+            lens = rng.integers(0, k + 1, n).astype(np.int32)
+        ex[f.name] = ids
+        ex[f.name + "/len"] = lens
+    dense = rng.normal(0, 2, (n, len(cfg.dense))).astype(np.float32)
+    dense[rng.random(dense.shape) < 0.1] = np.nan
+    ex["dense"] = dense
+    ex["label"] = np.zeros(n, np.float32)
+    return ex
+
+
+def keras_reference(model, cfg, ex) -> np.ndarray:
+    from recstrata.training.data import encode
+
+    n = len(ex["label"])
+    return model.predict_batch(encode(cfg, ex, np.ones(n, bool), n, 0))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    model, cfg = _model()
+    return model, cfg, tmp_path_factory.mktemp("bundles")
+
+
+def _export(trained, name, **kw):
+    from recstrata.training.export import export_bundle
+
+    model, _cfg, root = trained
+    return export_bundle(model, root / name, **kw)
+
+
+@pytest.fixture(scope="module")
+def dram_bundle(trained):
+    return _export(trained, "dram")
+
+
+@pytest.fixture(scope="module")
+def ssd_bundle(trained):
+    # DRAM cache of every sub-table at 4% of its bytes: < 10% of rows fit.
+    return _export(trained, "ssd", tiers="dram+ssd", dram_fraction=0.04, cache_policy="lru")
+
+
+@pytest.fixture(scope="module")
+def lengths_bundle(trained):
+    return _export(trained, "lengths", single_valued_layout="lengths")
+
+
+def _check(model_dir, manifest, trained, sizes=(1, 7, 512), seed=0, single_missing=False):
+    from recstrata.training.export import bundle_feeds
+
+    model, cfg, _ = trained
+    worst = 0.0
+    with Model(model_dir) as served:
+        for i, n in enumerate(sizes):
+            ex = make_examples(cfg, n, seed + i, single_missing)
+            ref = keras_reference(model, cfg, ex)
+            out = served.run(bundle_feeds(manifest, ex))
+            assert out["prob"].shape == (n,)
+            diff = float(np.abs(out["prob"] - ref).max())
+            worst = max(worst, diff)
+            assert diff <= TOL, f"batch {n}: max abs diff {diff}"
+            # the logits move too: the model is not saturated, the comparison means something
+            assert np.std(out["logit"]) > 0.05 or n == 1
+        stats = served.stats()
+    return worst, stats
+
+
+def test_parity_memory_store(dram_bundle, trained):
+    _check(dram_bundle["path"], dram_bundle["manifest"], trained)
+
+
+def test_parity_ssd_tier_with_small_dram_cache(ssd_bundle, trained):
+    worst, stats = _check(ssd_bundle["path"], ssd_bundle["manifest"], trained,
+                          sizes=(1, 64, 512, 512), seed=10)
+    b = stats["bundle"]
+    # The large sub-tables keep under 10% of their rows in DRAM; most rows came from SSD.
+    big = [s for t in b["tables"] for s in t["subtables"] if s["rows"] >= 1000]
+    assert big, b
+    for s in big:
+        assert s["dram_rows"] < 0.10 * s["rows"], s
+        assert s["ssd_hits"] > s["dram_hits"], s
+    assert b["ssd_hits"] > b["dram_hits"]
+    assert b["missing_rows"] == 0
+
+
+def test_single_valued_missing_values_with_lengths_layout(lengths_bundle, trained):
+    _check(lengths_bundle["path"], lengths_bundle["manifest"], trained, sizes=(5, 300),
+           seed=20, single_missing=True)
+
+
+def test_manifest_declares_every_scheme(dram_bundle):
+    m = dram_bundle["manifest"]
+    kinds = {t["key_scheme"]["kind"] for t in m["tables"]}
+    assert kinds == {"plain", "multihash", "binary_code"}
+    feats = {f["name"]: f for f in m["sparse_features"]}
+    assert feats["user"]["table"] == feats["user_hist"]["table"] == "user"   # shared table
+    assert not feats["user"]["multivalued"] and feats["tags"]["multivalued"]
+    assert {f["id_type"] for f in feats.values()} == {"int64", "string"}
+
+
+def test_describe_lists_features(dram_bundle):
+    with Model(dram_bundle["path"]) as served:
+        names = [s.name for s in served.inputs]
+        assert names[:3] == ["user", "user_hist", "user_hist_lengths"]
+        assert "dense" in names
+        d = served.describe()
+        assert {f["name"] for f in d["bundle"]["features"]} >= {"user", "words", "cats"}
+
+
+def test_concurrent_callers_get_identical_results(dram_bundle, trained):
+    from recstrata.training.export import bundle_feeds
+
+    model, cfg, _ = trained
+    examples = [make_examples(cfg, n, 100 + n) for n in (3, 33, 200, 64)]
+    feeds = [bundle_feeds(dram_bundle["manifest"], ex) for ex in examples]
+    refs = [keras_reference(model, cfg, ex) for ex in examples]
+    errors: list = []
+    with Model(dram_bundle["path"], session_num=2, select_session_policy="RR") as served:
+        def work(t):
+            try:
+                for r in range(15):
+                    i = (t + r) % len(feeds)
+                    out = served.run(feeds[i])["prob"]
+                    if np.abs(out - refs[i]).max() > TOL:
+                        errors.append((t, r, float(np.abs(out - refs[i]).max())))
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(repr(exc))
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    assert not errors, errors[:3]
