@@ -53,8 +53,9 @@ func (c Code) String() string {
 	return fmt.Sprintf("RS_UNKNOWN(%d)", int32(c))
 }
 
-// Error makes a Code usable as an errors.Is target.
-func (c Code) Error() string { return "recstrata: " + c.String() }
+// Error makes a Code usable as an errors.Is target. It equals String, so a
+// Code prints the same with %s and %v.
+func (c Code) Error() string { return c.String() }
 
 // Error is the error value of every failed call: the library's status code
 // and message, plus the operation that failed. Messages are copied out of the

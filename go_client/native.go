@@ -288,7 +288,12 @@ func LoadLibrary(path string) error {
 	var st C.rsg_status
 	var version C.int
 	if C.rsg_load(cpath, &st, &version) != 0 {
-		return statusError("LoadLibrary", &st)
+		e := statusError("LoadLibrary", &st)
+		if path == DefaultLibrary && e.Code == NotFound {
+			e.Message += ` (set RECSTRATA_LIBRARY or use WithLibrary; ` +
+				`python -c "import recstrata; print(recstrata.library_path())" prints the installed path)`
+		}
+		return e
 	}
 	library.path = path
 	library.version = int(version)

@@ -53,6 +53,7 @@ EXPECTED_GO_TESTS = [
     "TestCloseWaitsForCallsInFlight",
     "TestFinalizerClosesModel",
     "TestMakeAlignedInputs",
+    "TestLoaderChecksVersions",
     "TestServerPredictJSON",
     "TestServerPredictProto",
     "TestServerErrors",
