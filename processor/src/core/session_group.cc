@@ -142,6 +142,14 @@ uint64_t Mix64(uint64_t x) {  // splitmix64 finalizer
   return x ^ (x >> 31);
 }
 
+// A per-thread hash for MOD. DeepRec hashes std::thread::id; on glibc that is
+// a pthread_t address whose low bits are the same for every thread, so
+// "hash mod N" can send every thread to one session. We mix the kernel tid.
+uint64_t ThreadHash() {
+  thread_local uint64_t h = Mix64(static_cast<uint64_t>(syscall(SYS_gettid)));
+  return h;
+}
+
 }  // namespace
 
 SessionGroup::SessionGroup(const std::string& dir, const ModelConfig& cfg) : cfg_(cfg) {
@@ -246,17 +254,18 @@ int SessionGroup::Select() {
   const size_t n = sessions_.size();
   if (n == 1) return 0;
   switch (cfg_.policy) {
-    case SessionPolicy::kMod: {
-      // DeepRec hashes std::thread::id; that is a pthread_t address on glibc,
-      // whose low bits are constant, so "mod N" maps every thread to one
-      // session. We mix the kernel thread id instead.
-      thread_local uint64_t h = Mix64(static_cast<uint64_t>(syscall(SYS_gettid)));
-      return static_cast<int>(h % n);
-    }
+    case SessionPolicy::kMod:
+      return static_cast<int>(ThreadHash() % n);
     case SessionPolicy::kRoundRobin:
       return static_cast<int>(rr_.fetch_add(1, std::memory_order_relaxed) % n);
     case SessionPolicy::kLeastLoaded: {
-      size_t start = rr_.fetch_add(1, std::memory_order_relaxed) % n;
+      // Fewest in-flight calls. Ties go to the calling thread's own (MOD)
+      // session first, then onwards in index order: a lone caller keeps one
+      // session and its warm caches. Breaking ties round robin instead made
+      // a single caller alternate between sessions, and each switch evicted
+      // the other session's weights from cache: +50 us per call at batch 1
+      // on the Criteo-shaped benchmark model (docs/processor.md).
+      size_t start = ThreadHash() % n;
       int best = static_cast<int>(start);
       int64_t best_load = sessions_[start]->in_flight.load(std::memory_order_relaxed);
       for (size_t k = 1; k < n && best_load > 0; ++k) {
