@@ -15,6 +15,9 @@ Systems, all on the same SavedModel in one run:
                 loaded.signatures["serving_default"] -> .numpy())
   c_tf          a bare TF C API loop (perf/serving_loop.c, compiled here):
                 TF_SessionRun on prebuilt input tensors, native threads
+  c_tf_fresh    the same loop building its 39 input TF_Tensors every call
+                (TF_AllocateTensor + memcpy): the least any C host does for
+                a new request
   c_rs_run      the same C loop through rs_model_run
   c_rs_predict  the same C loop through rs_model_predict (wire path)
 The C loops and recstrata use the same session threading (recstrata's
@@ -23,11 +26,14 @@ TF Python runs with TensorFlow's default thread pools, as users get it.
 
 For batch sizes 1, 64, 512 and 1 and 2 concurrent callers (threads; native
 threads for the C loops) it prints per-call medians, p99 and throughput, and
-ratios: tf_python/rs (speedup of recstrata over the Python signature call,
-by throughput) and rs/c_tf (our overhead over the bare C API loop, by median
-latency). The last line is `RESULT {json}`.
+ratios: speedup of recstrata over the Python signature call (throughput) and
+the overhead of the native recstrata loops over the bare C API loops (median
+latency; this is our own cost: validation, request decoding, session
+selection, output encoding). Systems are measured in interleaved rounds so
+that a busy shared machine penalises all of them alike; the 1-minute load
+average is recorded. The last line is `RESULT {json}`.
 
-    python perf/bench_serving.py            # full run (~5 minutes)
+    python perf/bench_serving.py            # full run (~6 minutes)
     python perf/bench_serving.py --quick    # reduced run (< 2 minutes)
 """
 
@@ -219,18 +225,44 @@ def write_c_spec(out_dir: Path, model_dir: Path, feeds: dict, rs_config: dict, r
     return spec
 
 
-def run_c_loop(exe: Path, mode: str, spec: Path, callers: int, seconds: float, out_dir: Path):
-    lat_file = out_dir / f"lat_{mode}.bin"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([str(exe), mode, str(spec), str(callers), str(seconds), str(lat_file)],
-                          env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"serving_loop {mode} failed: {proc.stderr[-2000:]}")
-    raw = np.fromfile(lat_file, dtype=np.int64)
-    n_threads = int(raw[0])
-    counts = raw[1:1 + n_threads]
-    lat = raw[1 + n_threads:] / 1e9
-    return np.split(lat, np.cumsum(counts)[:-1])
+class CLoop:
+    """One loaded serving_loop process (one mode, one batch), driven over stdin."""
+
+    def __init__(self, exe: Path, mode: str, spec: Path, out_dir: Path):
+        self.mode = mode
+        self.lat_file = out_dir / f"lat_{mode}.bin"
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        self.proc = subprocess.Popen([str(exe), mode, str(spec)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env)
+        self._expect("ready")
+
+    def _expect(self, word: str) -> None:
+        line = self.proc.stdout.readline().strip()
+        if line != word:
+            err = self.proc.stderr.read() if self.proc.poll() is not None else ""
+            raise RuntimeError(f"serving_loop {self.mode}: expected {word!r}, got {line!r} {err[-2000:]}")
+
+    def run(self, callers: int, seconds: float) -> list[np.ndarray]:
+        self.proc.stdin.write(f"run {callers} {seconds} {self.lat_file}\n")
+        self.proc.stdin.flush()
+        self._expect("done")
+        raw = np.fromfile(self.lat_file, dtype=np.int64)
+        n_threads = int(raw[0])
+        counts = raw[1:1 + n_threads]
+        lat = raw[1 + n_threads:] / 1e9
+        return np.split(lat, np.cumsum(counts)[:-1])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+C_MODES = {"c_tf": "tf", "c_tf_fresh": "tf_fresh", "c_rs_run": "rs_run", "c_rs_predict": "rs_predict"}
 
 
 # ---- main ------------------------------------------------------------------------
@@ -241,11 +273,13 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="reduced run, under 2 minutes")
     ap.add_argument("--batches", default="1,64,512")
     ap.add_argument("--callers", default="1,2")
-    ap.add_argument("--seconds", type=float, default=None, help="timed seconds per cell")
+    ap.add_argument("--seconds", type=float, default=None, help="timed seconds per cell and round")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per cell")
     ap.add_argument("--out", default=str(HERE / "out"))
-    ap.add_argument("--systems", default="rs_run,rs_wire,tf_python,c_tf,c_rs_run,c_rs_predict")
+    ap.add_argument("--systems", default="rs_run,rs_wire,tf_python,c_tf,c_tf_fresh,c_rs_run,c_rs_predict")
     args = ap.parse_args(argv)
-    seconds = args.seconds or (1.0 if args.quick else 4.0)
+    seconds = args.seconds or (0.3 if args.quick else 1.0)
+    args.rounds = args.rounds or (2 if args.quick else 5)
     batches = [int(b) for b in args.batches.split(",")]
     callers_list = [int(c) for c in args.callers.split(",")]
     systems = args.systems.split(",")
@@ -268,7 +302,8 @@ def main(argv=None) -> int:
 
     cells = []
     print(f"model: Criteo-shaped CTR, {N_DENSE} dense + {N_SPARSE} tables ({min(rows)}-{max(rows)} rows x "
-          f"{EMB_DIM}), MLP 512-256-1; {os.cpu_count()} CPUs; {seconds:.1f} s per cell")
+          f"{EMB_DIM}), MLP 512-256-1; {os.cpu_count()} CPUs; {args.rounds} interleaved rounds x "
+          f"{seconds:.2f} s per cell")
     print(f"{'batch':>5} {'callers':>7} {'system':<13} {'median ms':>10} {'p99 ms':>9} {'req/s':>9} {'items/s':>10}")
     for batch in batches:
         feeds = make_feeds(batch, rows, seed=batch)
@@ -279,21 +314,38 @@ def main(argv=None) -> int:
         wire = codec.parse_response(model.predict_bytes(request))["prob"]
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(wire, ref, rtol=1e-4, atol=1e-6)
-        spec = write_c_spec(out_dir, model_dir, feeds, rs_config, request) if exe else None
 
         fns = {
             "rs_run": lambda: model.run(feeds),
             "rs_wire": lambda: model.predict_bytes(request),
             "tf_python": lambda: sig(**{k: tf.constant(v) for k, v in feeds.items()})["prob"].numpy(),
         }
+        loops = {}
+        if exe:
+            spec = write_c_spec(out_dir, model_dir, feeds, rs_config, request)
+            for system in systems:
+                if system in C_MODES:
+                    loops[system] = CLoop(exe, C_MODES[system], spec, out_dir)
+        try:
+            # Systems alternate in every round (rotated order), so the noise of
+            # a shared machine spreads over all of them instead of one.
+            lat: dict[tuple[str, int], list[np.ndarray]] = {}
+            for r in range(args.rounds):
+                order = systems[r % len(systems):] + systems[:r % len(systems)]
+                for callers in callers_list:
+                    for system in order:
+                        if system in fns:
+                            part = run_threads(fns[system], callers, seconds)
+                        else:
+                            part = loops[system].run(callers, seconds)
+                        acc = lat.setdefault((system, callers), [np.empty(0)] * callers)
+                        lat[(system, callers)] = [np.concatenate([a, b]) for a, b in zip(acc, part)]
+        finally:
+            for loop in loops.values():
+                loop.close()
         for callers in callers_list:
             for system in systems:
-                if system in fns:
-                    lat = run_threads(fns[system], callers, seconds)
-                else:
-                    mode = {"c_tf": "tf", "c_rs_run": "rs_run", "c_rs_predict": "rs_predict"}[system]
-                    lat = run_c_loop(exe, mode, spec, callers, seconds, out_dir)
-                s = summarize(lat, batch)
+                s = summarize(lat[(system, callers)], batch)
                 s.update(batch=batch, callers=callers, system=system)
                 cells.append(s)
                 print(f"{batch:>5} {callers:>7} {system:<13} {s['median_ms']:>10.3f} {s['p99_ms']:>9.3f} "
@@ -307,25 +359,30 @@ def main(argv=None) -> int:
         return None
 
     ratios = []
-    print("\nratios (speedup = rs throughput / tf_python throughput; overhead = rs median / c_tf median - 1)")
+    print("\nratios: speedup = throughput / tf_python throughput; "
+          "overhead = median / baseline median - 1 (baselines: c_tf, c_tf_fresh)")
     for batch in batches:
         for callers in callers_list:
             r = {"batch": batch, "callers": callers}
             py = cell("tf_python", batch, callers)
-            ctf = cell("c_tf", batch, callers)
             for system in ("rs_run", "rs_wire", "c_rs_run", "c_rs_predict"):
                 c = cell(system, batch, callers)
                 if c is None:
                     continue
                 if py:
                     r[f"{system}_speedup_vs_tf_python"] = c["throughput_rps"] / py["throughput_rps"]
-                if ctf:
-                    r[f"{system}_overhead_vs_c_tf"] = c["median_ms"] / ctf["median_ms"] - 1
+                for base in ("c_tf", "c_tf_fresh"):
+                    b = cell(base, batch, callers)
+                    if b and system.startswith("c_"):
+                        r[f"{system}_overhead_vs_{base}"] = c["median_ms"] / b["median_ms"] - 1
             ratios.append(r)
-            print("  " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+            print(f"  batch {batch:>3}, {callers} caller(s): " + ", ".join(
+                f"{k.replace('_speedup_vs_tf_python', ' x').replace('_overhead_vs_', ' +')}={v:.2f}"
+                for k, v in r.items() if isinstance(v, float)))
     elapsed = time.time() - t_start
     print(f"elapsed {elapsed:.1f} s")
-    print("RESULT " + json.dumps({"benchmark": "serving", "quick": args.quick, "seconds_per_cell": seconds,
+    print("RESULT " + json.dumps({"benchmark": "serving", "quick": args.quick, "seconds_per_round": seconds,
+                                  "rounds": args.rounds, "load_avg_1m": os.getloadavg()[0],
                                   "model": {"dense": N_DENSE, "tables": len(rows), "rows_min": min(rows),
                                             "rows_max": max(rows), "dim": EMB_DIM, "mlp": [512, 256, 1]},
                                   "rs_config": rs_config, "cells": cells, "ratios": ratios,

@@ -5,14 +5,20 @@
  *   tf          the bare TensorFlow C API: TF_LoadSessionFromSavedModel once,
  *               input TF_Tensors built once, then TF_SessionRun in a loop.
  *               This is the floor every serving layer sits on.
+ *   tf_fresh    the same, but every call builds its input TF_Tensors anew
+ *               (TF_AllocateTensor + memcpy), as a host must for new data.
  *   rs_run      librecstrata's tensor API (rs_model_run) on the same inputs.
  *   rs_predict  librecstrata's wire API (rs_model_predict) on a serialized
  *               PredictRequest: decode + session selection + run + encode.
- * Each mode runs `callers` native threads for `seconds` after a warm-up and
- * writes every per-call latency to `lat_file`: int64 callers, one int64
- * count per thread, then the latencies in ns (int64), thread by thread.
+ * The process loads once, prints "ready", then reads commands on stdin:
+ *   run CALLERS SECONDS LAT_FILE   runs CALLERS native threads back to back for
+ *                                  SECONDS after a 20-call warm-up each, writes
+ *                                  int64 callers, one int64 count per thread,
+ *                                  then every latency in ns (int64) thread by
+ *                                  thread, and answers "done" (or "failed")
+ *   quit
  *
- * Usage: serving_loop MODE SPEC_FILE CALLERS SECONDS LAT_FILE
+ * Usage: serving_loop MODE SPEC_FILE
  * SPEC_FILE (written by bench_serving.py, whitespace separated):
  *   model_dir PATH
  *   config_hex HEX            serialized tensorflow.ConfigProto (tf mode)
@@ -57,7 +63,7 @@ static rs_tensor g_rs_in[MAX_IO];
 static void* g_request;
 static size_t g_request_size;
 
-static int g_mode; /* 0 tf, 1 rs_run, 2 rs_predict */
+static int g_mode; /* 0 tf, 1 rs_run, 2 rs_predict, 3 tf_fresh */
 static double g_seconds;
 static pthread_barrier_t g_barrier;
 
@@ -160,9 +166,20 @@ static void setup_rs(void) {
 }
 
 static int call_once(TF_Status* st) {
-  if (g_mode == 0) {
+  if (g_mode == 0 || g_mode == 3) {
     TF_Tensor* outs[MAX_IO];
-    TF_SessionRun(g_sess, NULL, g_tf_in, g_tf_vals, g_nin, g_tf_out, outs, g_nout, NULL, 0, NULL, st);
+    TF_Tensor* fresh[MAX_IO];
+    TF_Tensor** ins = g_tf_vals;
+    if (g_mode == 3) {
+      for (int i = 0; i < g_nin; i++) {
+        fresh[i] = TF_AllocateTensor((TF_DataType)g_in[i].dtype, g_in[i].dims, g_in[i].ndim, g_in[i].bytes);
+        memcpy(TF_TensorData(fresh[i]), g_in[i].data, g_in[i].bytes);
+      }
+      ins = fresh;
+    }
+    TF_SessionRun(g_sess, NULL, g_tf_in, ins, g_nin, g_tf_out, outs, g_nout, NULL, 0, NULL, st);
+    if (g_mode == 3)
+      for (int i = 0; i < g_nin; i++) TF_DeleteTensor(fresh[i]);
     if (TF_GetCode(st) != TF_OK) return -1;
     for (int i = 0; i < g_nout; i++) TF_DeleteTensor(outs[i]);
     return 0;
@@ -219,33 +236,23 @@ static void* worker(void* arg) {
     w->lat[w->n++] = t1 - t0;
     if (t1 >= end) break;
   }
-  if (w->failed && g_mode == 0) fprintf(stderr, "TF_SessionRun: %s\n", TF_Message(st));
+  if (w->failed && (g_mode == 0 || g_mode == 3)) fprintf(stderr, "TF_SessionRun: %s\n", TF_Message(st));
   TF_DeleteStatus(st);
   return NULL;
 }
 
-int main(int argc, char** argv) {
-  if (argc != 6) {
-    fprintf(stderr, "usage: %s tf|rs_run|rs_predict SPEC CALLERS SECONDS LAT_FILE\n", argv[0]);
-    return 2;
-  }
-  g_mode = !strcmp(argv[1], "tf") ? 0 : !strcmp(argv[1], "rs_run") ? 1 : !strcmp(argv[1], "rs_predict") ? 2 : -1;
-  if (g_mode < 0) die("mode", argv[1]);
-  parse_spec(argv[2]);
-  int callers = atoi(argv[3]);
-  g_seconds = atof(argv[4]);
-  if (callers < 1 || callers > 64) die("callers", argv[3]);
-  if (g_mode == 0) setup_tf(); else setup_rs();
-
+/* Runs `callers` threads for g_seconds and writes their latencies to `path`. */
+static int measure(int callers, const char* path) {
   pthread_barrier_init(&g_barrier, NULL, (unsigned)callers);
   pthread_t th[64];
   worker_out outs[64];
   memset(outs, 0, sizeof(outs));
   for (int i = 0; i < callers; i++) pthread_create(&th[i], NULL, worker, &outs[i]);
   for (int i = 0; i < callers; i++) pthread_join(th[i], NULL);
+  pthread_barrier_destroy(&g_barrier);
 
-  FILE* f = fopen(argv[5], "wb");
-  if (!f) die("open", argv[5]);
+  FILE* f = fopen(path, "wb");
+  if (!f) die("open", path);
   int failed = 0;
   /* layout: int64 callers, callers x int64 count, then the latencies thread by thread */
   int64_t header = callers;
@@ -260,6 +267,36 @@ int main(int argc, char** argv) {
     free(outs[i].lat);
   }
   fclose(f);
+  return failed;
+}
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    fprintf(stderr, "usage: %s tf|tf_fresh|rs_run|rs_predict SPEC  (then commands on stdin)\n", argv[0]);
+    return 2;
+  }
+  const char* modes[] = {"tf", "rs_run", "rs_predict", "tf_fresh"};
+  g_mode = -1;
+  for (int i = 0; i < 4; i++)
+    if (!strcmp(argv[1], modes[i])) g_mode = i;
+  if (g_mode < 0) die("mode", argv[1]);
+  parse_spec(argv[2]);
+  if (g_mode == 0 || g_mode == 3) setup_tf(); else setup_rs();
+  printf("ready\n");
+  fflush(stdout);
+  /* Commands: "run CALLERS SECONDS LAT_FILE" (answers "done" or "failed"), "quit".
+   * The process stays loaded between runs so that the benchmark can
+   * interleave systems in rounds without reloading the model. */
+  char cmd[16], path[4096];
+  int callers;
+  while (scanf("%15s", cmd) == 1 && strcmp(cmd, "quit") != 0) {
+    if (strcmp(cmd, "run") != 0 || scanf("%d %lf %4095s", &callers, &g_seconds, path) != 3 || callers < 1 ||
+        callers > 64)
+      die("command", cmd);
+    int failed = measure(callers, path);
+    printf(failed ? "failed\n" : "done\n");
+    fflush(stdout);
+  }
   if (g_model) rs_model_close(g_model);
-  return failed ? 1 : 0;
+  return 0;
 }
