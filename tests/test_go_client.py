@@ -54,6 +54,7 @@ EXPECTED_GO_TESTS = [
     "TestFinalizerClosesModel",
     "TestMakeAlignedInputs",
     "TestLoaderChecksVersions",
+    "FuzzPredictBytes",
     "TestServerPredictJSON",
     "TestServerPredictProto",
     "TestServerErrors",
