@@ -58,6 +58,7 @@ EXPECTED_GO_TESTS = [
     "TestServerPredictJSON",
     "TestServerPredictProto",
     "TestServerErrors",
+    "TestServerConcurrentRequests",
 ]
 
 

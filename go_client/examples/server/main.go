@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -32,18 +33,19 @@ func main() {
 	policy := flag.String("policy", "MOD", "select_session_policy: MOD, RR or LEAST_LOADED")
 	signature := flag.String("signature", "serving_default", "signature_name")
 	libPath := flag.String("library", "", "path of librecstrata.so (default $RECSTRATA_LIBRARY)")
+	maxInFlight := flag.Int("max-inflight", 4*runtime.GOMAXPROCS(0), "model calls running at once (others queue)")
 	flag.Parse()
 	if *modelDir == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*modelDir, *port, *libPath, recstrata.WithSessions(*sessions),
+	if err := run(*modelDir, *port, *libPath, *maxInFlight, recstrata.WithSessions(*sessions),
 		recstrata.WithPolicy(recstrata.Policy(*policy)), recstrata.WithSignature(*signature)); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(modelDir string, port int, libPath string, opts ...recstrata.Option) error {
+func run(modelDir string, port int, libPath string, maxInFlight int, opts ...recstrata.Option) error {
 	if libPath != "" {
 		opts = append(opts, recstrata.WithLibrary(libPath))
 	}
@@ -58,7 +60,7 @@ func run(modelDir string, port int, libPath string, opts ...recstrata.Option) er
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: newHandler(m), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: limitInFlight(newHandler(m), maxInFlight), ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	errc := make(chan error, 1)
@@ -75,4 +77,24 @@ func run(modelDir string, port int, libPath string, opts ...recstrata.Option) er
 		return err
 	}
 	return nil
+}
+
+// limitInFlight lets at most n requests run at once; the rest wait (or give
+// up when the client goes away). A cgo call occupies an OS thread for its
+// whole duration, so an unbounded burst of requests would otherwise turn into
+// as many OS threads blocked in TensorFlow.
+func limitInFlight(h http.Handler, n int) http.Handler {
+	if n <= 0 {
+		return h
+	}
+	sem := make(chan struct{}, n)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case sem <- struct{}{}:
+			defer func() { <-sem }()
+			h.ServeHTTP(w, r)
+		case <-r.Context().Done():
+			http.Error(w, "request cancelled while queued", http.StatusServiceUnavailable)
+		}
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"reflect"
+	"sync"
 	"testing"
 
 	"github.com/recstrata/recstrata/go_client"
@@ -17,7 +18,8 @@ import (
 func newTestServer(t *testing.T, opts ...recstrata.Option) (*httptest.Server, *recstrata.Model, *testmodel.Expected) {
 	_, exp := testmodel.Load(t)
 	m := testmodel.Open(t, opts...)
-	srv := httptest.NewServer(newHandler(m)) // httptest listens on 127.0.0.1
+	// httptest listens on 127.0.0.1; a limit of 2 makes the concurrent test queue.
+	srv := httptest.NewServer(limitInFlight(newHandler(m), 2))
 	t.Cleanup(srv.Close)
 	return srv, m, exp
 }
@@ -137,4 +139,52 @@ func TestServerErrors(t *testing.T) {
 			t.Errorf("GET %s: %d", path, resp.StatusCode)
 		}
 	}
+}
+
+func TestServerConcurrentRequests(t *testing.T) {
+	srv, _, exp := newTestServer(t)
+	var c testmodel.Case
+	for _, c = range exp.Cases {
+		if c.Signature == "serving_default" && c.Inputs["x"].Shape[0] == 3 {
+			break
+		}
+	}
+	inputs := map[string]jsonTensor{}
+	for name, j := range c.Inputs {
+		inputs[name] = jsonTensor{DType: j.DType, Shape: j.Shape, Data: j.Data}
+	}
+	body, _ := json.Marshal(predictRequest{Inputs: inputs})
+	want, err := c.Outputs["y"].Tensor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 10 {
+				r, err := http.Post(srv.URL+"/v1/predict", "application/json", bytes.NewReader(body))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				out, _ := io.ReadAll(r.Body)
+				r.Body.Close()
+				var resp struct {
+					Outputs map[string]testmodel.JSONTensor `json:"outputs"`
+				}
+				if r.StatusCode != http.StatusOK || json.Unmarshal(out, &resp) != nil {
+					t.Errorf("status %d: %s", r.StatusCode, out)
+					return
+				}
+				got, err := resp.Outputs["y"].Tensor()
+				if err != nil || !reflect.DeepEqual(got.Data, want.Data) {
+					t.Errorf("wrong output %v (%v)", got.Data, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
