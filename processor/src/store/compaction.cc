@@ -32,7 +32,7 @@ bool TableImpl::CompactOnce() {
     double best = -1;
     for (uint32_t i = 0; i < file_slots_used_; ++i) {
       DataFile* f = file(i);
-      if (!f || f == active_ || f->no_compact || f->records == 0) continue;
+      if (!f || f->retired || f == active_ || f->no_compact || f->records == 0) continue;
       double stale = 1.0 - static_cast<double>(f->live) / static_cast<double>(f->records);
       if (stale >= cfg_.stale_ratio && stale > best) {
         best = stale;
@@ -42,7 +42,7 @@ bool TableImpl::CompactOnce() {
     if (!victim) return false;
     for (uint32_t i = 0; i < file_slots_used_; ++i) {
       DataFile* f = file(i);
-      if (f && f != victim) min_other_seq = std::min(min_other_seq, f->base_seq());
+      if (f && !f->retired && f != victim) min_other_seq = std::min(min_other_seq, f->base_seq());
     }
   }
 

@@ -60,6 +60,7 @@ class DataFile {
   uint64_t records = 0;  // records in the file
   uint64_t live = 0;     // records the index points to
   bool no_compact = false;
+  bool retired = false;  // replaced by compaction, awaiting its grace period
 
  private:
   DataFile() = default;

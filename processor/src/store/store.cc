@@ -180,8 +180,15 @@ std::string JsonEscape(const std::string& in) {
 class StoreImpl final : public Store {
  public:
   StoreImpl(std::string dir, pb::StoreOptions given) : dir_(std::move(dir)) {
-    if (!dir_.empty()) OpenDir(given);
-    else {
+    if (!dir_.empty()) {
+      try {
+        OpenDir(given);
+      } catch (...) {
+        tables_.clear();
+        if (lock_fd_ >= 0) ::close(lock_fd_);  // a failed open releases the lock
+        throw;
+      }
+    } else {
       options_ = given;
       cfg_ = Resolve(options_);
       if (cfg_.ssd_tier) {

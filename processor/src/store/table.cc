@@ -46,10 +46,9 @@ TableImpl::TableImpl(TableConfig cfg, EpochDomain* epoch, std::atomic<uint64_t>*
 }
 
 TableImpl::~TableImpl() {
-  if (files_) {
+  if (files_) {  // retired files are still in their slots
     for (uint32_t i = 0; i < file_slots_used_; ++i) delete files_[i].load();
   }
-  for (auto& r : retired_files_) delete r.first;
 }
 
 // ---------------------------------------------------------------- lookups --
@@ -356,14 +355,18 @@ void TableImpl::Sync() {
   if (active_) active_->Sync();
 }
 
+// A retired file stays reachable through its slot (readers may hold a
+// location into it) until the epoch says no reader can; then the slot is
+// cleared and reused.
 void TableImpl::RetireFile(DataFile* f) {
-  files_[f->slot].store(nullptr, std::memory_order_release);
+  f->retired = true;
   retired_files_.emplace_back(f, epoch_->current());
 }
 
 void TableImpl::ReclaimFiles() {
   while (!retired_files_.empty() && epoch_->IsSafe(retired_files_.front().second)) {
     DataFile* f = retired_files_.front().first;
+    files_[f->slot].store(nullptr, std::memory_order_release);
     free_file_slots_.push_back(f->slot);
     delete f;
     retired_files_.pop_front();
@@ -417,7 +420,7 @@ TableStats TableImpl::Stats() const {
     s.truncated_bytes = truncated_bytes_;
     for (uint32_t i = 0; i < file_slots_used_; ++i) {
       DataFile* f = file(i);
-      if (!f) continue;
+      if (!f || f->retired) continue;
       s.files++;
       s.disk_bytes += f->size();
     }

@@ -1,0 +1,182 @@
+"""Randomised operation sequences on the store checked against a dict model.
+
+Hypothesis drives upserts (with repeated keys), deletes, bulk loads, lookups,
+compactions and reopens, in every tier mode; after each step the store must
+answer exactly like a plain ``dict`` of key -> row. Small data files and
+caches force rotation, compaction and eviction within a few steps.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from recstrata.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from recstrata.store import Store
+
+DIM = 3
+# A small pool (collisions) plus extreme int64 values.
+KEYS = st.one_of(st.integers(0, 40), st.sampled_from([-(2**63), 2**63 - 1, -1, 2**40 + 7]))
+
+
+def _rows(keys, salt):
+    k = np.asarray(keys, dtype=np.float64)
+    return np.stack([k % 1000, np.full_like(k, salt), k % 7 + salt], axis=1).astype(np.float32)
+
+
+class StoreModel(RuleBasedStateMachine):
+    OPTIONS: dict = {}
+    PERSISTENT = True
+
+    def __init__(self):
+        super().__init__()
+        self.dir = tempfile.mkdtemp(prefix="rs_store_model_") if self.PERSISTENT else None
+        self.model: dict[int, np.ndarray] = {}
+        self.salt = 0
+        self.store = Store(self.dir, **self.OPTIONS)
+        self.table = self.store.create_table("t", DIM, default_value=[-1, -2, -3])
+
+    def teardown(self):
+        self.store.close()
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    @rule(keys=st.lists(KEYS, min_size=1, max_size=12))
+    def upsert(self, keys):
+        self.salt += 1
+        rows = _rows(keys, self.salt)
+        self.table.upsert(keys, rows)
+        for k, r in zip(keys, rows):
+            self.model[k] = r
+
+    @rule(keys=st.lists(KEYS, min_size=0, max_size=6))
+    def delete(self, keys):
+        self.table.delete(keys)
+        for k in keys:
+            self.model.pop(k, None)
+
+    @rule(keys=st.lists(KEYS, min_size=1, max_size=30))
+    def bulk_load(self, keys):
+        self.salt += 1
+        rows = _rows(keys, self.salt)
+        self.table.bulk_load(keys, rows)
+        for k, r in zip(keys, rows):
+            self.model[k] = r
+
+    @rule(keys=st.lists(KEYS, min_size=0, max_size=20))
+    def lookup(self, keys):
+        self.check(keys)
+
+    @rule()
+    def compact(self):
+        self.store.compact()
+
+    @precondition(lambda self: self.PERSISTENT)
+    @rule()
+    def reopen(self):
+        self.store.close()
+        self.store = Store(self.dir)  # options come back from the MANIFEST
+        self.table = self.store.table("t")
+
+    def check(self, keys):
+        rows, found = self.table.lookup(keys)
+        assert rows.shape == (len(keys), DIM)
+        for i, k in enumerate(keys):
+            if k in self.model:
+                assert found[i], k
+                np.testing.assert_array_equal(rows[i], self.model[k])
+            else:
+                assert not found[i], k
+                np.testing.assert_array_equal(rows[i], [-1, -2, -3])
+
+    @invariant()
+    def rows_and_all_keys(self):
+        assert self.table.stats()["rows"] == len(self.model)
+        self.check(list(self.model) + [12345678])
+
+
+SETTINGS = settings(max_examples=25, stateful_step_count=25, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+class VolatileModel(StoreModel):
+    PERSISTENT = False
+
+
+class DramModel(StoreModel):
+    OPTIONS = dict(tiers="dram", file_target_bytes=4096, compaction="sync",
+                   compaction_stale_ratio=0.2, durability="none")
+
+
+class SsdModel(StoreModel):
+    OPTIONS = dict(tiers="dram+ssd", dram_capacity_bytes=400, file_target_bytes=4096,
+                   compaction="sync", compaction_stale_ratio=0.2, durability="none",
+                   shard_bits=1)
+
+
+class SsdPreadLruModel(StoreModel):
+    OPTIONS = dict(tiers="dram+ssd", dram_capacity_bytes=300, cache_policy="lru",
+                   read_path="pread", file_target_bytes=4096, compaction="async",
+                   compaction_stale_ratio=0.3, shard_bits=0)
+
+
+TestVolatile = VolatileModel.TestCase
+TestDram = DramModel.TestCase
+TestSsd = SsdModel.TestCase
+TestSsdPreadLru = SsdPreadLruModel.TestCase
+for _case in (TestVolatile, TestDram, TestSsd, TestSsdPreadLru):
+    _case.settings = SETTINGS
+
+
+def test_table_errors(tmp_path):
+    with Store(tmp_path / "s") as s:
+        s.create_table("a", 4)
+        with pytest.raises(AlreadyExistsError):
+            s.create_table("a", 4)
+        with pytest.raises(NotFoundError):
+            s.table("b")
+        with pytest.raises(InvalidArgumentError):
+            s.create_table("c", 0)
+        with pytest.raises(InvalidArgumentError):
+            s.create_table("d", 2, default_value=[1, 2, 3])
+        with pytest.raises(ValueError):
+            s.table("a").upsert([1, 2], np.zeros((2, 3), np.float32))
+        assert sorted(s.table_names()) == ["a"]
+    with pytest.raises(InvalidArgumentError):
+        Store(tmp_path / "x", tiers="tape")
+    with pytest.raises(InvalidArgumentError):
+        Store(tmp_path / "y", no_such_option=1)
+    with pytest.raises(InvalidArgumentError):
+        Store(None, tiers="dram+ssd")
+    with pytest.raises(NotFoundError):
+        Store(tmp_path / "missing", create_if_missing=False)
+
+
+def test_second_process_open_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    with Store(tmp_path / "s") as s:
+        s.create_table("a", 2)
+        code = ("from recstrata.store import Store\n"
+                "from recstrata.errors import FailedPreconditionError\n"
+                f"try:\n    Store({str(tmp_path / 's')!r})\nexcept FailedPreconditionError:\n"
+                "    raise SystemExit(7)\n")
+        assert subprocess.run([sys.executable, "-c", code]).returncode == 7
+
+
+def test_empty_batches_and_options_roundtrip(tmp_path):
+    with Store(tmp_path / "s", tiers="dram+ssd", dram_capacity_bytes=1 << 20) as s:
+        t = s.create_table("a", 2)
+        rows, found = t.lookup([])
+        assert rows.shape == (0, 2) and found.shape == (0,)
+        t.upsert([], np.zeros((0, 2), np.float32))
+        t.delete([])
+    with Store(tmp_path / "s") as s:  # tier config persisted in the MANIFEST
+        assert s.stats()["tiers"] == "dram+ssd"
