@@ -547,10 +547,16 @@ func copyOutput(ct *C.rs_tensor) (Tensor, error) {
 	}
 	n := int(count)
 	src := unsafe.Pointer(ct.data)
+	if src == nil && n > 0 {
+		return t, newError("Predict", Internal, "output %q has no data", t.Name)
+	}
 	if t.DType == String {
 		out := make([][]byte, n)
 		if n > 0 {
 			for i, e := range unsafe.Slice((*C.rs_bytes)(src), n) {
+				if e.data == nil && e.size > 0 {
+					return t, newError("Predict", Internal, "output %q: element %d has no data", t.Name, i)
+				}
 				b := make([]byte, int(e.size))
 				if e.size > 0 {
 					copy(b, unsafe.Slice((*byte)(unsafe.Pointer(e.data)), int(e.size)))

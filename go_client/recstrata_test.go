@@ -6,6 +6,7 @@ package recstrata_test
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"reflect"
@@ -344,6 +345,25 @@ func TestInputErrors(t *testing.T) {
 	}
 	_, err := m.Run([]recstrata.Tensor{{Name: "x", DType: recstrata.Float32, Shape: []int64{2, 4}, Data: x}}, "nope")
 	wantError(t, "unknown output", err, recstrata.InvalidArgument)
+	// String inputs: element count vs shape, and dtype, on the mixed signature.
+	mixed := testmodel.Open(t, recstrata.WithSignature("mixed"))
+	good := map[string]recstrata.Tensor{
+		"x":     recstrata.NewTensor(x, 2, 4),
+		"ids":   recstrata.NewTensor([]int64{1, 2}),
+		"names": recstrata.NewTensor([][]byte{[]byte("a"), {}}),
+		"z":     recstrata.NewTensor([]float64{1, 2, 3, 4}, 2, 2),
+	}
+	if _, err := mixed.Predict(good); err != nil {
+		t.Fatalf("mixed: %v", err)
+	}
+	bad := maps.Clone(good)
+	bad["names"] = recstrata.NewTensor([][]byte{[]byte("a"), {}, []byte("c")}, 2)
+	_, err = mixed.Predict(bad)
+	wantError(t, "string count vs shape", err, recstrata.InvalidArgument)
+	bad["names"] = recstrata.NewTensor([]int64{1, 2})
+	_, err = mixed.Predict(bad)
+	wantError(t, "int64 for a string input", err, recstrata.InvalidArgument)
+
 	// The model still answers correctly.
 	out, err := m.Predict(map[string]recstrata.Tensor{"x": recstrata.NewTensor(x, 2, 4)})
 	if err != nil || len(out["y"].Float32s()) != 6 {
