@@ -2,7 +2,9 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -41,13 +43,35 @@ struct TensorList {
   }
 };
 
-// Per-thread scratch vectors so the hot path does not allocate.
+void NoopDeallocator(void*, size_t, void*) {}
+
+// Per-thread scratch so the hot path does not allocate: vectors, and a
+// 64-byte aligned staging block into which misaligned inputs are copied
+// (one memcpy each, no allocator call) and then lent to TensorFlow like
+// aligned caller buffers.
 struct Scratch {
   std::vector<const rs_tensor*> ordered;
   std::vector<rs_tensor> staged;
   std::vector<std::pair<const char*, const char*>> borrowed;
+  char* stage = nullptr;
+  size_t stage_cap = 0;
+  ~Scratch() { std::free(stage); }
+  char* Stage(size_t bytes) {
+    if (bytes > stage_cap) {
+      size_t cap = std::max<size_t>(bytes, 2 * stage_cap);
+      cap = (cap + 63) / 64 * 64;
+      char* p = static_cast<char*>(std::aligned_alloc(64, cap));
+      if (p == nullptr) throw std::bad_alloc();
+      std::free(stage);
+      stage = p;
+      stage_cap = cap;
+    }
+    return stage;
+  }
 };
 thread_local Scratch tls_scratch;
+
+inline bool Aligned64(const void* p) { return reinterpret_cast<uintptr_t>(p) % 64 == 0; }
 
 }  // namespace
 
@@ -238,13 +262,31 @@ std::unique_ptr<rs_result> Model::Run(const rs_tensor* inputs, size_t n, const i
       for (size_t i = 0; i < in.v.size(); ++i) CheckTFTensor(dense.inputs[i], in.v[i]);
     } else {
       in.v.reserve(sc.ordered.size());
+      size_t stage_bytes = 0;
+      for (const rs_tensor* t : sc.ordered)
+        if (t->dtype != RS_DT_STRING && t->byte_size > 0 && !Aligned64(t->data))
+          stage_bytes += (t->byte_size + 63) / 64 * 64;
+      char* stage = stage_bytes ? sc.Stage(stage_bytes) : nullptr;
+      if (stage_bytes) sc.borrowed.emplace_back(stage, stage + stage_bytes);
       for (const rs_tensor* t : sc.ordered) {
-        bool borrowed = false;
-        in.v.push_back(ToTFTensor(*t, &borrowed));
-        if (borrowed) {
-          const char* b = static_cast<const char*>(t->data);
-          sc.borrowed.emplace_back(b, b + t->byte_size);
+        if (t->dtype == RS_DT_STRING || t->byte_size == 0) {
+          bool borrowed = false;
+          in.v.push_back(ToTFTensor(*t, &borrowed));
+          continue;
         }
+        void* data = const_cast<void*>(t->data);
+        if (Aligned64(data)) {
+          const char* b = static_cast<const char*>(data);
+          sc.borrowed.emplace_back(b, b + t->byte_size);
+        } else {
+          std::memcpy(stage, data, t->byte_size);
+          data = stage;
+          stage += (t->byte_size + 63) / 64 * 64;
+        }
+        TF_Tensor* tt = TF_NewTensor(static_cast<TF_DataType>(t->dtype), t->shape, t->ndim, data, t->byte_size,
+                                     NoopDeallocator, nullptr);
+        if (tt == nullptr) Fail(RS_ERR_INTERNAL, "TensorFlow could not create an input tensor");
+        in.v.push_back(tt);
       }
     }
 
@@ -256,7 +298,8 @@ std::unique_ptr<rs_result> Model::Run(const rs_tensor* inputs, size_t n, const i
     group_->Run(s, in.v.data(), out_idx, n_out, result->tensors.data(), run_options, run_metadata);
 
     // TF may forward an input buffer into an output (e.g. Identity): an
-    // output aliasing borrowed caller memory must be copied before return.
+    // output aliasing borrowed memory (caller buffers, or this thread's
+    // staging block, which the next call overwrites) is copied before return.
     if (!sc.borrowed.empty()) {
       for (TF_Tensor*& t : result->tensors) {
         const char* p = static_cast<const char*>(TF_TensorData(t));

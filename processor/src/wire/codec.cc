@@ -79,7 +79,37 @@ float Bfloat16ToFloat(uint16_t b) {
 
 // ---- request --------------------------------------------------------------
 
-DecodedRequest::DecodedRequest() = default;
+namespace {
+constexpr size_t kArenaBlock = 64 * 1024;
+struct ThreadBlocks {
+  std::unique_ptr<char[]> block[2];
+  bool in_use[2] = {false, false};
+};
+thread_local ThreadBlocks tls_blocks;
+}  // namespace
+
+ArenaBlockLease::ArenaBlockLease(int which) : which_(which) {
+  ThreadBlocks& tb = tls_blocks;
+  if (tb.in_use[which]) return;
+  if (!tb.block[which]) tb.block[which].reset(new char[kArenaBlock]);
+  tb.in_use[which] = true;
+  block_ = tb.block[which].get();
+}
+
+ArenaBlockLease::~ArenaBlockLease() {
+  if (block_) tls_blocks.in_use[which_] = false;
+}
+
+google::protobuf::ArenaOptions ArenaBlockLease::options() const {
+  google::protobuf::ArenaOptions o;
+  if (block_) {
+    o.initial_block = block_;
+    o.initial_block_size = kArenaBlock;
+  }
+  return o;
+}
+
+DecodedRequest::DecodedRequest() : arena_(lease_.options()) {}
 DecodedRequest::~DecodedRequest() = default;
 
 namespace {
@@ -295,7 +325,8 @@ void SerializeToMalloc(const google::protobuf::MessageLite& m, void** out, size_
 }  // namespace
 
 void EncodeResponse(const rs_result& result, void** out, size_t* out_size) {
-  google::protobuf::Arena arena;
+  ArenaBlockLease lease(1);
+  google::protobuf::Arena arena(lease.options());
   PredictResponse* resp = google::protobuf::Arena::Create<PredictResponse>(&arena);
   auto* outputs = resp->mutable_outputs();
   for (size_t i = 0; i < result.count(); ++i) {

@@ -29,6 +29,23 @@ class PredictRequest;
 
 namespace rs {
 
+// Lends this thread's reusable first block for a protobuf arena (0: request,
+// 1: response), so typical requests are parsed and responses built without
+// malloc. A second lease of the same block on one thread (nesting) gets no
+// block and the arena falls back to malloc.
+class ArenaBlockLease {
+ public:
+  explicit ArenaBlockLease(int which);
+  ~ArenaBlockLease();
+  ArenaBlockLease(const ArenaBlockLease&) = delete;
+  ArenaBlockLease& operator=(const ArenaBlockLease&) = delete;
+  google::protobuf::ArenaOptions options() const;
+
+ private:
+  int which_;
+  char* block_ = nullptr;
+};
+
 // A parsed request. Tensor views point into the request (arena-allocated) or
 // into conversion buffers owned here; valid until this object is destroyed.
 // One object per call (not thread-safe).
@@ -45,6 +62,7 @@ class DecodedRequest {
   const std::vector<int>& outputs() const { return outputs_; }
 
  private:
+  ArenaBlockLease lease_{0};        // must outlive (be declared before) arena_
   google::protobuf::Arena arena_;
   recstrata::wire::PredictRequest* request_ = nullptr;
   std::vector<rs_tensor> tensors_;
