@@ -17,6 +17,10 @@ Models (signature "serving_default" unless said otherwise):
   mlp_model_dir     inputs  x [-1,8] f32;  outputs prob [-1,1] f32 (8-16-1 MLP)
   nosig_model_dir   only a signature named "other" (no "serving_default")
   fixed_model_dir   inputs  x [2,3] f32 (fully static shape); outputs y [2,3]
+  exotic_model_dir  inputs  i8, u8, i16, u16, f16, bf16, b (bool), each [-1], and
+                            scale [] f32 (a scalar)
+                    outputs each input passed through (same name + "_out") and
+                            total [-1] f32 = scale * sum of all inputs cast to f32
 
 ``tf_reference(model_dir, feeds, signature="serving_default")`` runs TF
 Python's own signature call on the same SavedModel and returns numpy outputs.
@@ -145,6 +149,25 @@ def build_fixed_model(path: Path) -> Path:
     return path
 
 
+def build_exotic_model(path: Path) -> Path:
+    tf = _tf()
+    names = [("i8", tf.int8), ("u8", tf.uint8), ("i16", tf.int16), ("u16", tf.uint16),
+             ("f16", tf.float16), ("bf16", tf.bfloat16), ("b", tf.bool)]
+
+    class Exotic(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], dt, name=n) for n, dt in names]
+                     + [tf.TensorSpec([], tf.float32, name="scale")])
+        def serve(self, i8, u8, i16, u16, f16, bf16, b, scale):
+            ins = [i8, u8, i16, u16, f16, bf16, b]
+            out = {f"{n}_out": tf.identity(t) for (n, _), t in zip(names, ins)}
+            out["total"] = scale * tf.add_n([tf.cast(t, tf.float32) for t in ins])
+            return out
+
+    m = Exotic()
+    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve})
+    return path
+
+
 # ---- fixtures ----------------------------------------------------------------
 
 
@@ -176,6 +199,11 @@ def nosig_model_dir(models_root) -> str:
 @pytest.fixture(scope="session")
 def fixed_model_dir(models_root) -> str:
     return str(build_fixed_model(models_root / "fixed"))
+
+
+@pytest.fixture(scope="session")
+def exotic_model_dir(models_root) -> str:
+    return str(build_exotic_model(models_root / "exotic"))
 
 
 _LOADED: dict[str, object] = {}

@@ -157,3 +157,20 @@ def test_repeated_open_close_without_memory_growth(mlp_model_dir, rss):
     # (measured by keeping 30 open: +43 MiB), so leaking even a fifth of
     # each model would exceed this bound.
     assert grown < 8 * 1024, f"RSS grew by {grown} KiB over {n} open/close cycles"
+
+
+def test_unclosed_models_are_freed_by_the_finalizer(mlp_model_dir, rss):
+    """__del__ is the safety net: models dropped without close() do not leak."""
+    x = _inputs(2)
+    for _ in range(3):
+        Model(mlp_model_dir, session_num=2).run({"x": x})
+    gc.collect()
+    base = rss()
+    for _ in range(20):
+        m = Model(mlp_model_dir, session_num=2)
+        m.run({"x": x})
+        del m  # no close()
+    gc.collect()
+    grown = rss() - base
+    # 20 leaked models of this size would hold ~28 MiB (see above).
+    assert grown < 8 * 1024, f"RSS grew by {grown} KiB over 20 unclosed models"

@@ -522,3 +522,44 @@ def test_host_imports_after_loading_the_library(mlp_model_dir, after):
             "print('alive')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "alive" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_raw_string_elements(make_model, string_model_dir):
+    """String inputs: rs_bytes entries with NULL data, and byte_size not matching the shape."""
+    m = make_model(string_model_dir)
+    L = lib()
+    n_arr = np.arange(2, dtype=np.int64)
+    blob = b"abcdef"
+    cblob = ffi.from_buffer(blob)
+    items = ffi.new("rs_bytes[]", 2)
+    items[0].data, items[0].size = cblob, 3
+    items[1].data, items[1].size = ffi.NULL, 5  # NULL with a size: must be refused
+    shape = ffi.new("int64_t[]", [2])
+    names = [ffi.new("char[]", b"s"), ffi.new("char[]", b"n")]
+    ts = ffi.new("rs_tensor[]", 2)
+    ts[0].name, ts[0].dtype, ts[0].ndim, ts[0].shape = names[0], 7, 1, shape
+    ts[0].data, ts[0].byte_size = items, 2 * ffi.sizeof("rs_bytes")
+    ts[1].name, ts[1].dtype, ts[1].ndim, ts[1].shape = names[1], 9, 1, shape
+    ts[1].data, ts[1].byte_size = ffi.from_buffer(n_arr), n_arr.nbytes
+    out = ffi.new("rs_result**")
+    err = ffi.new("rs_error**")
+
+    def run():
+        code = L.rs_model_run(m._handle, ts, 2, ffi.NULL, 0, out, err)
+        msg = ffi.string(L.rs_error_message(err[0])).decode() if code else ""
+        L.rs_error_free(err[0])
+        err[0] = ffi.NULL
+        if code == RS_OK:
+            L.rs_result_free(out[0])
+        return code, msg
+
+    code, msg = run()
+    assert code == INVALID and "'s'" in msg and "string element 1" in msg, msg
+    items[1].data, items[1].size = ffi.NULL, 0  # NULL with size 0 is an empty string
+    assert run() == (RS_OK, "")
+    items[1].data, items[1].size = cblob + 3, 3
+    ts[0].byte_size = 3 * ffi.sizeof("rs_bytes")  # says 3 elements, shape says 2
+    code, msg = run()
+    assert code == INVALID and "byte_size" in msg, msg
+    ts[0].byte_size = 2 * ffi.sizeof("rs_bytes")
+    assert run() == (RS_OK, "")

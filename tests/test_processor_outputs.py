@@ -169,6 +169,39 @@ def test_fixed_shape_model(make_model, fixed_model_dir):
     np.testing.assert_array_equal(m.run({"x": x})["y"], x * 2)
 
 
+def exotic_feeds(batch: int) -> dict:
+    import ml_dtypes
+
+    rng = np.random.default_rng(batch)
+    return {
+        "i8": rng.integers(-128, 128, batch).astype(np.int8),
+        "u8": rng.integers(0, 256, batch).astype(np.uint8),
+        "i16": rng.integers(-30000, 30000, batch).astype(np.int16),
+        "u16": rng.integers(0, 65536, batch).astype(np.uint16),
+        "f16": rng.normal(size=batch).astype(np.float16),
+        "bf16": rng.normal(size=batch).astype(ml_dtypes.bfloat16),
+        "b": rng.integers(0, 2, batch).astype(np.bool_),
+        "scale": np.float32(0.5),
+    }
+
+
+@pytest.mark.parametrize("batch", [1, 5, 1024])
+def test_small_int_half_bfloat16_bool_and_scalar_inputs(make_model, exotic_model_dir, tf_reference, batch):
+    m = make_model(exotic_model_dir)
+    specs = {s.name: s for s in m.inputs}
+    assert specs["scale"].shape == () and specs["bf16"].dtype.name == "bfloat16"
+    feeds = exotic_feeds(batch)
+    ref = tf_reference(exotic_model_dir, feeds)
+    got = m.run(feeds)
+    assert_same(got, ref, float_rtol=1e-3)
+    for name in ("i8", "u8", "i16", "u16", "f16", "bf16", "b"):  # pass-through is bit exact
+        assert got[f"{name}_out"].dtype == feeds[name].dtype
+        np.testing.assert_array_equal(got[f"{name}_out"], feeds[name])
+    # The wire path carries them in int_val / float_val / bool_val (DeepRec's convention).
+    wire = codec.parse_response(m.predict_bytes(codec.make_request(feeds)))
+    assert_same(wire, ref, float_rtol=1e-3)
+
+
 def test_describe_and_stats(make_model, multi_model_dir):
     m = make_model(multi_model_dir, session_num=2, select_session_policy="RR")
     d = m.describe()
