@@ -311,11 +311,37 @@ def output_signature(cfg: Config, rows: int):
     return sig
 
 
-def make_dataset(cfg: Config, source, layout: Layout, skip: int = 0, limit: int = 0):
-    """A streaming ``tf.data.Dataset`` of this worker's padded batches (prefetched)."""
+def make_dataset(cfg: Config, source, layout: Layout, skip: int = 0, limit: int = 0,
+                 errors: dict | None = None):
+    """A streaming ``tf.data.Dataset`` of this worker's padded batches (prefetched).
+
+    tf.data wraps exceptions raised by the generator into TF errors; when ``errors`` is given,
+    the original exception is stored under ``errors["error"]`` so callers can re-raise it
+    (see :func:`iterate`)."""
     import tensorflow as tf
 
+    def gen():
+        try:
+            yield from worker_batches(cfg, source, layout, skip, limit)
+        except Exception as exc:
+            if errors is not None:
+                errors["error"] = exc
+            raise
+
     ds = tf.data.Dataset.from_generator(
-        lambda: worker_batches(cfg, source, layout, skip, limit),
-        output_signature=output_signature(cfg, layout.worker_rows))
+        gen, output_signature=output_signature(cfg, layout.worker_rows))
     return ds.prefetch(2)
+
+
+def iterate(cfg: Config, source, layout: Layout, skip: int = 0, limit: int = 0):
+    """Iterate the tf.data pipeline eagerly; input errors surface as their own exception
+    (e.g. :class:`DataError` with the file and line), not as a TF op error."""
+    import tensorflow as tf
+
+    errors: dict = {}
+    try:
+        yield from make_dataset(cfg, source, layout, skip, limit, errors)
+    except tf.errors.OpError:
+        if "error" in errors:
+            raise errors["error"] from None
+        raise

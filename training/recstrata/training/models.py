@@ -146,6 +146,24 @@ class RecModel(keras.Model):
             }
         return out
 
+    def checkpoint_variables(self) -> dict:
+        """Stable name -> tf.Variable for every weight (what checkpoints store).
+
+        Keras 3 does not expose layers kept in dicts/lists to tf.train.Checkpoint, so
+        checkpoints name variables explicitly: ``embedding.<table>.sub<j>`` and
+        ``dense.<layer>.<weight>``.
+        """
+        out = {}
+        for tname, layer in self.embedding_stage.tables.items():
+            for j, t in enumerate(layer.subtables):
+                out[f"embedding.{tname}.sub{j}"] = _tf_var(t)
+        for w in self.dense_stage.weights:
+            name = "dense." + w.path.split("dense_stage/", 1)[-1].replace("/", ".")
+            if name in out:
+                raise RuntimeError(f"duplicate checkpoint variable name {name}")
+            out[name] = _tf_var(w)
+        return out
+
     def feature_info(self) -> list[dict]:
         """Per sparse feature: name, dtype, max_values, combiner, table, width (manifest input)."""
         return [{"name": f.name, "dtype": f.dtype, "max_values": f.max_values,
@@ -165,6 +183,10 @@ class RecModel(keras.Model):
         rows.append({"table": "(dense stage)", "scheme": self.cfg.model.type, "features": "",
                      "subtables": "", "width": "", "params": dp, "bytes": 4 * dp})
         return rows
+
+
+def _tf_var(v):
+    return v.value if hasattr(v, "value") and not isinstance(v, tf.Variable) else v
 
 
 def _value(v):

@@ -44,8 +44,8 @@ class Teacher:
         t = syn.teacher_dim
         pairs = max(F * (F - 1) // 2, 1)
         s = syn.teacher_scale
-        sigma_b = np.sqrt(1.0 * s / F)
-        sigma_u = (1.0 * s / (t * pairs)) ** 0.25
+        sigma_b = np.sqrt(1.0 * s / F)                # per-id biases: logit variance s
+        sigma_u = (0.5 * s / (t * pairs)) ** 0.25     # interactions: logit variance 0.5 s
         self.cdf, self.perm, self.bias, self.latent = [], [], [], []
         for i, f in enumerate(cfg.sparse):
             V = syn.vocab[f.name]

@@ -149,7 +149,8 @@ class Trainer:
                 self.bad_epochs = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_epochs")
         finally:
             keras.mixed_precision.set_dtype_policy(old_policy)
-        self.ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+        self.ckpt = tf.train.Checkpoint(model=tf.train.Checkpoint(**self.model.checkpoint_variables()),
+                                        optimizer=self.optimizer,
                                         epoch=self.epoch, step_in_epoch=self.step_in_epoch,
                                         best_auc=self.best_auc, bad_epochs=self.bad_epochs)
         self.manager = None
@@ -286,19 +287,25 @@ class Trainer:
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None).numpy()
 
     # -- public API
-    def train(self, eval_each_epoch: bool = True) -> list[EpochResult]:
-        """Run (or continue, after ``restore``) training for ``train.epochs`` epochs."""
+    def train(self, eval_each_epoch: bool = True,
+              stop_after_steps: int | None = None) -> list[EpochResult]:
+        """Run (or continue, after ``restore``) training for ``train.epochs`` epochs.
+
+        ``stop_after_steps`` abandons the run after that many steps of this call without saving
+        (simulates a crash or preemption; tests use it to prove resume).
+        """
         if self._train_step is None:
             self._build_steps()
         cfg, t = self.cfg, self.cfg.train
         history: list[EpochResult] = []
+        self._steps_this_call = 0
         have_eval = cfg.data.format == "synthetic" or bool(cfg.data.eval)
         while int(self.epoch.numpy()) < t.epochs:
             ep = int(self.epoch.numpy())
             skip = int(self.step_in_epoch.numpy())
             t0 = time.time()
             source = D.make_source(cfg, "train")
-            ds = D.make_dataset(cfg, source, self.layout, skip=skip, limit=t.max_steps_per_epoch)
+            ds = D.iterate(cfg, source, self.layout, skip=skip, limit=t.max_steps_per_epoch)
             bar = self._progress(f"epoch {ep + 1}/{t.epochs}")
             loss_sum = w_sum = 0.0
             steps = 0
@@ -326,6 +333,11 @@ class Trainer:
                     bar.update(1)
                 if t.checkpoint_every_steps and int(self.step_in_epoch.numpy()) % t.checkpoint_every_steps == 0:
                     self._save()
+                self._steps_this_call += 1
+                if stop_after_steps is not None and self._steps_this_call >= stop_after_steps:
+                    if bar is not None:
+                        bar.close()
+                    return history
             if bar is not None:
                 bar.close()
             rows, bad = self._reduce_counts([source.stats.rows, source.stats.bad_rows])
@@ -384,7 +396,7 @@ class Trainer:
             self._build_steps()
         src = source or D.make_source(self.cfg, split)
         ps, ys, ws, ix = [], [], [], []
-        for batch in D.make_dataset(self.cfg, src, self.layout):
+        for batch in D.iterate(self.cfg, src, self.layout):
             p, y, w, i = (np.asarray(v) for v in self._eval_step(self._distribute(batch)))
             ps.append(p), ys.append(y), ws.append(w), ix.append(i)
         p, y, w, i = (np.concatenate(a) if a else np.zeros(0) for a in (ps, ys, ws, ix))
@@ -420,8 +432,16 @@ def load_trained(checkpoint_dir: str, checkpoint: str | None = None):
     cfg = load_config(path)
     model = RecModel(cfg, name="rec_model")
     model.build_with_dummy()
+    restore_model(model, checkpoint_dir, checkpoint)
+    return model, cfg
+
+
+def restore_model(model, checkpoint_dir: str, checkpoint: str | None = None) -> str:
+    """Load a checkpoint's model weights into a built RecModel; returns the prefix used."""
+    tf = _tf()
     prefix = checkpoint or tf.train.latest_checkpoint(checkpoint_dir)
     if not prefix:
         raise FileNotFoundError(f"{checkpoint_dir}: no checkpoint found")
-    tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
-    return model, cfg
+    ck = tf.train.Checkpoint(model=tf.train.Checkpoint(**model.checkpoint_variables()))
+    ck.restore(prefix).expect_partial().assert_existing_objects_matched()
+    return prefix

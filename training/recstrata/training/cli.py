@@ -1,0 +1,112 @@
+"""`recstrata train CONFIG` and `recstrata eval ...` (registered by recstrata.cli).
+
+TensorFlow is imported inside the command functions only, so building the parser stays cheap.
+User mistakes (bad config, missing or bad data) raise ValueError/FileNotFoundError subclasses,
+which the top-level CLI prints as one clear line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a CTR model from a JSON/YAML config",
+        description="Train the model described by CONFIG (see docs/training.md). Resumes from "
+                    "the latest checkpoint in the checkpoint directory when there is one.")
+    p.add_argument("config", help="JSON or YAML training config")
+    p.add_argument("--checkpoint-dir", help="override train.checkpoint_dir")
+    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--batch-size", type=int, help="override train.batch_size (global)")
+    p.add_argument("--devices", choices=("auto", "cpu", "mirrored"), help="override train.devices")
+    p.add_argument("--max-steps-per-epoch", type=int, help="override train.max_steps_per_epoch")
+    p.add_argument("--fail-on-bad-rows", action="store_true",
+                   help="stop at the first bad data row instead of counting and skipping it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--metrics-out", help="write the per-epoch history as JSON to this file")
+    p.set_defaults(func=_train)
+
+    e = subparsers.add_parser(
+        "eval", help="evaluate a trained checkpoint (AUC, logloss)",
+        description="Evaluate the latest checkpoint of CHECKPOINT_DIR on the config's eval split, "
+                    "or on --data files in the config's format.")
+    e.add_argument("checkpoint_dir", help="checkpoint directory written by `recstrata train`")
+    e.add_argument("--data", nargs="+", help="data files to evaluate on (default: the eval split)")
+    e.add_argument("--split", default="eval", choices=("train", "eval"),
+                   help="split of the config to evaluate when --data is not given")
+    e.add_argument("--fail-on-bad-rows", action="store_true")
+    e.set_defaults(func=_eval)
+
+
+def _overridden(args):
+    from recstrata.training.spec import load_config
+
+    cfg = load_config(args.config)
+    t = cfg.train
+    changes = {}
+    for attr, val in (("checkpoint_dir", args.checkpoint_dir), ("epochs", args.epochs),
+                      ("batch_size", args.batch_size), ("devices", args.devices),
+                      ("max_steps_per_epoch", args.max_steps_per_epoch)):
+        if val is not None:
+            if attr in ("epochs", "batch_size") and val < 1:
+                raise ValueError(f"--{attr.replace('_', '-')} must be >= 1")
+            changes[attr] = val
+    if args.no_progress:
+        changes["progress"] = False
+    raw = json.loads(json.dumps(cfg.raw))
+    raw.setdefault("train", {}).update(changes)
+    data = cfg.data
+    if args.fail_on_bad_rows:
+        data = dataclasses.replace(data, on_bad_row="fail")
+        raw.setdefault("data", {})["on_bad_row"] = "fail"
+    return dataclasses.replace(cfg, train=dataclasses.replace(t, **changes), data=data, raw=raw)
+
+
+def _train(args) -> int:
+    cfg = _overridden(args)
+    from recstrata.training.trainer import Trainer
+
+    tr = Trainer(cfg)
+    if tr.cluster.is_chief:
+        print(tr.summary(), file=sys.stderr)
+    tr.restore()
+    history = tr.train()
+    out = [dataclasses.asdict(h) for h in history]
+    if args.metrics_out and tr.cluster.is_chief:
+        with open(args.metrics_out, "w") as fh:
+            json.dump(out, fh, indent=1)
+    if tr.cluster.is_chief:
+        print(json.dumps({"history": out}))
+    return 0
+
+
+def _eval(args) -> int:
+    from recstrata.training.spec import load_config
+    from recstrata.training.trainer import CONFIG_FILE, Trainer, restore_model
+
+    cpath = os.path.join(args.checkpoint_dir, CONFIG_FILE)
+    if not os.path.isfile(cpath):
+        raise FileNotFoundError(f"{args.checkpoint_dir}: not a recstrata checkpoint directory "
+                                f"(no {CONFIG_FILE})")
+    cfg = load_config(cpath)
+    data = cfg.data
+    if args.fail_on_bad_rows:
+        data = dataclasses.replace(data, on_bad_row="fail")
+    if args.data:
+        if cfg.data.format == "synthetic":
+            raise ValueError("--data needs a config with a file format (criteo or csv); "
+                             "this model was trained on synthetic data")
+        data = dataclasses.replace(data, eval=tuple(os.path.abspath(p) for p in args.data))
+    cfg = dataclasses.replace(cfg, data=data,
+                              train=dataclasses.replace(cfg.train, checkpoint_dir=None,
+                                                        progress=False))
+    tr = Trainer(cfg)
+    restore_model(tr.model, args.checkpoint_dir)
+    res = tr.evaluate(split=args.split)
+    print(json.dumps(res))
+    return 0
