@@ -1,0 +1,540 @@
+#!/usr/bin/env python
+"""Bundle serving benchmark (issue 5): one Criteo-shaped model, four ways to serve it.
+
+The model: 26 sparse features C1..C26 (int64 ids, one plain table each, dim 16 (+1 first-order
+column: WDL), 10k-100k rows with --quick, 10k-1M rows in the full run), 13 dense features
+(log1p-normalised inside the model), MLP 512-256-1 (recstrata.training WDL). Weights are the
+model's initial values (latency does not depend on training; parity is checked below).
+Ids are row indices (Criteo-style pre-hashed ids) drawn from a Zipf(1.05) distribution per
+table, so that a DRAM cache sees a realistic skew; each system cycles through the same R
+different requests per batch size.
+
+Systems (same run, same requests):
+  rs_bundle_ssd10   recstrata serving the bundle, store "dram+ssd" with each table's DRAM cache
+                    at 10% of its bytes; native caller threads (perf/bundle_loop.c, rs_model_run)
+  rs_bundle_mem     the same bundle layout with the memory-only store; native callers
+  rs_bundle_py      rs_bundle_ssd10 called from Python threads (recstrata.processor.Model.run)
+  tf_python         (b) TF Python: the in-graph SavedModel (tables inside), signature call
+                    from Python threads on numpy inputs, TF's default thread pools
+  tf_c_api          (c) a bare TF C API loop on the in-graph SavedModel (perf/serving_loop.c,
+                    native threads, intra_op=1 / inter_op inline, the same request repeated:
+                    in-graph gathers do not care which ids they get)
+  onnxruntime       (d) ONNX Runtime (default CPU session options) on the in-graph model
+                    converted with tf2onnx, called from Python threads
+Every system runs in its own process, so resident memory (VmRSS after the runs, and the peak
+VmHWM) is per system. For batch 1, 64, 512 and 1 and 2 concurrent callers it reports per-call
+median and p99 latency and throughput; ratios are peer median / rs_bundle_ssd10 median
+(> 1: recstrata is faster). The last line is `RESULT {json}`.
+
+    python perf/bench_bundle.py            # full run (~10 minutes, ~1 GB of tables)
+    python perf/bench_bundle.py --quick    # reduced run (< 2 minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+N_DENSE, N_SPARSE, DIM = 13, 26, 16
+BATCHES = (1, 64, 512)
+CALLERS = (1, 2)
+RS_CONFIG = {"session_num": 1, "intra_op_parallelism_threads": 1,
+             "inter_op_parallelism_threads": -1}
+SYSTEMS = ("rs_bundle_ssd10", "rs_bundle_mem", "rs_bundle_py", "tf_python", "tf_c_api",
+           "onnxruntime")
+
+
+def table_rows(quick: bool) -> list[int]:
+    if quick:
+        return [10_000 + (i * 7_001) % 30_001 for i in range(N_SPARSE)]
+    return [10_000 + (i * 389_017) % 990_001 for i in range(N_SPARSE)]
+
+
+# ----------------------------------------------------------------------------- model
+
+def config(rows: list[int]) -> dict:
+    return {
+        "name": "criteo_bundle_bench", "label": "label",
+        "sparse": [{"name": f"C{i + 1}", "dim": DIM,
+                    "embedding": {"kind": "plain", "rows": r, "hashed": False}}
+                   for i, r in enumerate(rows)],
+        "dense": [{"name": f"I{i + 1}", "transform": "log1p"} for i in range(N_DENSE)],
+        "model": {"type": "wdl", "hidden": [512, 256]},
+        "data": {"format": "synthetic", "synthetic": {"num_train": 10, "num_eval": 10}},
+    }
+
+
+def build_ingraph(model, cfg, path: Path) -> None:
+    """(b)-(d)'s model: one SavedModel with the tables inside, each variable stored once."""
+    import tensorflow as tf
+
+    tables = model.embedding_tables()
+    names = [f.name for f in cfg.sparse]
+    rows = [int(tables[f.table]["subtables"][0].shape[0]) for f in cfg.sparse]
+    stage = model.dense_stage
+    mod = tf.Module()
+    mod.tables = [tf.Variable(tables[f.table]["subtables"][0], name=f"emb_{f.name}")
+                  for f in cfg.sparse]
+    mod.dense_vars = [w.value if hasattr(w, "value") else w for w in stage.weights]
+    specs = [tf.TensorSpec([None], tf.int64, name=n) for n in names]
+    specs.append(tf.TensorSpec([None, N_DENSE], tf.float32, name="dense"))
+
+    def serve(*args):
+        pooled = {n: tf.gather(mod.tables[i], tf.math.floormod(args[i], rows[i]))
+                  for i, n in enumerate(names)}
+        pooled["dense"] = args[-1]
+        logit = tf.reshape(stage(pooled, training=False), [-1])
+        return {"prob": tf.sigmoid(logit)}
+
+    mod.serve = tf.function(serve, input_signature=specs)
+    tf.saved_model.save(mod, str(path),
+                        signatures={"serving_default": mod.serve.get_concrete_function()})
+
+
+def make_requests(rows: list[int], batch: int, count: int, seed: int) -> list[dict]:
+    """`count` requests of `batch` rows: Zipf(1.05) ids per table, lognormal dense values."""
+    rng = np.random.default_rng(seed)
+    reqs = []
+    for _ in range(count):
+        feeds = {}
+        for i, r in enumerate(rows):
+            rank = np.minimum(rng.zipf(1.05, batch), r) - 1          # heavy head, long tail
+            feeds[f"C{i + 1}"] = ((rank * 2_654_435_761 + i * 97) % r).astype(np.int64)
+        feeds["dense"] = rng.lognormal(0, 1, (batch, N_DENSE)).astype(np.float32)
+        reqs.append(feeds)
+    return reqs
+
+
+def save_requests(reqs: list[dict], d: Path) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    for r, feeds in enumerate(reqs):
+        for name, arr in feeds.items():
+            (d / f"{name}.{r}.bin").write_bytes(np.ascontiguousarray(arr).tobytes())
+    np.savez(d / "requests.npz", **{f"{n}__{r}": a for r, f in enumerate(reqs) for n, a in f.items()})
+
+
+def load_requests(d: Path) -> list[dict]:
+    z = np.load(d / "requests.npz")
+    out: dict[int, dict] = {}
+    for key in z.files:
+        name, r = key.rsplit("__", 1)
+        out.setdefault(int(r), {})[name] = z[key]
+    return [out[r] for r in sorted(out)]
+
+
+# ----------------------------------------------------------------------------- measurement
+
+def summarize(lat: list[np.ndarray], batch: int) -> dict:
+    allv = np.concatenate(lat)
+    wall = max(float(x.sum()) for x in lat)
+    return {"calls": int(allv.size), "median_ms": float(np.median(allv)) * 1e3,
+            "p99_ms": float(np.percentile(allv, 99)) * 1e3,
+            "throughput_rps": allv.size / wall, "items_per_s": allv.size * batch / wall}
+
+
+def run_threads(fn, reqs: list, callers: int, seconds: float) -> list[np.ndarray]:
+    barrier = threading.Barrier(callers)
+    out: list = [None] * callers
+
+    def worker(k):
+        for r in reqs:
+            fn(r)
+        barrier.wait()
+        lat, i = [], k * 7
+        end = time.perf_counter() + seconds
+        while True:
+            t0 = time.perf_counter()
+            fn(reqs[i % len(reqs)])
+            t1 = time.perf_counter()
+            lat.append(t1 - t0)
+            i += 1
+            if t1 >= end:
+                break
+        out[k] = np.array(lat)
+
+    ths = [threading.Thread(target=worker, args=(k,)) for k in range(callers)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    return out
+
+
+def rss_mib(pid: int | str = "self") -> dict:
+    vals = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                k, v = line.split(":")
+                vals[k] = int(v.split()[0]) / 1024.0
+    return {"rss_mib": vals.get("VmRSS", 0.0), "peak_mib": vals.get("VmHWM", 0.0)}
+
+
+# ----------------------------------------------------------------------------- workers
+
+def worker_main(args) -> int:
+    """One Python-driven system in its own process; prints one JSON line."""
+    system, model, req_root, seconds = args.worker, args.model, Path(args.reqs), args.seconds
+    reqs = {b: load_requests(req_root / f"b{b}") for b in BATCHES}
+    if system == "tf_python":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(model)
+        fn_sig = loaded.signatures["serving_default"]
+
+        def call(feeds):
+            return fn_sig(**{k: tf.constant(v) for k, v in feeds.items()})["prob"].numpy()
+    elif system == "onnxruntime":
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        names = [i.name for i in sess.get_inputs()]
+        alias = {n.split(":")[0]: n for n in names}
+
+        def call(feeds):
+            return sess.run(None, {alias[k]: v for k, v in feeds.items()})[0]
+    elif system == "rs_bundle_py":
+        from recstrata.processor import Model
+
+        m = Model(model, dict(RS_CONFIG))
+
+        def call(feeds):
+            return m.run(feeds, outputs=["prob"])["prob"]
+    else:
+        raise SystemExit(f"unknown worker system {system}")
+    cells = {}
+    outputs = {b: np.concatenate([np.asarray(call(r)).reshape(-1) for r in reqs[b]])
+               for b in BATCHES}
+    for b in BATCHES:
+        for c in CALLERS:
+            cells[f"b{b}_c{c}"] = summarize(run_threads(call, reqs[b], c, seconds), b)
+    np.save(req_root / f"out_{system}.npy", outputs[64])
+    print(json.dumps({"cells": cells, "memory": rss_mib()}), flush=True)
+    return 0
+
+
+def run_worker(system: str, model: str, req_root: Path, seconds: float) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", system, "--model", model,
+           "--reqs", str(req_root), "--seconds", str(seconds)]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    if p.returncode != 0:
+        raise RuntimeError(f"{system} worker failed:\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def compile_bundle_loop(out: Path) -> Path:
+    import recstrata
+
+    exe = out / "bundle_loop"
+    src = HERE / "bundle_loop.c"
+    lib_dir = os.path.dirname(recstrata.library_path())
+    import tensorflow as tf
+
+    tf_dir = tf.sysconfig.get_lib()
+    if not (exe.exists() and exe.stat().st_mtime > src.stat().st_mtime):
+        subprocess.run(["gcc", "-O2", "-std=c11", "-D_GNU_SOURCE", str(src), "-o", str(exe),
+                        f"-I{recstrata.include_dir()}", f"-L{lib_dir}", "-lrecstrata", "-lpthread",
+                        f"-Wl,-rpath,{lib_dir}", f"-Wl,-rpath,{tf_dir}"], check=True)
+    return exe
+
+
+def bundle_spec(model_dir: Path, sets: list[tuple[Path, list[dict]]], path: Path) -> Path:
+    """Spec of perf/bundle_loop.c: one request set per batch size."""
+    from recstrata.processor import _dtype_code
+
+    lines = [f"model_dir {model_dir}",
+             f"rs_config {json.dumps(RS_CONFIG, separators=(',', ':'))}"]
+    for req_dir, reqs in sets:
+        lines += ["set", f"requests {len(reqs)}", f"inputs {len(reqs[0])}"]
+        for name, arr in reqs[0].items():
+            lines.append(f"{name} {_dtype_code(arr.dtype)} {arr.ndim} "
+                         + " ".join(str(x) for x in arr.shape) + f" {req_dir / name}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class NativeLoop:
+    """A bundle_loop process (one loaded model, several request sets) driven over stdin."""
+
+    def __init__(self, exe: Path, spec: Path, lat_file: Path):
+        self.lat_file = lat_file
+        self.proc = subprocess.Popen([str(exe), "rs_run", str(spec)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        self._expect("ready")
+
+    def _expect(self, word: str) -> None:
+        line = self.proc.stdout.readline().strip()
+        if line != word:
+            err = self.proc.stderr.read() if self.proc.poll() is not None else ""
+            raise RuntimeError(f"bundle_loop: expected {word!r}, got {line!r} {err[-2000:]}")
+
+    def run(self, set_index: int, callers: int, seconds: float) -> list[np.ndarray]:
+        self.proc.stdin.write(f"run {set_index} {callers} {seconds} {self.lat_file}\n")
+        self.proc.stdin.flush()
+        self._expect("done")
+        raw = np.fromfile(self.lat_file, dtype=np.int64)
+        n = int(raw[0])
+        counts = raw[1:1 + n]
+        return np.split(raw[1 + n:] / 1e9, np.cumsum(counts)[:-1])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def run_bundle_native(exe: Path, bundle: Path, req_root: Path, all_reqs: dict, out: Path,
+                      name: str, seconds: float) -> tuple:
+    spec = bundle_spec(bundle, [(req_root / f"b{b}", all_reqs[b]) for b in BATCHES],
+                       out / f"spec_{name}.txt")
+    loop = NativeLoop(exe, spec, out / f"lat_{name}.bin")
+    try:
+        cells = {}
+        for i, b in enumerate(BATCHES):
+            for c in CALLERS:
+                cells[f"b{b}_c{c}"] = summarize(loop.run(i, c, seconds), b)
+        mem = rss_mib(loop.proc.pid)
+    finally:
+        loop.close()
+    return cells, mem
+
+
+def run_serving_loop(exe: Path, spec: Path, out: Path, batch: int, seconds: float) -> tuple:
+    """(c): perf/serving_loop.c (the core's bare TF C API loop) in "tf" mode."""
+    sys.path.insert(0, str(HERE))
+    from bench_serving import CLoop
+
+    loop = CLoop(exe, "tf", spec, out)
+    try:
+        cells = {}
+        for c in CALLERS:
+            cells[f"b{batch}_c{c}"] = summarize(loop.run(c, seconds), batch)
+        mem = rss_mib(loop.proc.pid)
+    finally:
+        loop.close()
+    return cells, mem
+
+
+def convert_onnx(saved_model: str, out_path: str) -> None:
+    """tf2onnx conversion of the in-graph SavedModel (runs in a child process).
+
+    tf2onnx 1.17 has no converter for TF's Log1p (used by the dense normalisation), so a custom
+    handler rewrites it as Log(x + 1), which is what Log1p computes.
+    """
+    import tensorflow as tf
+    import tf2onnx
+    from tf2onnx import utils
+
+    def log1p(ctx, node, name, args):
+        one = ctx.make_const(utils.make_name("one"), np.array(1, np.float32)).output[0]
+        add = ctx.make_node("Add", [node.input[0], one])
+        ctx.replace_inputs(node, [add.output[0]])
+        node.type = "Log"
+
+    loaded = tf.saved_model.load(saved_model)   # keep it alive: it owns the variables
+    f = loaded.signatures["serving_default"]
+    items = sorted(f.structured_input_signature[1].items())
+    names = [n for n, _ in items]
+    sig = [tf.TensorSpec(spec.shape, spec.dtype, name=n) for n, spec in items]
+    g = tf.function(lambda *a: f(**dict(zip(names, a))), input_signature=sig)
+    tf2onnx.convert.from_function(g, input_signature=sig, opset=17,
+                                  custom_op_handlers={"Log1p": (log1p, [])}, output_path=out_path)
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="reduced run (< 2 minutes)")
+    ap.add_argument("--seconds", type=float, help="measuring time per cell")
+    ap.add_argument("--out", default=str(HERE / "out" / "bundle"))
+    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--rebuild", action="store_true", help="rebuild the model artifacts")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--model", help=argparse.SUPPRESS)
+    ap.add_argument("--reqs", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker == "convert_onnx":
+        convert_onnx(args.model, args.reqs)
+        return 0
+    if args.worker:
+        return worker_main(args)
+
+    t_start = time.perf_counter()
+    quick = args.quick
+    seconds = args.seconds or (0.7 if quick else 3.0)
+    nreq = 16 if quick else 64
+    systems = [s for s in args.systems.split(",") if s]
+    out = Path(args.out) / ("quick" if quick else "full")
+    rows = table_rows(quick)
+
+    def say(msg):
+        print(f"[{time.perf_counter() - t_start:6.1f}s] {msg}", flush=True)
+
+    # --- model, bundles, in-graph SavedModel, ONNX (reused from an earlier run of the same
+    # configuration and code unless --rebuild: building is not what is measured)
+    import hashlib
+
+    import recstrata.training.export as export_mod
+
+    stamp = hashlib.sha256(json.dumps(config(rows), sort_keys=True).encode()
+                           + Path(export_mod.__file__).read_bytes()
+                           + Path(__file__).read_bytes()).hexdigest()
+    ssd_dir, mem_dir, ingraph, onnx_path = (out / "bundle_ssd10", out / "bundle_mem",
+                                            out / "ingraph", out / "ingraph.onnx")
+    table_bytes = sum(r * (DIM + 1) * 4 for r in rows)
+    cached = (not args.rebuild and (out / "stamp").exists()
+              and (out / "stamp").read_text() == stamp)
+    if cached:
+        say(f"reusing the model artifacts in {out} (--rebuild to rebuild them)")
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        from recstrata.training.export import export_bundle
+        from recstrata.training.models import RecModel
+        from recstrata.training.spec import parse_config
+
+        cfg = parse_config(config(rows))
+        model = RecModel(cfg, name="rec_model")
+        model.build_with_dummy()
+        say(f"model: {N_SPARSE} tables, {sum(rows):,} rows, {table_bytes / 2**20:.0f} MiB of "
+            f"embeddings, MLP 512-256-1")
+        info = export_bundle(model, ssd_dir, tiers="dram+ssd", dram_fraction=0.10)
+        export_bundle(model, mem_dir, tiers="dram")
+        say(f"bundles exported ({info['seconds']['total']:.1f} s for one)")
+        build_ingraph(model, cfg, ingraph)
+        say("in-graph SavedModel written")
+        del model
+        p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker",
+                            "convert_onnx", "--model", str(ingraph), "--reqs", str(onnx_path)],
+                           capture_output=True, text=True,
+                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        if p.returncode != 0:
+            raise RuntimeError(f"tf2onnx failed:\n{p.stderr[-3000:]}")
+        say(f"ONNX model written ({onnx_path.stat().st_size / 2**20:.0f} MiB)")
+        (out / "stamp").write_text(stamp)
+    ssd = {"path": str(ssd_dir)}
+    mem = {"path": str(mem_dir)}
+    for d in (out / "requests",):
+        shutil.rmtree(d, ignore_errors=True)
+
+    req_root = out / "requests"
+    all_reqs = {}
+    for b in BATCHES:
+        all_reqs[b] = make_requests(rows, b, nreq, seed=b)
+        save_requests(all_reqs[b], req_root / f"b{b}")
+
+    results: dict = {}
+    memory: dict = {}
+    exe = compile_bundle_loop(out) if any(s in systems for s in ("rs_bundle_ssd10", "rs_bundle_mem")) else None
+    for system, bundle in (("rs_bundle_ssd10", ssd), ("rs_bundle_mem", mem)):
+        if system not in systems:
+            continue
+        results[system], memory[system] = run_bundle_native(
+            exe, Path(bundle["path"]), req_root, all_reqs, out, system, seconds)
+        say(f"{system} measured")
+    if "tf_c_api" in systems:
+        sys.path.insert(0, str(HERE))
+        from bench_serving import compile_c_loop, write_c_spec
+
+        c_exe = compile_c_loop(out)
+        cells, peak = {}, {"rss_mib": 0.0, "peak_mib": 0.0}
+        for b in BATCHES:
+            spec = write_c_spec(out, ingraph, all_reqs[b][0], RS_CONFIG, b"")
+            c, m = run_serving_loop(c_exe, spec, out, b, seconds)
+            cells.update(c)
+            peak = {k: max(peak[k], m[k]) for k in peak}
+        results["tf_c_api"], memory["tf_c_api"] = cells, peak
+        say("tf_c_api measured")
+    for system, model_path in (("rs_bundle_py", ssd["path"]), ("tf_python", str(ingraph)),
+                               ("onnxruntime", str(onnx_path))):
+        if system not in systems:
+            continue
+        r = run_worker(system, str(model_path), req_root, seconds)
+        results[system], memory[system] = r["cells"], r["memory"]
+        say(f"{system} measured")
+
+    # --- parity of the served outputs (batch 64 requests) between systems
+    parity = {}
+    outs = {s: np.load(req_root / f"out_{s}.npy") for s in ("rs_bundle_py", "tf_python", "onnxruntime")
+            if (req_root / f"out_{s}.npy").exists()}
+    if "rs_bundle_py" in outs:
+        for s, o in outs.items():
+            if s != "rs_bundle_py":
+                parity[f"rs_bundle_vs_{s}_max_abs_diff"] = float(np.abs(o - outs["rs_bundle_py"]).max())
+
+    # --- report
+    base = "rs_bundle_ssd10" if "rs_bundle_ssd10" in results else next(iter(results))
+    peers = [s for s in ("tf_python", "tf_c_api", "onnxruntime") if s in results]
+    ratios = {}
+    print()
+    hdr = f"{'system':<16}" + "".join(f"{f'b{b} c{c}':>22}" for b in BATCHES for c in CALLERS)
+    print("median ms / p99 ms per call")
+    print(hdr)
+    for s, cells in results.items():
+        row = f"{s:<16}"
+        for b in BATCHES:
+            for c in CALLERS:
+                v = cells[f"b{b}_c{c}"]
+                row += f"{v['median_ms']:>12.3f} /{v['p99_ms']:>8.3f}"
+        print(row)
+    print("\nthroughput (requests/s)")
+    print(hdr)
+    for s, cells in results.items():
+        print(f"{s:<16}" + "".join(f"{cells[f'b{b}_c{c}']['throughput_rps']:>22.0f}"
+                                   for b in BATCHES for c in CALLERS))
+    print(f"\nratios: peer median latency / {base} median latency (1 caller), and peer "
+          f"throughput ratio {base}/peer (2 callers)")
+    for p in peers:
+        for b in BATCHES:
+            lat = results[p][f"b{b}_c1"]["median_ms"] / results[base][f"b{b}_c1"]["median_ms"]
+            thr = (results[base][f"b{b}_c2"]["throughput_rps"]
+                   / results[p][f"b{b}_c2"]["throughput_rps"])
+            ratios[f"{p}_b{b}_latency"] = lat
+            ratios[f"{p}_b{b}_throughput_c2"] = thr
+            print(f"  vs {p:<12} batch {b:<4} latency x{lat:5.2f}   2-caller throughput x{thr:5.2f}")
+    print("\nresident memory (MiB, per process after the runs; peak)")
+    for s, m in memory.items():
+        print(f"  {s:<16} {m['rss_mib']:>8.0f}  (peak {m['peak_mib']:.0f})")
+    for k, v in parity.items():
+        print(f"parity {k}: {v:.2e}")
+    targets = {}
+    if peers:
+        targets["ahead_of_every_peer_b1_b64_b512"] = all(
+            results[base][f"b{b}_c1"]["median_ms"] < min(results[p][f"b{b}_c1"]["median_ms"]
+                                                         for p in peers) for b in BATCHES)
+        cd = [p for p in ("tf_c_api", "onnxruntime") if p in results]
+        if cd:
+            best = min(results[p]["b64_c1"]["median_ms"] for p in cd)
+            targets["b64_speedup_vs_best_c_d"] = best / results[base]["b64_c1"]["median_ms"]
+        targets["lower_rss_than_every_peer"] = all(
+            memory[base]["rss_mib"] < memory[p]["rss_mib"] for p in peers)
+    summary = {"bench": "bundle", "quick": quick, "seconds_per_cell": seconds,
+               "tables": N_SPARSE, "rows": int(sum(rows)), "table_mib": table_bytes / 2**20,
+               "dram_fraction": 0.10, "requests_per_batch": nreq, "results": results,
+               "memory_mib": memory, "ratios": ratios, "parity": parity, "targets": targets,
+               "wall_s": time.perf_counter() - t_start}
+    print(f"\ntotal {summary['wall_s']:.0f} s")
+    print("RESULT " + json.dumps(summary, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
