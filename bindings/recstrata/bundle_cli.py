@@ -39,7 +39,7 @@ def register(subparsers) -> None:
                     "rates and latency. No network, no server; a couple of minutes on 2 cores.")
     d.add_argument("--workdir", help="keep data, checkpoints and the bundle here "
                                      "(default: a temporary directory, removed afterwards)")
-    d.add_argument("--num-train", type=int, help="training examples (default 120000)")
+    d.add_argument("--num-train", type=int, help="training examples (default 200000)")
     d.add_argument("--num-eval", type=int, help="eval examples (default 20000)")
     d.add_argument("--dram-fraction", type=float, default=0.05,
                    help="DRAM cache per table as a share of its bytes (default 0.05)")

@@ -44,9 +44,9 @@ DEMO_CONFIG = {
                                                         "mean": 0.0, "std": 1.0}],
     "model": {"type": "deepfm", "hidden": [64, 32]},
     "data": {"format": "synthetic",
-             "synthetic": {"num_train": 120000, "num_eval": 20000, "seed": 7, "zipf": 1.1,
-                           "vocab": {"user": 100000, "item": 50000, "shop": 30000,
-                                     "category": 2000, "recent_items": 50000, "tags": 5000}}},
+             "synthetic": {"num_train": 200000, "num_eval": 20000, "seed": 7, "zipf": 1.1,
+                           "vocab": {"user": 20000, "item": 20000, "shop": 10000,
+                                     "category": 2000, "recent_items": 20000, "tags": 5000}}},
     "train": {"batch_size": 1024, "epochs": 1, "learning_rate": 0.003, "seed": 1},
 }
 
