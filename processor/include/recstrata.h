@@ -160,12 +160,20 @@ typedef struct rs_model rs_model;
  *   signature_name ("serving_default"), session_num (1),
  *   select_session_policy ("MOD" | "RR" | "LEAST_LOADED"; "MOD"),
  *   use_per_session_threads (false), cpusets ("0-1;2-3": one core set per
- *   session, applied as thread affinity of that session's pools),
- *   inter_op_parallelism_threads, intra_op_parallelism_threads,
- *   warmup_file_name (a serialized PredictRequest), warmup_runs (5),
- *   serialize_protocol ("protobuf"), savedmodel_dir. Unknown DeepRec keys are
- *   accepted and ignored; malformed values are an RS_ERR_INVALID_ARGUMENT.
- * Warmup runs on every session before this returns.
+ *   session; inline sessions pin the calling thread for the duration of a
+ *   run, pooled sessions pin their own pool threads),
+ *   inter_op_parallelism_threads (-1: ops run inline in the caller's
+ *   thread), intra_op_parallelism_threads (1), warmup_file_name (a
+ *   serialized PredictRequest), warmup_runs (5; 0 disables),
+ *   serialize_protocol ("protobuf"), savedmodel_dir, tags ("serve").
+ *   Unknown DeepRec keys are accepted and ignored; malformed values are an
+ *   RS_ERR_INVALID_ARGUMENT. docs/processor.md explains every key.
+ * Warmup runs on every session before this returns (generated inputs that
+ *   the model rejects do not fail the open; see "warmup" in describe_json;
+ *   a warmup file that fails does).
+ * A directory holding bundle.json is opened as a recstrata bundle
+ *   (RS_ERR_UNIMPLEMENTED if bundle support is not built in).
+ * Thread-safe (several models may be opened at once).
  * On success *out receives the model; on failure *out is set to NULL. */
 RS_API int rs_model_open(const char* model_dir, const char* config_json,
                          rs_model** out, rs_error** error);
