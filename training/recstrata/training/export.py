@@ -6,7 +6,8 @@ A bundle (docs/bundle-format.md) is::
       bundle.json   manifest (format version, signature, features, tables, dense inputs,
                     outputs, file sizes) -- written last
       dense/        the dense stage as a plain SavedModel (tf.Module + tf.function signature):
-                    inputs pooled_<i> [B, width] per sparse feature and dense [B, D]
+                    inputs pooled [B, sum of widths] (every sparse feature's pooled vector,
+                    side by side; or pooled_<i> [B, width] per feature) and dense [B, D]
                     (raw dense values, NaN = missing), outputs prob [B] and logit [B]
       store/        the tiered store (rs::store) holding every sub-table, row key = row index
 
@@ -38,6 +39,7 @@ MANIFEST = "bundle.json"
 DENSE_DIR = "dense"
 STORE_DIR = "store"
 OUTPUTS = ("prob", "logit")
+POOLED = "pooled"   # the dense stage input holding every pooled vector (layout "concat")
 
 __all__ = ["export_bundle", "BundleInfo", "FORMAT_VERSION", "dense_input_name", "lengths_input_name"]
 
@@ -58,9 +60,12 @@ class BundleInfo(dict):
 
 # ----------------------------------------------------------------------------- dense stage
 
-def _dense_module(model):
+def _dense_module(model, pooled_layout: str):
     """A tf.Module whose serving signature runs the model's dense stage.
 
+    pooled_layout "concat": one input ``pooled`` [B, sum of widths] holding every sparse
+    feature's pooled vector side by side (split inside the graph: one op, and one tensor for
+    the processor to feed); "per_feature": one input ``pooled_<i>`` [B, width] per feature.
     The module tracks the dense stage's tf.Variables directly (each once); the Keras stage
     itself is only closed over by the traced function, so nothing is saved twice.
     """
@@ -69,16 +74,23 @@ def _dense_module(model):
     stage = model.dense_stage
     infos = model.feature_info()
     num_dense = len(model.cfg.dense)
-    specs = [tf.TensorSpec([None, int(f["width"])], tf.float32, name=dense_input_name(i))
-             for i, f in enumerate(infos)]
+    names = [f["name"] for f in infos]
+    widths = [int(f["width"]) for f in infos]
+    if pooled_layout == "concat":
+        specs = [tf.TensorSpec([None, sum(widths)], tf.float32, name=POOLED)]
+    else:
+        specs = [tf.TensorSpec([None, w], tf.float32, name=dense_input_name(i))
+                 for i, w in enumerate(widths)]
+    nsp = len(specs)
     if num_dense:
         specs.append(tf.TensorSpec([None, num_dense], tf.float32, name="dense"))
-    names = [f["name"] for f in infos]
 
     def serve(*tensors):
-        inputs = dict(zip(names, tensors[:len(names)]))
+        pooled = (tf.split(tensors[0], widths, axis=1) if pooled_layout == "concat"
+                  else tensors[:nsp])
+        inputs = dict(zip(names, pooled))
         if num_dense:
-            inputs["dense"] = tensors[len(names)]
+            inputs["dense"] = tensors[nsp]
         else:
             inputs["dense"] = tf.zeros([tf.shape(tensors[0])[0], 0], tf.float32)
         logit = tf.reshape(tf.cast(stage(inputs, training=False), tf.float32), [-1])
@@ -177,7 +189,7 @@ def _load(model_or_path):
 def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str = "dram",
                   dram_fraction: float | None = None, dram_capacity_bytes: int | None = None,
                   cache_policy: str | None = None, single_valued_layout: str = "single",
-                  overwrite: bool = False,
+                  pooled_layout: str = "concat", overwrite: bool = False,
                   log: Callable[[str], None] | None = None) -> BundleInfo:
     """Split a trained model into a bundle at ``out_dir`` (see the module docstring).
 
@@ -187,12 +199,16 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
       (e.g. 0.05); dram_capacity_bytes instead gives one byte budget per sub-table.
     single_valued_layout: "single" (ids [B], every example has one id) or "lengths"
       (ids [B, 1] + lengths [B], so a missing value can be sent as length 0).
+    pooled_layout: "concat" (one dense-stage input for all pooled vectors, the faster default)
+      or "per_feature" (one dense-stage input per sparse feature).
     """
     say = log or (lambda s: None)
     if tiers not in ("dram", "dram+ssd"):
         raise ValueError(f"tiers must be 'dram' or 'dram+ssd', got {tiers!r}")
     if single_valued_layout not in ("single", "lengths"):
         raise ValueError(f"single_valued_layout must be 'single' or 'lengths', got {single_valued_layout!r}")
+    if pooled_layout not in ("concat", "per_feature"):
+        raise ValueError(f"pooled_layout must be 'concat' or 'per_feature', got {pooled_layout!r}")
     if dram_fraction is not None and not 0.0 < dram_fraction <= 1.0:
         raise ValueError(f"dram_fraction must be in (0, 1], got {dram_fraction}")
     out_dir = os.path.abspath(os.fspath(out_dir))
@@ -214,7 +230,7 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
     try:
         # 1. dense stage
         say("exporting the dense stage (SavedModel)")
-        module, concrete = _dense_module(model)
+        module, concrete = _dense_module(model, pooled_layout)
         tf.saved_model.save(module, os.path.join(tmp, DENSE_DIR),
                             signatures={"serving_default": concrete})
         t_dense = time.perf_counter()
@@ -253,11 +269,16 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
 
         # 3. manifest (last)
         sparse = []
+        offset = 0
         for i, f in enumerate(infos):
             multi = f["max_values"] > 1 or single_valued_layout == "lengths"
             entry = {"name": f["name"], "id_type": f["dtype"], "table": f["table"],
-                     "multivalued": multi, "combiner": f["combiner"],
-                     "dense_input": dense_input_name(i)}
+                     "multivalued": multi, "combiner": f["combiner"]}
+            if pooled_layout == "concat":
+                entry.update(dense_input=POOLED, dense_offset=offset)
+                offset += int(f["width"])
+            else:
+                entry["dense_input"] = dense_input_name(i)
             if multi:
                 entry["lengths_input"] = lengths_input_name(f["name"])
                 entry["max_values"] = int(f["max_values"])

@@ -1,0 +1,252 @@
+"""Embedding compression study: plain vs hashed plain vs multihash vs binary_code.
+
+On the synthetic data (Zipf ids, hidden FM teacher; recstrata.training.synthetic), the same
+DeepFM model is trained with the large tables stored as
+
+  * ``plain``      the reference: one row per id (collision-free), 1x;
+  * ``hash``       the hashing trick: a plain table with fewer rows (ids collide), the
+                   baseline every compression scheme must beat;
+  * ``qr``         multihash quotient-remainder (2 sub-tables, combiner add);
+  * ``qr_concat``  / ``qr_mul``   the same with concat / multiply (full run only);
+  * ``kway``       multihash with 2 hashed sub-tables (add);
+  * ``binary_code`` binary-code hash embedding (succession blocks; ``bc_skip`` in the full run)
+
+at several compression ratios (plain embedding bytes / scheme embedding bytes, all tables
+counted; the small tables stay plain). Reported per run: eval AUC, relative AUC loss vs plain
+((AUC_plain - AUC) / AUC_plain), log loss, bytes, wall seconds. Plain is trained with several
+seeds to show the run-to-run noise. Writes perf/out/compression.{md,json,png}; the last line is
+``RESULT {json}``.
+
+    python perf/compression_study.py            # full
+    python perf/compression_study.py --quick    # reduced, a few minutes on 2 shared cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from recstrata.training import keys as K  # noqa: E402
+from recstrata.training.spec import load_config  # noqa: E402
+
+DIM = 16
+# (name, vocab, max_values); vocab >= COMPRESS_MIN are compressed
+FEATURES = [("f0", 200_000, 1), ("f1", 100_000, 1), ("f2", 50_000, 1), ("f3", 20_000, 1),
+            ("hist", 20_000, 4), ("f4", 1_000, 1), ("f5", 100, 1), ("f6", 20, 1)]
+COMPRESS_MIN = 10_000
+
+
+def base_config(num_train: int, num_eval: int, seed: int, zipf: float) -> dict:
+    return {
+        "name": "compression_study",
+        "model": {"type": "deepfm", "hidden": [64, 32]},
+        "sparse": [{"name": n, "dim": DIM, "max_values": k, "combiner": "mean",
+                    "embedding": {"kind": "plain", "rows": v, "hashed": False}}
+                   for n, v, k in FEATURES],
+        "dense": [{"name": "d0"}, {"name": "d1", "transform": "log1p"}, {"name": "d2"}],
+        "data": {"format": "synthetic",
+                 "synthetic": {"num_train": num_train, "num_eval": num_eval, "seed": 0,
+                               "zipf": zipf, "vocab": {n: v for n, v, _ in FEATURES}}},
+        "train": {"batch_size": 1024, "epochs": 1, "learning_rate": 0.005, "seed": seed,
+                  "devices": "cpu", "progress": False},
+    }
+
+
+def scheme_for(kind: str, vocab: int, budget_rows: int) -> dict:
+    """Embedding dict for one compressed feature with at most ``budget_rows`` rows of width
+    DIM+1 (deepfm tables carry a first-order column); concat halves the row width."""
+    if kind == "plain":
+        return {"kind": "plain", "rows": vocab, "hashed": False}
+    if kind == "hash":
+        return {"kind": "plain", "rows": max(budget_rows, 1)}
+    if kind in ("qr", "qr_mul", "qr_concat"):
+        rows = budget_rows * (2 if kind == "qr_concat" else 1)   # concat rows are half as wide
+        # m + ceil(vocab / m) <= rows  ->  the smaller root of m^2 - rows*m + vocab = 0
+        disc = rows * rows - 4 * vocab
+        m = math.ceil((rows - math.sqrt(disc)) / 2) if disc >= 0 else math.isqrt(vocab)
+        m = min(max(m, 2), vocab - 1)
+        comb = {"qr": "add", "qr_mul": "multiply", "qr_concat": "concat"}[kind]
+        return {"kind": "multihash", "strategy": "qr", "vocab": vocab, "m": m, "hashed": False,
+                "combiner": comb}
+    if kind == "kway":
+        half = max(budget_rows // 2, 1)
+        return {"kind": "multihash", "strategy": "kway", "sizes": [half, half + 1], "combiner": "add"}
+    if kind in ("binary_code", "bc_skip"):
+        bits = max(1, math.ceil(math.log2(vocab)))
+        best = 1
+        for t in range(1, min(bits, 24) + 1):
+            sch = K.BinaryCodeKeys(bits=bits, block_bits=t, hashed=False)
+            if sum(sch.subtable_rows) <= budget_rows:
+                best = t
+        return {"kind": "binary_code", "bits": bits, "block_bits": best, "hashed": False,
+                "strategy": "skip" if kind == "bc_skip" else "succession"}
+    raise ValueError(kind)
+
+
+def variant(base: dict, kind: str, ratio: float) -> dict:
+    d = json.loads(json.dumps(base))
+    if kind == "plain":
+        return d
+    plain_rows = sum(v for _, v, _ in FEATURES)
+    small_rows = sum(v for _, v, _ in FEATURES if v < COMPRESS_MIN)
+    big_rows = plain_rows - small_rows
+    budget = plain_rows / ratio - small_rows
+    if budget <= 0:
+        raise ValueError(f"ratio {ratio} is impossible with the small tables kept plain")
+    for f in d["sparse"]:
+        v = d["data"]["synthetic"]["vocab"][f["name"]]
+        if v >= COMPRESS_MIN:
+            f["embedding"] = scheme_for(kind, v, int(budget * v / big_rows))
+    return d
+
+
+def emb_bytes(cfg) -> int:
+    from recstrata.training.spec import table_width
+
+    return sum(4 * s.num_params(table_width(dim, cfg.model.type))
+               for s, dim, _ in cfg.tables().values())
+
+
+def run_one(d: dict) -> dict:
+    from recstrata.training.trainer import Trainer
+
+    cfg = load_config(d)
+    t0 = time.time()
+    tr = Trainer(cfg, log=lambda s: None)
+    hist = tr.train()
+    return {"auc": hist[-1].eval_auc, "logloss": hist[-1].eval_logloss,
+            "bytes": emb_bytes(cfg), "seconds": time.time() - t0,
+            "schemes": {f.name: f.scheme.to_dict() for f in cfg.sparse
+                        if d["data"]["synthetic"]["vocab"][f.name] >= COMPRESS_MIN}}
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for kind in sorted({r["scheme"] for r in rows if r["scheme"] != "plain"}):
+        pts = sorted((r["ratio"], 100 * r["rel_auc_loss"]) for r in rows if r["scheme"] == kind)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=kind)
+    ax.axhline(0.3, color="red", ls="--", lw=1, label="0.3% goal")
+    ax.axvline(20, color="grey", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("compression ratio (plain embedding bytes / scheme bytes)")
+    ax.set_ylabel("relative AUC loss vs plain (%)")
+    ax.set_title("Embedding compression on synthetic Zipf data (DeepFM)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="reduced run (fewer examples, ratios, schemes)")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
+    ap.add_argument("--num-train", type=int)
+    ap.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent of the id frequencies")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--tag", default="", help="suffix of the output file names")
+    args = ap.parse_args(argv)
+    stem = "compression" + ("_quick" if args.quick else "") + args.tag
+    os.makedirs(args.out, exist_ok=True)
+    if args.quick:
+        num_train, num_eval = args.num_train or 200_000, 50_000
+        ratios = [20, 100]
+        kinds = ["hash", "qr", "kway", "binary_code"]
+        plain_seeds = [0, 1]
+    else:
+        num_train, num_eval = args.num_train or 1_000_000, 100_000
+        ratios = [5, 20, 50, 200]
+        kinds = ["hash", "qr", "qr_concat", "qr_mul", "kway", "binary_code", "bc_skip"]
+        plain_seeds = [0, 1, 2]
+
+    from recstrata.training import synthetic
+
+    base = base_config(num_train, num_eval, 0, args.zipf)
+    base["train"]["epochs"] = args.epochs
+    teacher = synthetic.teacher_auc(load_config(base))
+    print(f"synthetic: {num_train} train / {num_eval} eval examples, zipf {args.zipf}; "
+          f"teacher AUC {teacher:.5f}", flush=True)
+
+    plains = []
+    for s in plain_seeds:
+        d = json.loads(json.dumps(base))
+        d["train"]["seed"] = s
+        r = run_one(d)
+        plains.append(r)
+        print(f"plain seed {s}: AUC {r['auc']:.5f} logloss {r['logloss']:.5f} "
+              f"{r['bytes'] / 1e6:.2f} MB {r['seconds']:.0f}s", flush=True)
+    plain_auc = float(np.median([p["auc"] for p in plains]))
+    plain_bytes = plains[0]["bytes"]
+    noise = float(np.ptp([p["auc"] for p in plains]) / plain_auc) if len(plains) > 1 else 0.0
+    rows = [{"scheme": "plain", "target": 1, "ratio": 1.0, "auc": plain_auc,
+             "rel_auc_loss": 0.0, "logloss": float(np.median([p["logloss"] for p in plains])),
+             "bytes": plain_bytes, "seconds": float(np.median([p["seconds"] for p in plains]))}]
+    for ratio in ratios:
+        for kind in kinds:
+            d = variant(base, kind, ratio)
+            r = run_one(d)
+            row = {"scheme": kind, "target": ratio, "ratio": plain_bytes / r["bytes"],
+                   "auc": r["auc"], "rel_auc_loss": (plain_auc - r["auc"]) / plain_auc,
+                   "logloss": r["logloss"], "bytes": r["bytes"], "seconds": r["seconds"],
+                   "example_scheme": r["schemes"]["f0"]}
+            rows.append(row)
+            print(f"{kind:<12} target {ratio:>4}x actual {row['ratio']:7.1f}x AUC {row['auc']:.5f} "
+                  f"rel loss {100 * row['rel_auc_loss']:+.3f}% {row['seconds']:.0f}s", flush=True)
+
+    # verdict: best scheme at >= 20x
+    cands = [r for r in rows if r["scheme"] != "plain" and r["ratio"] >= 20]
+    best = min(cands, key=lambda r: r["rel_auc_loss"]) if cands else None
+    goal_met = bool(best and best["rel_auc_loss"] <= 0.003)
+    md = [f"# Embedding compression study ({'quick' if args.quick else 'full'})", "",
+          f"Synthetic data: {num_train} train / {num_eval} eval examples, zipf {args.zipf}, "
+          f"features {[(n, v) for n, v, _ in FEATURES]} (vocab >= {COMPRESS_MIN} compressed), "
+          f"DeepFM dim {DIM}, {args.epochs} epoch(s), Adam lr 0.005, batch 1024.", "",
+          f"Command: `python perf/compression_study.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
+          f"Teacher AUC (ceiling): {teacher:.5f}. Plain AUC (median of {len(plains)} seeds): "
+          f"{plain_auc:.5f}; seed-to-seed spread {100 * noise:.3f}% of AUC.", "",
+          "| scheme | target | actual ratio | emb. MB | AUC | rel. AUC loss | logloss | s |",
+          "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['scheme']} | {r['target']}x | {r['ratio']:.1f}x | {r['bytes'] / 1e6:.2f} | "
+                  f"{r['auc']:.5f} | {100 * r['rel_auc_loss']:+.3f}% | {r['logloss']:.5f} | "
+                  f"{r['seconds']:.0f} |")
+    if best:
+        md += ["", f"Best at >= 20x: **{best['scheme']}** at {best['ratio']:.1f}x, relative AUC loss "
+               f"{100 * best['rel_auc_loss']:+.3f}% (goal <= 0.3%: {'met' if goal_met else 'NOT met'})."]
+    with open(os.path.join(args.out, stem + ".md"), "w") as fh:
+        fh.write("\n".join(md) + "\n")
+    with open(os.path.join(args.out, stem + ".json"), "w") as fh:
+        json.dump({"teacher_auc": teacher, "plain_runs": plains, "rows": rows}, fh, indent=1)
+    try:
+        plot(rows, os.path.join(args.out, stem + ".png"))
+    except ImportError:
+        print("matplotlib not installed (pip install recstrata[perf]); no plot", file=sys.stderr)
+    print("\n".join(md), flush=True)
+    result = {"quick": args.quick, "zipf": args.zipf, "num_train": num_train, "epochs": args.epochs,
+              "teacher_auc": round(teacher, 5), "plain_auc": round(plain_auc, 5),
+              "plain_seed_spread_rel": round(noise, 5),
+              "best_at_20x": ({"scheme": best["scheme"], "ratio": round(best["ratio"], 1),
+                               "auc": round(best["auc"], 5),
+                               "rel_auc_loss": round(best["rel_auc_loss"], 5)} if best else None),
+              "goal_20x_at_0.3pct": goal_met,
+              "runs": [{"scheme": r["scheme"], "ratio": round(r["ratio"], 1), "auc": round(r["auc"], 5),
+                        "rel_auc_loss": round(r["rel_auc_loss"], 5)} for r in rows]}
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
