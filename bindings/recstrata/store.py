@@ -41,6 +41,7 @@ class Table:
         self._h = handle
         self.name = name
         self.dim = int(lib().rs_table_dim(handle))
+        self._lookup_fn = lib().rs_table_lookup
 
     def _handle(self):
         self._store._check_open()
@@ -50,21 +51,30 @@ class Table:
         """Rows of ``keys`` as float32 [n, dim] and a bool ``found`` mask.
 
         Missing keys get the table's default vector. ``out`` may be a
-        C-contiguous float32 [n, dim] array to fill in place.
+        C-contiguous float32 [n, dim] array to fill in place. This is the hot
+        path: a 1-D C-contiguous int64 ``keys`` array is passed without a copy
+        and the call allocates only ``found`` (and ``out`` when not given).
         """
-        k = _keys(keys)
+        k = keys
+        if not (type(k) is np.ndarray and k.dtype == np.int64 and k.ndim == 1
+                and k.flags.c_contiguous):
+            k = _keys(k)
         n = k.shape[0]
         if out is None:
             out = np.empty((n, self.dim), dtype=np.float32)
         elif out.dtype != np.float32 or out.shape != (n, self.dim) or not out.flags.c_contiguous:
             raise ValueError(f"out must be a C-contiguous float32 array of shape {(n, self.dim)}")
         found = np.empty(n, dtype=np.bool_)
-        err = ffi.new("rs_error**")
-        code = lib().rs_table_lookup(
-            self._handle(), ffi.from_buffer("int64_t[]", k), n,
-            ffi.from_buffer("float[]", out, require_writable=True),
-            ffi.from_buffer("uint8_t[]", found, require_writable=True), err)
-        check(code, err)
+        if self._store._h is None:
+            self._store._check_open()
+        fb = ffi.from_buffer
+        code = self._lookup_fn(self._h, fb("int64_t[]", k), n, fb("float[]", out),
+                               fb("uint8_t[]", found), ffi.NULL)
+        if code:
+            # Lookups are read-only: repeat the call to collect the message.
+            err = ffi.new("rs_error**")
+            check(self._lookup_fn(self._h, fb("int64_t[]", k), n, fb("float[]", out),
+                                  fb("uint8_t[]", found), err) or code, err)
         return out, found
 
     def _rows(self, keys, rows):

@@ -1,6 +1,10 @@
 #include "store/dram_tier.h"
 
 #include <algorithm>
+#include <new>
+
+#include "api/status.h"
+#include "store/huge_alloc.h"
 
 namespace rs {
 namespace store {
@@ -27,25 +31,15 @@ DramTier::DramTier(int32_t dim, int shard_bits, uint64_t capacity_bytes, CachePo
   size_t nshards = size_t{1} << shard_bits;
   uint64_t cap_rows = capacity_bytes ? std::max<uint64_t>(1, capacity_bytes / RowCost(dim)) : 0;
   cap_rows_per_shard_ = cap_rows ? std::max<uint64_t>(1, cap_rows / nshards) : 0;
-  // ~16 KiB of rows per chunk: small tables stay small, big ones need few chunks.
-  uint32_t rows_per_chunk = 16;
-  while (rows_per_chunk * 4ull * dim < 16384 && rows_per_chunk < 4096) rows_per_chunk <<= 1;
-  chunk_shift_ = static_cast<uint32_t>(__builtin_ctz(rows_per_chunk));
-  chunk_mask_ = rows_per_chunk - 1;
-  shards_.reserve(nshards);
-  for (size_t i = 0; i < nshards; ++i) shards_.emplace_back(new Shard(epoch));
+  nshards_ = nshards;
+  shards_.reset(new Shard[nshards]);
+  for (size_t i = 0; i < nshards; ++i) shards_[i].index.set_epoch(epoch);
 }
 
 DramTier::~DramTier() {
-  for (auto& s : shards_) {
-    Chunk** dir = s->dir.load();
-    for (size_t i = 0; i < s->nchunks; ++i) {
-      ::operator delete(dir[i]->rows);
-      delete[] dir[i]->meta;
-      delete dir[i];
-    }
-    delete[] dir;
-    for (auto& r : s->retired_dirs) delete[] r.first;
+  for (size_t k = 0; k < nshards_; ++k) {
+    Shard* s = &shards_[k];
+    for (uint32_t i = 0; i < s->nchunks; ++i) FreeHuge(s->chunks[i].load());
   }
 }
 
@@ -86,26 +80,15 @@ uint32_t DramTier::AllocSlot(Shard& s) {
     return slot;
   }
   uint32_t slot = s.high;
-  if ((slot >> chunk_shift_) >= s.nchunks) {
-    if (s.nchunks == s.dir_cap) {  // grow the chunk directory (copy, retire old)
-      size_t cap = s.dir_cap ? s.dir_cap * 2 : 4;
-      Chunk** dir = new Chunk*[cap]();
-      Chunk** old = s.dir.load(std::memory_order_relaxed);
-      if (old) std::copy(old, old + s.nchunks, dir);
-      s.dir.store(dir, std::memory_order_release);
-      s.dir_cap = cap;
-      if (old) s.retired_dirs.emplace_back(old, epoch_->current());
-      while (!s.retired_dirs.empty() && epoch_->IsSafe(s.retired_dirs.front().second)) {
-        delete[] s.retired_dirs.front().first;
-        s.retired_dirs.pop_front();
-      }
-    }
-    size_t n = chunk_mask_ + 1;
-    Chunk* c = new Chunk;
-    c->rows = static_cast<float*>(::operator new(n * 4ull * dim_));
-    c->meta = new std::atomic<uint32_t>[n];
-    s.dir.load(std::memory_order_relaxed)[s.nchunks] = c;
-    ++s.nchunks;
+  uint32_t ci, off;
+  Locate(slot, &ci, &off);
+  if (ci >= s.nchunks) {
+    if (ci >= static_cast<uint32_t>(kMaxChunks)) Fail(RS_ERR_RESOURCE_EXHAUSTED, "DRAM tier shard full");
+    size_t rows = ChunkRows(ci);
+    char* c = static_cast<char*>(AllocHuge(rows * 4ull * dim_ + rows * sizeof(uint32_t)));
+    for (size_t i = 0; i < rows; ++i) new (c + rows * 4ull * dim_ + i * 4) std::atomic<uint32_t>(0);
+    s.chunks[ci].store(c, std::memory_order_release);
+    s.nchunks = ci + 1;
   }
   ++s.high;
   if (s.slot_key.size() < s.high) {
@@ -128,9 +111,11 @@ void DramTier::RetireSlot(Shard& s, uint32_t slot) {
 
 void DramTier::PutLocked(Shard& s, int64_t key, uint64_t h, const float* row) {
   uint32_t slot = AllocSlot(s);
-  Chunk* c = s.dir.load(std::memory_order_relaxed)[slot >> chunk_shift_];
-  std::memcpy(c->rows + static_cast<size_t>(slot & chunk_mask_) * dim_, row, 4ull * dim_);
-  c->meta[slot & chunk_mask_].store(NewMeta(), std::memory_order_relaxed);
+  uint32_t ci, off;
+  Locate(slot, &ci, &off);
+  char* c = s.chunks[ci].load(std::memory_order_relaxed);
+  std::memcpy(c + static_cast<size_t>(off) * 4 * dim_, row, 4ull * dim_);
+  MetaAt(c, ci, off).store(NewMeta(), std::memory_order_relaxed);
   s.slot_key[slot] = key;
   if (cap_rows_per_shard_) {
     s.occ_pos[slot] = static_cast<uint32_t>(s.occ.size());
@@ -206,8 +191,8 @@ void DramTier::Erase(int64_t key, uint64_t h) {
 }
 
 void DramTier::Clear() {
-  for (auto& sp : shards_) {
-    Shard& s = *sp;
+  for (size_t k = 0; k < nshards_; ++k) {
+    Shard& s = shards_[k];
     std::lock_guard<std::mutex> lock(s.mu);
     std::vector<std::pair<int64_t, uint64_t>> all;
     s.index.ForEach([&](int64_t k, uint64_t v) { all.emplace_back(k, v); });
@@ -221,7 +206,7 @@ void DramTier::Clear() {
 
 uint64_t DramTier::rows() const {
   uint64_t n = 0;
-  for (auto& s : shards_) n += s->rows.load(std::memory_order_relaxed);
+  for (size_t k = 0; k < nshards_; ++k) n += shards_[k].rows.load(std::memory_order_relaxed);
   return n;
 }
 

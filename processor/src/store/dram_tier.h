@@ -52,10 +52,11 @@ class DramTier {
     const Shard& s = shard(h);
     uint64_t slot = s.index.Find(key, h);
     if (slot == kEmptyVal) return nullptr;
-    const Chunk* c = s.dir.load(std::memory_order_acquire)[slot >> chunk_shift_];
-    uint32_t off = static_cast<uint32_t>(slot & chunk_mask_);
-    if (cap_rows_per_shard_) Touch(c->meta[off]);
-    return c->rows + static_cast<size_t>(off) * dim_;
+    uint32_t ci, off;
+    Locate(static_cast<uint32_t>(slot), &ci, &off);
+    const char* c = s.chunks[ci].load(std::memory_order_acquire);
+    if (cap_rows_per_shard_) Touch(MetaAt(c, ci, off));
+    return reinterpret_cast<const float*>(c) + static_cast<size_t>(off) * dim_;
   }
   uint64_t lru_tick() const { return tick_.load(std::memory_order_relaxed); }
   void AdvanceTick() const { tick_.fetch_add(1, std::memory_order_relaxed); }
@@ -89,28 +90,39 @@ class DramTier {
   uint64_t admissions() const { return admissions_.load(std::memory_order_relaxed); }
 
  private:
-  struct Chunk {
-    float* rows;                  // rows_per_chunk * dim floats
-    std::atomic<uint32_t>* meta;  // policy word per slot
-  };
+  // Row storage of a shard: chunk c holds kBaseRows << c rows (geometric, so
+  // a fixed directory of kMaxChunks pointers never moves and big tables get
+  // few, huge-page backed chunks). A chunk is one allocation: its rows of dim
+  // floats, then one policy word (uint32) per row.
+  static constexpr uint32_t kBaseShift = 4;  // 16 rows in chunk 0
+  static constexpr int kMaxChunks = 28;
+  static void Locate(uint32_t slot, uint32_t* chunk, uint32_t* off) {
+    uint32_t q = (slot >> kBaseShift) + 1;
+    uint32_t c = 31u - static_cast<uint32_t>(__builtin_clz(q));
+    *chunk = c;
+    *off = slot - (((1u << c) - 1u) << kBaseShift);
+  }
+  static uint32_t ChunkRows(uint32_t c) { return (1u << kBaseShift) << c; }
   struct Shard {
-    explicit Shard(EpochDomain* e) : index(e) {}
     std::mutex mu;
     ShardIndex index;
-    std::atomic<Chunk**> dir{nullptr};
-    size_t dir_cap = 0, nchunks = 0;
+    std::atomic<char*> chunks[kMaxChunks] = {};
+    uint32_t nchunks = 0;
     uint32_t high = 0;  // slots handed out so far
     std::vector<uint32_t> free_slots;
     std::deque<std::pair<uint32_t, uint64_t>> retired;  // slot, epoch
-    std::deque<std::pair<Chunk**, uint64_t>> retired_dirs;
     std::vector<int64_t> slot_key;   // key held by a slot (writer side)
     std::vector<uint32_t> occ, occ_pos;  // resident slots, for sampling
     std::atomic<uint64_t> rows{0};
     uint64_t admits_since_decay = 0;
   };
 
-  const Shard& shard(uint64_t h) const { return *shards_[shard_bits_ ? h >> (64 - shard_bits_) : 0]; }
-  Shard& shard(uint64_t h) { return *shards_[shard_bits_ ? h >> (64 - shard_bits_) : 0]; }
+  const Shard& shard(uint64_t h) const { return shards_[shard_bits_ ? h >> (64 - shard_bits_) : 0]; }
+  Shard& shard(uint64_t h) { return shards_[shard_bits_ ? h >> (64 - shard_bits_) : 0]; }
+  std::atomic<uint32_t>& MetaAt(const char* chunk, uint32_t c, uint32_t off) const {
+    return const_cast<std::atomic<uint32_t>*>(reinterpret_cast<const std::atomic<uint32_t>*>(
+        chunk + static_cast<size_t>(ChunkRows(c)) * 4 * dim_))[off];
+  }
   void Touch(std::atomic<uint32_t>& m) const;
   uint32_t NewMeta() const;
   void PutLocked(Shard& s, int64_t key, uint64_t h, const float* row);
@@ -119,7 +131,9 @@ class DramTier {
   void EvictOne(Shard& s, uint32_t keep);
   void Decay(Shard& s);
   std::atomic<uint32_t>& MetaOf(Shard& s, uint32_t slot) {
-    return s.dir.load(std::memory_order_relaxed)[slot >> chunk_shift_]->meta[slot & chunk_mask_];
+    uint32_t c, off;
+    Locate(slot, &c, &off);
+    return MetaAt(s.chunks[c].load(std::memory_order_relaxed), c, off);
   }
 
   int32_t dim_;
@@ -128,8 +142,8 @@ class DramTier {
   uint64_t cap_rows_per_shard_;  // 0 = unbounded
   CachePolicy policy_;
   EpochDomain* epoch_;
-  uint32_t chunk_shift_, chunk_mask_;
-  std::vector<std::unique_ptr<Shard>> shards_;
+  std::unique_ptr<Shard[]> shards_;
+  size_t nshards_;
   mutable std::atomic<uint64_t> tick_{1};
   std::atomic<uint64_t> evictions_{0}, admissions_{0};
 };

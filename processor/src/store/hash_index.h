@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "store/epoch.h"
+#include "store/huge_alloc.h"
 
 namespace rs {
 namespace store {
@@ -38,9 +39,10 @@ inline uint64_t HashKey(int64_t key) {
 
 class ShardIndex {
  public:
-  explicit ShardIndex(EpochDomain* epoch) : epoch_(epoch) {
+  explicit ShardIndex(EpochDomain* epoch = nullptr) : epoch_(epoch) {
     arr_.store(NewArray(16), std::memory_order_release);
   }
+  void set_epoch(EpochDomain* epoch) { epoch_ = epoch; }
   ~ShardIndex() {
     FreeArray(arr_.load());
     for (auto& r : retired_) FreeArray(r.first);
@@ -51,16 +53,16 @@ class ShardIndex {
   // ---- readers (inside an EpochGuard) ----
   void Prefetch(uint64_t h) const {
     const Array* a = arr_.load(std::memory_order_acquire);
-    __builtin_prefetch(&a->e[h & a->mask]);
+    __builtin_prefetch(&a->e()[h & a->mask]);
   }
   // The value of `key`, or kEmptyVal when absent or deleted.
   uint64_t Find(int64_t key, uint64_t h) const {
     const Array* a = arr_.load(std::memory_order_acquire);
     uint64_t i = h & a->mask;
     for (;;) {
-      uint64_t v = a->e[i].val.load(std::memory_order_acquire);
+      uint64_t v = a->e()[i].val.load(std::memory_order_acquire);
       if (v == kEmptyVal) return kEmptyVal;
-      if (a->e[i].key.load(std::memory_order_relaxed) == key) {
+      if (a->e()[i].key.load(std::memory_order_relaxed) == key) {
         return v == kDeletedVal ? kEmptyVal : v;
       }
       i = (i + 1) & a->mask;
@@ -73,10 +75,10 @@ class ShardIndex {
     Array* a = arr_.load(std::memory_order_relaxed);
     uint64_t i = h & a->mask;
     for (;;) {
-      uint64_t v = a->e[i].val.load(std::memory_order_relaxed);
+      uint64_t v = a->e()[i].val.load(std::memory_order_relaxed);
       if (v == kEmptyVal) break;
-      if (a->e[i].key.load(std::memory_order_relaxed) == key) {
-        a->e[i].val.store(val, std::memory_order_release);
+      if (a->e()[i].key.load(std::memory_order_relaxed) == key) {
+        a->e()[i].val.store(val, std::memory_order_release);
         if (v == kDeletedVal) {
           ++live_;
           return kEmptyVal;
@@ -85,8 +87,8 @@ class ShardIndex {
       }
       i = (i + 1) & a->mask;
     }
-    a->e[i].key.store(key, std::memory_order_relaxed);
-    a->e[i].val.store(val, std::memory_order_release);
+    a->e()[i].key.store(key, std::memory_order_relaxed);
+    a->e()[i].val.store(val, std::memory_order_release);
     ++live_;
     if (++a->used * 4 > (a->mask + 1) * 3) Rebuild();
     return kEmptyVal;
@@ -96,11 +98,11 @@ class ShardIndex {
     Array* a = arr_.load(std::memory_order_relaxed);
     uint64_t i = h & a->mask;
     for (;;) {
-      uint64_t v = a->e[i].val.load(std::memory_order_relaxed);
+      uint64_t v = a->e()[i].val.load(std::memory_order_relaxed);
       if (v == kEmptyVal) return kEmptyVal;
-      if (a->e[i].key.load(std::memory_order_relaxed) == key) {
+      if (a->e()[i].key.load(std::memory_order_relaxed) == key) {
         if (v == kDeletedVal) return kEmptyVal;
-        a->e[i].val.store(kDeletedVal, std::memory_order_release);
+        a->e()[i].val.store(kDeletedVal, std::memory_order_release);
         --live_;
         return v;
       }
@@ -114,8 +116,8 @@ class ShardIndex {
   void ForEach(F&& fn) const {
     const Array* a = arr_.load(std::memory_order_relaxed);
     for (uint64_t i = 0; i <= a->mask; ++i) {
-      uint64_t v = a->e[i].val.load(std::memory_order_relaxed);
-      if (v != kEmptyVal && v != kDeletedVal) fn(a->e[i].key.load(std::memory_order_relaxed), v);
+      uint64_t v = a->e()[i].val.load(std::memory_order_relaxed);
+      if (v != kEmptyVal && v != kDeletedVal) fn(a->e()[i].key.load(std::memory_order_relaxed), v);
     }
   }
   // Bytes of the current array.
@@ -133,23 +135,25 @@ class ShardIndex {
     std::atomic<int64_t> key;
     std::atomic<uint64_t> val;
   };
+  // One allocation: this 16-byte header, then the entries (one pointer
+  // chase less on the read path).
   struct Array {
     uint64_t mask;
     uint64_t used;  // entries not empty (live + deleted)
-    Entry* e;
+    Entry* e() { return reinterpret_cast<Entry*>(this + 1); }
+    const Entry* e() const { return reinterpret_cast<const Entry*>(this + 1); }
   };
+  static_assert(sizeof(Array) == 16, "entries follow the header");
   static Array* NewArray(uint64_t cap) {
-    Array* a = new Array{cap - 1, 0, nullptr};
-    a->e = static_cast<Entry*>(::operator new(cap * sizeof(Entry)));
+    void* mem = AllocHuge(sizeof(Array) + cap * sizeof(Entry));
+    Array* a = static_cast<Array*>(mem);
+    a->mask = cap - 1;
+    a->used = 0;
     // kEmptyVal is all ones: memset is a valid initialisation of the atomics.
-    std::memset(static_cast<void*>(a->e), 0xff, cap * sizeof(Entry));
+    std::memset(static_cast<void*>(a->e()), 0xff, cap * sizeof(Entry));
     return a;
   }
-  static void FreeArray(Array* a) {
-    if (!a) return;
-    ::operator delete(a->e);
-    delete a;
-  }
+  static void FreeArray(Array* a) { FreeHuge(a); }
   void Rebuild(uint64_t want_live = 0) {
     Array* old = arr_.load(std::memory_order_relaxed);
     uint64_t need = (want_live ? want_live : live_) * 2 + 16;
@@ -157,13 +161,13 @@ class ShardIndex {
     while (cap < need) cap <<= 1;
     Array* a = NewArray(cap);
     for (uint64_t i = 0; i <= old->mask; ++i) {
-      uint64_t v = old->e[i].val.load(std::memory_order_relaxed);
+      uint64_t v = old->e()[i].val.load(std::memory_order_relaxed);
       if (v == kEmptyVal || v == kDeletedVal) continue;
-      int64_t k = old->e[i].key.load(std::memory_order_relaxed);
+      int64_t k = old->e()[i].key.load(std::memory_order_relaxed);
       uint64_t j = HashKey(k) & a->mask;
-      while (a->e[j].val.load(std::memory_order_relaxed) != kEmptyVal) j = (j + 1) & a->mask;
-      a->e[j].key.store(k, std::memory_order_relaxed);
-      a->e[j].val.store(v, std::memory_order_relaxed);
+      while (a->e()[j].val.load(std::memory_order_relaxed) != kEmptyVal) j = (j + 1) & a->mask;
+      a->e()[j].key.store(k, std::memory_order_relaxed);
+      a->e()[j].val.store(v, std::memory_order_relaxed);
       ++a->used;
     }
     arr_.store(a, std::memory_order_release);

@@ -99,7 +99,7 @@ struct Resolved {
   bool fsync = true;
   uint64_t file_target_bytes = 64ull << 20;
   bool use_mmap = true;
-  int shard_bits = 6;
+  int shard_bits = 4;
   bool skip_corrupt = false;
 };
 

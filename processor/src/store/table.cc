@@ -13,8 +13,6 @@ namespace {
 // Per-thread scratch of the lookup path: reused, so lookups allocate nothing
 // once a thread has seen its largest batch.
 struct LookupScratch {
-  std::vector<uint64_t> hashes;
-  std::vector<const float*> rows;
   std::vector<uint32_t> misses;
   std::vector<char> record;
 };
@@ -22,8 +20,6 @@ LookupScratch& Scratch() {
   thread_local LookupScratch s;
   return s;
 }
-
-constexpr size_t kLookupBlock = 256;  // keys per prefetch wave
 
 inline void PrefetchRow(const float* p, int32_t dim) {
   const char* c = reinterpret_cast<const char*>(p);
@@ -67,37 +63,45 @@ void TableImpl::Lookup(const int64_t* keys, size_t n, float* out, uint8_t* found
   const int32_t dim = cfg_.dim;
   const size_t row_bytes = 4ull * dim;
   LookupScratch& sc = Scratch();
-  if (sc.hashes.size() < kLookupBlock) {
-    sc.hashes.resize(kLookupBlock);
-    sc.rows.resize(kLookupBlock);
-  }
   sc.misses.clear();
   uint64_t hits = 0;
   EpochGuard guard(*epoch_);
   if (cfg_.ssd_tier && cfg_.policy == CachePolicy::kLru) dram_->AdvanceTick();
-  // Three passes per block of keys: hash + prefetch the index buckets, probe
-  // + prefetch the rows, copy. Each pass overlaps its cache misses.
-  for (size_t base = 0; base < n; base += kLookupBlock) {
-    const size_t m = std::min(kLookupBlock, n - base);
-    uint64_t* h = sc.hashes.data();
-    const float** p = sc.rows.data();
-    for (size_t j = 0; j < m; ++j) {
-      h[j] = HashKey(keys[base + j]);
-      dram_->PrefetchIndex(h[j]);
+  // Software pipeline over the batch: key i + 2D has its index bucket
+  // prefetched while key i + D is probed (and its row prefetched) and key i
+  // is copied, so ~2D independent cache misses are in flight at a time.
+  constexpr size_t D = 16;
+  constexpr size_t W = 4 * D;  // ring of in-flight hashes / row pointers
+  uint64_t h[W];
+  const float* p[W];
+  const size_t pre = std::min(n, 2 * D);
+  for (size_t i = 0; i < pre; ++i) {
+    h[i % W] = HashKey(keys[i]);
+    dram_->PrefetchIndex(h[i % W]);
+  }
+  for (size_t i = 0; i < std::min(n, D); ++i) {
+    p[i % W] = dram_->Find(keys[i], h[i % W]);
+    if (p[i % W]) PrefetchRow(p[i % W], dim);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (i + 2 * D < n) {
+      const size_t f = (i + 2 * D) % W;
+      h[f] = HashKey(keys[i + 2 * D]);
+      dram_->PrefetchIndex(h[f]);
     }
-    for (size_t j = 0; j < m; ++j) {
-      p[j] = dram_->Find(keys[base + j], h[j]);
-      if (p[j]) PrefetchRow(p[j], dim);
+    if (i + D < n) {
+      const size_t f = (i + D) % W;
+      p[f] = dram_->Find(keys[i + D], h[f]);
+      if (p[f]) PrefetchRow(p[f], dim);
     }
-    for (size_t j = 0; j < m; ++j) {
-      float* dst = out + (base + j) * dim;
-      if (p[j]) {
-        std::memcpy(dst, p[j], row_bytes);
-        if (found) found[base + j] = 1;
-        ++hits;
-      } else {
-        sc.misses.push_back(static_cast<uint32_t>(base + j));
-      }
+    const float* row = p[i % W];
+    float* dst = out + i * dim;
+    if (row) {
+      std::memcpy(dst, row, row_bytes);
+      if (found) found[i] = 1;
+      ++hits;
+    } else {
+      sc.misses.push_back(static_cast<uint32_t>(i));
     }
   }
   uint64_t ssd_hits = 0, absent = 0;
