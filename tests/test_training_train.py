@@ -102,6 +102,26 @@ def test_stages_compose_and_match_numpy_reference(kind):
     assert "binary_code" in summary and "16x8" not in summary
 
 
+def test_dense_stage_exports_as_stock_savedmodel(tmp_path):
+    cfg = load_config(TINY)
+    model = models.RecModel(cfg)
+    model.build_with_dummy()
+    mod = model.dense_stage.as_module()
+    tf.saved_model.save(mod, str(tmp_path / "dense"), signatures={"serving_default": mod.serve})
+    from recstrata.training import data as D
+
+    batch = next(iter(D.worker_batches(cfg, D.make_source(cfg, "train"), D.Layout.for_global_batch(16))))
+    pooled = {k: tf.constant(v) for k, v in model.pooled(batch).items()}
+    fn = tf.saved_model.load(str(tmp_path / "dense")).signatures["serving_default"]
+    assert set(fn.structured_input_signature[1]) == {"user", "item", "hist", "dense"}
+    out = fn(**pooled)
+    np.testing.assert_allclose(out["probability"].numpy(), model.predict_batch(batch), atol=1e-6)
+    # each dense-stage variable is stored once (no duplicated copies)
+    n_vars = len(tf.train.load_checkpoint(str(tmp_path / "dense" / "variables" / "variables"))
+                 .get_variable_to_shape_map()) - 1
+    assert n_vars == len(model.dense_stage.weights)
+
+
 # ----------------------------------------------------------------------------- training quality
 
 def test_training_reaches_teacher_auc():

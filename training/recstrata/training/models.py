@@ -99,6 +99,39 @@ class DenseStage(keras.Model):
     def probabilities(self, inputs):
         return tf.sigmoid(self(inputs, training=False))
 
+    def as_module(self) -> tf.Module:
+        """A ``tf.Module`` exporting this dense stage on its own, each variable once.
+
+        ``module.serve(**inputs)`` (a ``tf.function`` with the input signature of
+        :meth:`input_signature`) returns ``{"probability": [B], "logit": [B]}``. The module
+        tracks every variable explicitly (Keras 3 does not expose layers kept in lists to
+        ``tf.saved_model.save``), so ``tf.saved_model.save(module, dir, signatures=
+        {"serving_default": module.serve})`` writes a stock SavedModel.
+        """
+        stage = self
+        sig = self.input_signature()
+
+        class _DenseStageModule(tf.Module):
+            def __init__(self):
+                super().__init__(name="dense_stage")
+                self.variables_list = [w.value if hasattr(w, "value") else w for w in stage.weights]
+
+            @tf.function(input_signature=[sig])
+            def _serve(self, inputs):
+                logit = stage(inputs, training=False)
+                return {"probability": tf.sigmoid(logit), "logit": logit}
+
+        mod = _DenseStageModule()
+        # a keyword-argument signature: inputs are named like the features (+ "dense")
+        names = list(sig)
+
+        @tf.function(input_signature=[sig[n] for n in names])
+        def serve(*args):
+            return mod._serve(dict(zip(names, args)))
+
+        mod.serve = serve
+        return mod
+
 
 class RecModel(keras.Model):
     """The whole CTR model: ``embedding_stage`` then ``dense_stage``; call -> logits [B]."""
