@@ -2,7 +2,7 @@
 """Bundle serving benchmark (issue 5): one Criteo-shaped model, four ways to serve it.
 
 The model: 26 sparse features C1..C26 (int64 ids, one plain table each, dim 16 (+1 first-order
-column: WDL), 10k-100k rows with --quick, 10k-1M rows in the full run), 13 dense features
+column: WDL), 10k-40k rows with --quick, 10k-600k rows in the full run), 13 dense features
 (log1p-normalised inside the model), MLP 512-256-1 (recstrata.training WDL). Weights are the
 model's initial values (latency does not depend on training; parity is checked below).
 Ids are row indices (Criteo-style pre-hashed ids) drawn from a Zipf(1.05) distribution per
@@ -16,17 +16,20 @@ Systems (same run, same requests):
   rs_bundle_py      rs_bundle_ssd10 called from Python threads (recstrata.processor.Model.run)
   tf_python         (b) TF Python: the in-graph SavedModel (tables inside), signature call
                     from Python threads on numpy inputs, TF's default thread pools
-  tf_c_api          (c) a bare TF C API loop on the in-graph SavedModel (perf/serving_loop.c,
-                    native threads, intra_op=1 / inter_op inline, the same request repeated:
-                    in-graph gathers do not care which ids they get)
+  tf_c_api          (c) a bare TF C API loop on the in-graph SavedModel (perf/serving_loop.c
+                    "tf_fresh": input tensors built per call; native threads, intra_op=1 /
+                    inter_op inline; the same request values repeated: in-graph gathers do
+                    not care which ids they get)
   onnxruntime       (d) ONNX Runtime (default CPU session options) on the in-graph model
                     converted with tf2onnx, called from Python threads
 Every system runs in its own process, so resident memory (VmRSS after the runs, and the peak
-VmHWM) is per system. For batch 1, 64, 512 and 1 and 2 concurrent callers it reports per-call
+VmHWM) is per system. All systems are loaded first and then measured in interleaved rounds
+(every cell of every system in turn, rotating the order), so that load from other processes on
+a shared machine falls on all of them alike. For batch 1, 64, 512 and 1 and 2 concurrent callers it reports per-call
 median and p99 latency and throughput; ratios are peer median / rs_bundle_ssd10 median
 (> 1: recstrata is faster). The last line is `RESULT {json}`.
 
-    python perf/bench_bundle.py            # full run (~10 minutes, ~1 GB of tables)
+    python perf/bench_bundle.py            # full run (~10 minutes, ~0.5 GB of tables)
     python perf/bench_bundle.py --quick    # reduced run (< 2 minutes)
 """
 
@@ -59,7 +62,7 @@ SYSTEMS = ("rs_bundle_ssd10", "rs_bundle_mem", "rs_bundle_py", "tf_python", "tf_
 def table_rows(quick: bool) -> list[int]:
     if quick:
         return [10_000 + (i * 7_001) % 30_001 for i in range(N_SPARSE)]
-    return [10_000 + (i * 389_017) % 990_001 for i in range(N_SPARSE)]
+    return [10_000 + (i * 229_019) % 590_001 for i in range(N_SPARSE)]
 
 
 # ----------------------------------------------------------------------------- model
@@ -185,8 +188,10 @@ def rss_mib(pid: int | str = "self") -> dict:
 # ----------------------------------------------------------------------------- workers
 
 def worker_main(args) -> int:
-    """One Python-driven system in its own process; prints one JSON line."""
-    system, model, req_root, seconds = args.worker, args.model, Path(args.reqs), args.seconds
+    """One Python-driven system in its own process: loads, prints "ready", then serves
+    `run BATCH CALLERS SECONDS LAT_FILE` commands (latencies to LAT_FILE as .npz, one JSON
+    memory line back) until `quit`."""
+    system, model, req_root = args.worker, args.model, Path(args.reqs)
     reqs = {b: load_requests(req_root / f"b{b}") for b in BATCHES}
     if system == "tf_python":
         import tensorflow as tf
@@ -214,24 +219,58 @@ def worker_main(args) -> int:
             return m.run(feeds, outputs=["prob"])["prob"]
     else:
         raise SystemExit(f"unknown worker system {system}")
-    cells = {}
     outputs = {b: np.concatenate([np.asarray(call(r)).reshape(-1) for r in reqs[b]])
                for b in BATCHES}
-    for b in BATCHES:
-        for c in CALLERS:
-            cells[f"b{b}_c{c}"] = summarize(run_threads(call, reqs[b], c, seconds), b)
     np.save(req_root / f"out_{system}.npy", outputs[64])
-    print(json.dumps({"cells": cells, "memory": rss_mib()}), flush=True)
+    print("ready", flush=True)
+    for line in sys.stdin:           # run BATCH CALLERS SECONDS LAT_FILE | quit
+        parts = line.split()
+        if not parts or parts[0] == "quit":
+            break
+        b, c, sec, lat_file = int(parts[1]), int(parts[2]), float(parts[3]), parts[4]
+        lat = run_threads(call, reqs[b], c, sec)
+        np.savez(lat_file, *lat)
+        print(json.dumps(rss_mib()), flush=True)
     return 0
 
 
-def run_worker(system: str, model: str, req_root: Path, seconds: float) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", system, "--model", model,
-           "--reqs", str(req_root), "--seconds", str(seconds)]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    if p.returncode != 0:
-        raise RuntimeError(f"{system} worker failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+class PyWorker:
+    """A Python-driven system in its own process, driven over stdin (see worker_main)."""
+
+    def __init__(self, system: str, model: str, req_root: Path, lat_file: Path):
+        self.lat_file = lat_file
+        self.mem = {"rss_mib": 0.0, "peak_mib": 0.0}
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", system, "--model", model,
+               "--reqs", str(req_root)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True,
+                                     env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        line = self.proc.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"{system} worker failed: {line} {self.proc.stderr.read()[-3000:]}")
+
+    def run(self, batch: int, callers: int, seconds: float) -> list[np.ndarray]:
+        self.proc.stdin.write(f"run {batch} {callers} {seconds} {self.lat_file}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker died: {self.proc.stderr.read()[-3000:]}")
+        m = json.loads(line)
+        self.mem = {k: max(self.mem[k], m[k]) for k in self.mem}
+        z = np.load(self.lat_file)
+        return [z[k] for k in z.files]
+
+    def memory(self) -> dict:
+        return self.mem
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
 def compile_bundle_loop(out: Path) -> Path:
@@ -300,36 +339,89 @@ class NativeLoop:
                 self.proc.kill()
 
 
-def run_bundle_native(exe: Path, bundle: Path, req_root: Path, all_reqs: dict, out: Path,
-                      name: str, seconds: float) -> tuple:
-    spec = bundle_spec(bundle, [(req_root / f"b{b}", all_reqs[b]) for b in BATCHES],
-                       out / f"spec_{name}.txt")
-    loop = NativeLoop(exe, spec, out / f"lat_{name}.bin")
-    try:
-        cells = {}
-        for i, b in enumerate(BATCHES):
-            for c in CALLERS:
-                cells[f"b{b}_c{c}"] = summarize(loop.run(i, c, seconds), b)
-        mem = rss_mib(loop.proc.pid)
-    finally:
-        loop.close()
-    return cells, mem
+class BundleSystem:
+    """rs_bundle_*: one bundle_loop process holding every batch size's request set."""
+
+    def __init__(self, exe: Path, bundle: Path, req_root: Path, all_reqs: dict, out: Path,
+                 name: str):
+        spec = bundle_spec(bundle, [(req_root / f"b{b}", all_reqs[b]) for b in BATCHES],
+                           out / f"spec_{name}.txt")
+        self.loop = NativeLoop(exe, spec, out / f"lat_{name}.bin")
+        self.mem = {"rss_mib": 0.0, "peak_mib": 0.0}
+
+    def run(self, batch: int, callers: int, seconds: float) -> list[np.ndarray]:
+        lat = self.loop.run(BATCHES.index(batch), callers, seconds)
+        m = rss_mib(self.loop.proc.pid)
+        self.mem = {k: max(self.mem[k], m[k]) for k in self.mem}
+        return lat
+
+    def memory(self) -> dict:
+        return self.mem
+
+    def close(self) -> None:
+        self.loop.close()
 
 
-def run_serving_loop(exe: Path, spec: Path, out: Path, batch: int, seconds: float) -> tuple:
-    """(c): perf/serving_loop.c (the core's bare TF C API loop) in "tf" mode."""
-    sys.path.insert(0, str(HERE))
-    from bench_serving import CLoop
+class _ServingLoop:
+    """One perf/serving_loop.c process (stdin protocol: run CALLERS SECONDS LAT_FILE)."""
 
-    loop = CLoop(exe, "tf", spec, out)
-    try:
-        cells = {}
-        for c in CALLERS:
-            cells[f"b{batch}_c{c}"] = summarize(loop.run(c, seconds), batch)
-        mem = rss_mib(loop.proc.pid)
-    finally:
-        loop.close()
-    return cells, mem
+    def __init__(self, exe: Path, mode: str, spec: Path, lat_file: Path):
+        self.lat_file = lat_file
+        self.proc = subprocess.Popen([str(exe), mode, str(spec)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        line = self.proc.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"serving_loop {mode}: {line} {self.proc.stderr.read()[-2000:]}")
+
+    def run(self, callers: int, seconds: float) -> list[np.ndarray]:
+        self.proc.stdin.write(f"run {callers} {seconds} {self.lat_file}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline().strip()
+        if line != "done":
+            raise RuntimeError(f"serving_loop: {line} {self.proc.stderr.read()[-2000:]}")
+        raw = np.fromfile(self.lat_file, dtype=np.int64)
+        n = int(raw[0])
+        return np.split(raw[1 + n:] / 1e9, np.cumsum(raw[1:1 + n])[:-1])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class ServingLoopSystem:
+    """(c) tf_c_api: perf/serving_loop.c (the core's bare TF C API loop) in "tf_fresh" mode
+    (TF_SessionRun on input tensors built anew per call, as a host must for new data), one
+    process per batch size (its input values are fixed per process)."""
+
+    def __init__(self, exe: Path, ingraph: Path, all_reqs: dict, out: Path):
+        sys.path.insert(0, str(HERE))
+        from bench_serving import write_c_spec
+
+        self.loops = {}
+        for b in BATCHES:
+            spec = write_c_spec(out, ingraph, all_reqs[b][0], RS_CONFIG, b"")
+            self.loops[b] = _ServingLoop(exe, "tf_fresh", spec, out / f"lat_tf_b{b}.bin")
+        self.mem = {"rss_mib": 0.0, "peak_mib": 0.0}
+
+    def run(self, batch: int, callers: int, seconds: float) -> list[np.ndarray]:
+        loop = self.loops[batch]
+        lat = loop.run(callers, seconds)
+        m = rss_mib(loop.proc.pid)
+        self.mem = {k: max(self.mem[k], m[k]) for k in self.mem}
+        return lat
+
+    def memory(self) -> dict:
+        return self.mem
+
+    def close(self) -> None:
+        for loop in self.loops.values():
+            loop.close()
 
 
 def convert_onnx(saved_model: str, out_path: str) -> None:
@@ -379,7 +471,8 @@ def main(argv=None) -> int:
 
     t_start = time.perf_counter()
     quick = args.quick
-    seconds = args.seconds or (0.7 if quick else 3.0)
+    seconds = args.seconds or (0.4 if quick else 1.5)
+    rounds = 2 if quick else 3
     nreq = 16 if quick else 64
     systems = [s for s in args.systems.split(",") if s]
     out = Path(args.out) / ("quick" if quick else "full")
@@ -418,6 +511,8 @@ def main(argv=None) -> int:
             f"embeddings, MLP 512-256-1")
         info = export_bundle(model, ssd_dir, tiers="dram+ssd", dram_fraction=0.10)
         export_bundle(model, mem_dir, tiers="dram")
+        # a store directory is open in one process at a time: rs_bundle_py gets its own copy
+        shutil.copytree(ssd_dir, out / "bundle_ssd10_py")
         say(f"bundles exported ({info['seconds']['total']:.1f} s for one)")
         build_ingraph(model, cfg, ingraph)
         say("in-graph SavedModel written")
@@ -441,35 +536,46 @@ def main(argv=None) -> int:
         all_reqs[b] = make_requests(rows, b, nreq, seed=b)
         save_requests(all_reqs[b], req_root / f"b{b}")
 
-    results: dict = {}
-    memory: dict = {}
-    exe = compile_bundle_loop(out) if any(s in systems for s in ("rs_bundle_ssd10", "rs_bundle_mem")) else None
-    for system, bundle in (("rs_bundle_ssd10", ssd), ("rs_bundle_mem", mem)):
-        if system not in systems:
-            continue
-        results[system], memory[system] = run_bundle_native(
-            exe, Path(bundle["path"]), req_root, all_reqs, out, system, seconds)
-        say(f"{system} measured")
-    if "tf_c_api" in systems:
-        sys.path.insert(0, str(HERE))
-        from bench_serving import compile_c_loop, write_c_spec
+    # --- load every system (each in its own process), then measure in interleaved rounds:
+    # round r runs every (batch, callers) cell of every system in turn, in a rotated system
+    # order, so that load from other processes on this shared machine hits all systems alike.
+    live: dict = {}
+    try:
+        if any(s in systems for s in ("rs_bundle_ssd10", "rs_bundle_mem")):
+            exe = compile_bundle_loop(out)
+            for name, bundle in (("rs_bundle_ssd10", ssd), ("rs_bundle_mem", mem)):
+                if name in systems:
+                    live[name] = BundleSystem(exe, Path(bundle["path"]), req_root, all_reqs,
+                                              out, name)
+        if "tf_c_api" in systems:
+            sys.path.insert(0, str(HERE))
+            from bench_serving import compile_c_loop
 
-        c_exe = compile_c_loop(out)
-        cells, peak = {}, {"rss_mib": 0.0, "peak_mib": 0.0}
-        for b in BATCHES:
-            spec = write_c_spec(out, ingraph, all_reqs[b][0], RS_CONFIG, b"")
-            c, m = run_serving_loop(c_exe, spec, out, b, seconds)
-            cells.update(c)
-            peak = {k: max(peak[k], m[k]) for k in peak}
-        results["tf_c_api"], memory["tf_c_api"] = cells, peak
-        say("tf_c_api measured")
-    for system, model_path in (("rs_bundle_py", ssd["path"]), ("tf_python", str(ingraph)),
-                               ("onnxruntime", str(onnx_path))):
-        if system not in systems:
-            continue
-        r = run_worker(system, str(model_path), req_root, seconds)
-        results[system], memory[system] = r["cells"], r["memory"]
-        say(f"{system} measured")
+            live["tf_c_api"] = ServingLoopSystem(compile_c_loop(out), ingraph, all_reqs, out)
+        for name, model_path in (("rs_bundle_py", str(out / "bundle_ssd10_py")),
+                                 ("tf_python", str(ingraph)),
+                                 ("onnxruntime", str(onnx_path))):
+            if name in systems:
+                live[name] = PyWorker(name, str(model_path), req_root, out / f"lat_{name}.npz")
+        say(f"loaded {', '.join(live)}; measuring {rounds} interleaved rounds of "
+            f"{seconds:g} s per cell")
+        lat: dict = {s: {} for s in live}
+        names = list(live)
+        for r in range(rounds):
+            order = names[r % len(names):] + names[:r % len(names)]
+            for b in BATCHES:
+                for c in CALLERS:
+                    for name in order:
+                        got = live[name].run(b, c, seconds)
+                        acc = lat[name].setdefault((b, c), [np.empty(0)] * c)
+                        lat[name][(b, c)] = [np.concatenate([a, g]) for a, g in zip(acc, got)]
+            say(f"round {r + 1}/{rounds} done")
+        results = {s: {f"b{b}_c{c}": summarize(v, b) for (b, c), v in cells.items()}
+                   for s, cells in lat.items()}
+        memory = {s: live[s].memory() for s in live}
+    finally:
+        for sysobj in live.values():
+            sysobj.close()
 
     # --- parity of the served outputs (batch 64 requests) between systems
     parity = {}

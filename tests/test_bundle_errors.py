@@ -188,7 +188,11 @@ def test_manifest_inconsistencies(bundle, built, served):
     shutil.rmtree(p)
     p = copy_bundle(bundle, built[2], "inconsistent")
     _edit_manifest(p, lambda m: m["sparse_features"][0].update(dense_input="pooled_9"))
-    _refused(p, errors.InvalidArgumentError, "pooled_", served)
+    _refused(p, errors.InvalidArgumentError, "dense input .pooled", served)
+    shutil.rmtree(p)
+    p = copy_bundle(bundle, built[2], "inconsistent")
+    _edit_manifest(p, lambda m: m["sparse_features"][1].update(dense_offset=3))
+    _refused(p, errors.InvalidArgumentError, "do not tile", served)
 
 
 def test_half_written_bundle_without_manifest(bundle, built, served):

@@ -126,7 +126,8 @@ def ssd_bundle(trained):
 
 @pytest.fixture(scope="module")
 def lengths_bundle(trained):
-    return _export(trained, "lengths", single_valued_layout="lengths")
+    # also the other dense-stage layout: one pooled input per feature
+    return _export(trained, "lengths", single_valued_layout="lengths", pooled_layout="per_feature")
 
 
 def _check(model_dir, manifest, trained, sizes=(1, 7, 512), seed=0, single_missing=False):
@@ -167,7 +168,8 @@ def test_parity_ssd_tier_with_small_dram_cache(ssd_bundle, trained):
     assert b["missing_rows"] == 0
 
 
-def test_single_valued_missing_values_with_lengths_layout(lengths_bundle, trained):
+def test_single_valued_missing_values_with_lengths_layout_per_feature_inputs(lengths_bundle,
+                                                                            trained):
     _check(lengths_bundle["path"], lengths_bundle["manifest"], trained, sizes=(5, 300),
            seed=20, single_missing=True)
 

@@ -1,5 +1,6 @@
 #include "bundle/bundle_stage.h"
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstring>
@@ -151,6 +152,8 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
                      "' (sum, mean or sqrtn)");
     if (f.dense_input().empty()) BadManifest("feature '" + f.name() + "' feeds no dense input");
     rt->dense_input = f.dense_input();
+    rt->dense_offset = f.dense_offset();
+    if (rt->dense_offset < 0) BadManifest("feature '" + f.name() + "' has dense_offset < 0");
     rt->multivalued = f.multivalued();
     rt->max_values = f.max_values();
     if (rt->max_values < 0) BadManifest("feature '" + f.name() + "' has max_values < 0");
@@ -178,6 +181,9 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
     rt.width = d.width();
     rt.input = static_cast<int>(public_.inputs.size());
     rt.dense_input = d.dense_input();
+    rt.dense_offset = d.dense_offset();
+    if (rt.dense_offset < 0 || (rt.width == 0 && rt.dense_offset != 0))
+      BadManifest("dense feature '" + d.name() + "' has a bad dense_offset");
     public_.inputs.push_back(d.width() ? Spec(d.name(), RS_DT_FLOAT, {-1, d.width()})
                                        : Spec(d.name(), RS_DT_FLOAT, {-1}));
     dense_features_.push_back(std::move(rt));
@@ -218,33 +224,46 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
 BundleInputStage::~BundleInputStage() = default;
 
 void BundleInputStage::Bind(const Signature& dense) {
-  std::map<std::string, std::pair<bool, size_t>> source;  // dense input -> (sparse?, index)
+  // dense input name -> the features feeding it
+  std::map<std::string, std::vector<DensePart>> parts;
+  std::map<std::string, std::string> first_feeder;
   for (size_t i = 0; i < features_.size(); ++i) {
-    if (!source.emplace(features_[i]->dense_input, std::make_pair(true, i)).second)
-      BadManifest("dense input '" + features_[i]->dense_input + "' is fed twice");
+    const FeatureRt& f = *features_[i];
+    parts[f.dense_input].push_back({true, i, f.dense_offset, f.table->dim});
+    first_feeder.emplace(f.dense_input, "sparse feature '" + f.name + "'");
   }
   for (size_t i = 0; i < dense_features_.size(); ++i) {
-    if (!source.emplace(dense_features_[i].dense_input, std::make_pair(false, i)).second)
-      BadManifest("dense input '" + dense_features_[i].dense_input + "' is fed twice");
+    const DenseFeatureRt& d = dense_features_[i];
+    parts[d.dense_input].push_back({false, i, d.dense_offset, d.width});
+    first_feeder.emplace(d.dense_input, "dense feature '" + d.name + "'");
   }
   dense_sources_.clear();
   for (const auto& in : dense.inputs) {
-    auto it = source.find(in.name);
-    if (it == source.end())
+    auto it = parts.find(in.name);
+    if (it == parts.end())
       Fail(RS_ERR_INVALID_ARGUMENT, "bundle " + bundle_dir_ + ": dense stage input '" + in.name +
                                         "' is fed by no feature of the manifest");
     DenseSource ds;
-    ds.sparse = it->second.first;
-    ds.index = it->second.second;
-    if (ds.sparse) {
-      ds.width = features_[ds.index]->table->dim;
-      ds.ndim = 2;
+    ds.parts = it->second;
+    std::sort(ds.parts.begin(), ds.parts.end(),
+              [](const DensePart& a, const DensePart& b) { return a.offset < b.offset; });
+    const std::string who = first_feeder[in.name];
+    if (ds.parts.size() == 1 && ds.parts[0].width == 0) {
+      ds.ndim = 1;  // a [B] dense feature
+      ds.width = 0;
     } else {
-      ds.width = dense_features_[ds.index].width;
-      ds.ndim = ds.width ? 2 : 1;
+      int32_t next = 0;
+      for (const DensePart& p : ds.parts) {
+        if (p.width == 0 || p.offset != next)
+          Fail(RS_ERR_INVALID_ARGUMENT,
+               "bundle manifest: the features feeding dense input '" + in.name +
+                   "' do not tile its columns (gap or overlap at column " +
+                   std::to_string(std::min(p.offset, next)) + ")");
+        next = p.offset + p.width;
+      }
+      ds.width = next;
+      ds.ndim = 2;
     }
-    const std::string who = ds.sparse ? "sparse feature '" + features_[ds.index]->name + "'"
-                                      : "dense feature '" + dense_features_[ds.index].name + "'";
     if (in.dtype != RS_DT_FLOAT)
       Fail(RS_ERR_INVALID_ARGUMENT, "bundle: dense stage input '" + in.name + "' is " +
                                         DtypeName(in.dtype) + ", " + who + " gives float");
@@ -255,12 +274,12 @@ void BundleInputStage::Bind(const Signature& dense) {
                                         "' does not take the [B" +
                                         (ds.ndim == 2 ? ", " + std::to_string(ds.width) : "") +
                                         "] tensor of " + who);
-    dense_sources_.push_back(ds);
-    source.erase(it);
+    dense_sources_.push_back(std::move(ds));
+    parts.erase(it);
   }
-  if (!source.empty())
+  if (!parts.empty())
     Fail(RS_ERR_INVALID_ARGUMENT, "bundle " + bundle_dir_ + ": the dense stage has no input '" +
-                                      source.begin()->first + "'");
+                                      parts.begin()->first + "'");
   bound_ = true;
 }
 
@@ -294,22 +313,33 @@ void BundleInputStage::Transform(const rs_tensor* inputs, size_t n,
   dense_inputs.reserve(dense_sources_.size());
   for (const DenseSource& ds : dense_sources_) {
     int64_t dims[2] = {batch, ds.width};
-    const size_t count = static_cast<size_t>(batch) * (ds.ndim == 2 ? ds.width : 1);
+    const int64_t stride = ds.ndim == 2 ? ds.width : 1;
+    const size_t count = static_cast<size_t>(batch) * stride;
     TF_Tensor* t = TF_AllocateTensor(TF_FLOAT, dims, ds.ndim, count * sizeof(float));
     if (!t) Fail(RS_ERR_RESOURCE_EXHAUSTED, "bundle: cannot allocate a dense input tensor");
     dense_inputs.push_back(t);
     float* out = static_cast<float*>(TF_TensorData(t));
-    if (ds.sparse) {
-      PoolFeature(*features_[ds.index], inputs, batch, out);
-    } else {
-      const rs_tensor& src = inputs[dense_features_[ds.index].input];
-      if (count) std::memcpy(out, src.data, count * sizeof(float));
+    for (const DensePart& p : ds.parts) {
+      if (p.sparse) {
+        PoolFeature(*features_[p.index], inputs, batch, out + p.offset, stride);
+      } else {
+        const rs_tensor& src = inputs[dense_features_[p.index].input];
+        const int32_t w = ds.ndim == 2 ? p.width : 1;
+        const char* from = static_cast<const char*>(src.data);
+        if (w == stride) {
+          if (count) std::memcpy(out, from, count * sizeof(float));
+        } else {
+          for (int64_t b = 0; b < batch; ++b)
+            std::memcpy(out + b * stride + p.offset, from + b * w * sizeof(float),
+                        w * sizeof(float));
+        }
+      }
     }
   }
 }
 
 void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, int64_t batch,
-                                   float* out) {
+                                   float* out, int64_t stride) {
   const TableRt& table = *f.table;
   const int32_t dim = table.dim;
   const rs_tensor& ids = inputs[f.ids_input];
@@ -350,7 +380,11 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
   }
   const size_t nv = s.ids.size();
   f.values.fetch_add(nv, std::memory_order_relaxed);
-  std::memset(out, 0, sizeof(float) * static_cast<size_t>(batch) * dim);
+  if (stride == dim) {
+    std::memset(out, 0, sizeof(float) * static_cast<size_t>(batch) * dim);
+  } else {
+    for (int64_t b = 0; b < batch; ++b) std::memset(out + b * stride, 0, sizeof(float) * dim);
+  }
   if (nv == 0) return;
 
   // Row keys, [S][nv].
@@ -396,7 +430,7 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
     float div = 1.f;
     if (f.pool == Pool::kMean) div = static_cast<float>(cnt);
     else if (f.pool == Pool::kSqrtn) div = std::sqrt(static_cast<float>(cnt));
-    float* o = out + b * dim;
+    float* o = out + b * stride;
     for (int32_t v = lo; v < hi; ++v) {
       if (comb == SubCombiner::kConcat) {
         int32_t at = 0;

@@ -73,6 +73,7 @@ class BundleInputStage final : public InputStage {
     int ids_input = -1;       // index in public_.inputs
     int lengths_input = -1;   // multivalued only
     std::string dense_input;
+    int32_t dense_offset = 0;
     mutable std::atomic<uint64_t> values{0};  // ids looked up
   };
   struct DenseFeatureRt {
@@ -80,15 +81,25 @@ class BundleInputStage final : public InputStage {
     int32_t width = 0;  // 0: [B]
     int input = -1;
     std::string dense_input;
+    int32_t dense_offset = 0;
   };
-  struct DenseSource {
+  // One feature's share of a dense stage input: columns [offset, offset+width).
+  struct DensePart {
     bool sparse = false;
     size_t index = 0;  // into features_ or dense_features_
+    int32_t offset = 0;
+    int32_t width = 0;
+  };
+  // What feeds one dense stage input ([B, width], or [B] when ndim == 1).
+  struct DenseSource {
+    std::vector<DensePart> parts;
     int32_t width = 0;
     int32_t ndim = 2;
   };
 
-  void PoolFeature(const FeatureRt& f, const rs_tensor* inputs, int64_t batch, float* out);
+  // Pools feature f into out[b * stride + 0 .. dim) for every example b.
+  void PoolFeature(const FeatureRt& f, const rs_tensor* inputs, int64_t batch, float* out,
+                   int64_t stride);
 
   std::string bundle_dir_;
   std::string dense_dir_;
