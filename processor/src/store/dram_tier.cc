@@ -12,7 +12,6 @@ namespace {
 
 constexpr uint32_t kLfuInit = 5;   // new rows start above the coldest
 constexpr uint32_t kLfuMax = 255;
-constexpr int kSamples = 5;
 
 inline uint64_t NextRandom() {
   thread_local uint64_t s = 0x9E3779B97F4A7C15ull ^ reinterpret_cast<uintptr_t>(&s);
@@ -46,8 +45,7 @@ DramTier::~DramTier() {
 void DramTier::Touch(std::atomic<uint32_t>& m) const {
   uint32_t v = m.load(std::memory_order_relaxed);
   if (policy_ == CachePolicy::kLru) {
-    uint32_t t = static_cast<uint32_t>(tick_.load(std::memory_order_relaxed));
-    if (v != t) m.store(t, std::memory_order_relaxed);
+    if (v == 0) m.store(1, std::memory_order_relaxed);  // reference bit
     return;
   }
   // Logarithmic counter: the hotter a row, the rarer its increments, so hot
@@ -57,17 +55,16 @@ void DramTier::Touch(std::atomic<uint32_t>& m) const {
   if (NextRandom() % (base * 8 + 1) == 0) m.store(v + 1, std::memory_order_relaxed);
 }
 
-uint32_t DramTier::NewMeta() const {
-  return policy_ == CachePolicy::kLru ? static_cast<uint32_t>(tick_.load(std::memory_order_relaxed))
-                                      : kLfuInit;
-}
+uint32_t DramTier::NewMeta() const { return policy_ == CachePolicy::kLru ? 1 : kLfuInit; }
 
 uint32_t DramTier::AllocSlot(Shard& s) {
   while (!s.retired.empty() && epoch_->IsSafe(s.retired.front().second)) {
     s.free_slots.push_back(s.retired.front().first);
     s.retired.pop_front();
   }
-  if (s.free_slots.empty() && !s.retired.empty()) {
+  // Advancing the epoch scans every reader stripe: do it once per batch of
+  // retired slots, not per allocation (the slab grows by at most that much).
+  if (s.free_slots.empty() && s.retired.size() >= 256) {
     epoch_->TryAdvance();
     while (!s.retired.empty() && epoch_->IsSafe(s.retired.front().second)) {
       s.free_slots.push_back(s.retired.front().first);
@@ -93,19 +90,13 @@ uint32_t DramTier::AllocSlot(Shard& s) {
   ++s.high;
   if (s.slot_key.size() < s.high) {
     s.slot_key.resize(s.high);
-    if (cap_rows_per_shard_) s.occ_pos.resize(s.high);
+    s.resident.resize(s.high);
   }
   return slot;
 }
 
 void DramTier::RetireSlot(Shard& s, uint32_t slot) {
-  if (cap_rows_per_shard_) {  // swap-remove from the resident list
-    uint32_t pos = s.occ_pos[slot];
-    uint32_t last = s.occ.back();
-    s.occ[pos] = last;
-    s.occ_pos[last] = pos;
-    s.occ.pop_back();
-  }
+  s.resident[slot] = 0;
   s.retired.emplace_back(slot, epoch_->current());
 }
 
@@ -117,10 +108,7 @@ void DramTier::PutLocked(Shard& s, int64_t key, uint64_t h, const float* row) {
   std::memcpy(c + static_cast<size_t>(off) * 4 * dim_, row, 4ull * dim_);
   MetaAt(c, ci, off).store(NewMeta(), std::memory_order_relaxed);
   s.slot_key[slot] = key;
-  if (cap_rows_per_shard_) {
-    s.occ_pos[slot] = static_cast<uint32_t>(s.occ.size());
-    s.occ.push_back(slot);
-  }
+  s.resident[slot] = 1;
   // Publishes the fully written row (release store of the index value).
   uint64_t old = s.index.Upsert(key, h, slot);
   if (old != kEmptyVal) {
@@ -129,43 +117,35 @@ void DramTier::PutLocked(Shard& s, int64_t key, uint64_t h, const float* row) {
     s.rows.fetch_add(1, std::memory_order_relaxed);
   }
   if (cap_rows_per_shard_) {
-    while (s.rows.load(std::memory_order_relaxed) > cap_rows_per_shard_) EvictOne(s, slot);
-    if (++s.admits_since_decay >= cap_rows_per_shard_ && policy_ == CachePolicy::kLfu) Decay(s);
+    while (s.rows.load(std::memory_order_relaxed) > cap_rows_per_shard_ && EvictOne(s, slot)) {
+    }
   }
 }
 
-void DramTier::EvictOne(Shard& s, uint32_t keep) {
+bool DramTier::EvictOne(Shard& s, uint32_t keep) {
+  // Every resident row's counter at least halves per full turn, so a victim
+  // turns up within ~9 turns (8-bit counters); the bound is a safety net.
+  const uint64_t max_steps = 10ull * s.high + 16;
   uint32_t victim = keep;
-  uint32_t best = ~0u;
-  uint32_t now = static_cast<uint32_t>(tick_.load(std::memory_order_relaxed));
-  size_t n = s.occ.size();
-  for (int i = 0; i < kSamples; ++i) {
-    uint32_t slot = s.occ[NextRandom() % n];
-    if (slot == keep) continue;
-    uint32_t m = MetaOf(s, slot).load(std::memory_order_relaxed);
-    uint32_t score = policy_ == CachePolicy::kLru ? ~(now - m) : m;  // lower = colder
-    if (score < best) {
-      best = score;
+  for (uint64_t step = 0; step < max_steps; ++step) {
+    uint32_t slot = s.hand;
+    if (++s.hand >= s.high) s.hand = 0;
+    if (!s.resident[slot] || slot == keep) continue;
+    std::atomic<uint32_t>& m = MetaOf(s, slot);
+    uint32_t v = m.load(std::memory_order_relaxed);
+    if (v == 0) {
       victim = slot;
+      break;
     }
+    m.store(policy_ == CachePolicy::kLru ? 0 : v / 2, std::memory_order_relaxed);
   }
-  if (victim == keep) {  // unlucky samples: take any other resident row
-    if (n < 2) return;
-    victim = s.occ[0] == keep ? s.occ[1] : s.occ[0];
-  }
+  if (victim == keep) return false;
   int64_t key = s.slot_key[victim];
   s.index.Erase(key, HashKey(key));
   RetireSlot(s, victim);
   s.rows.fetch_sub(1, std::memory_order_relaxed);
   evictions_.fetch_add(1, std::memory_order_relaxed);
-}
-
-void DramTier::Decay(Shard& s) {
-  s.admits_since_decay = 0;
-  for (uint32_t slot : s.occ) {
-    auto& m = MetaOf(s, slot);
-    m.store(m.load(std::memory_order_relaxed) / 2, std::memory_order_relaxed);
-  }
+  return true;
 }
 
 void DramTier::Put(int64_t key, uint64_t h, const float* row) {

@@ -7,10 +7,12 @@
 // reader copies either the whole old row or the whole new one.
 //
 // Bounded mode (capacity_bytes > 0, tiers "dram+ssd"): rows are charged
-// RowCost(dim) bytes; inserting past a shard's share of the capacity evicts a
-// victim chosen from 5 random resident rows by the policy: LFU (a
-// logarithmic, probabilistically incremented 8-bit counter, halved when a
-// shard has admitted a capacity's worth of rows) or LRU (last-access tick).
+// RowCost(dim) bytes; inserting past a shard's share of the capacity evicts
+// with a clock hand sweeping the shard's slots in order (sequential memory,
+// amortized O(1)): LFU = GCLOCK over a logarithmic, probabilistically
+// incremented counter (the hand halves it, a row is evicted at 0, so a row
+// survives about log2(frequency) sweeps); LRU = CLOCK (a reference bit set
+// on read, cleared by the hand).
 // Unbounded mode keeps every row and never touches policy state on reads.
 #ifndef RECSTRATA_STORE_DRAM_TIER_H_
 #define RECSTRATA_STORE_DRAM_TIER_H_
@@ -58,8 +60,6 @@ class DramTier {
     if (cap_rows_per_shard_) Touch(MetaAt(c, ci, off));
     return reinterpret_cast<const float*>(c) + static_cast<size_t>(off) * dim_;
   }
-  uint64_t lru_tick() const { return tick_.load(std::memory_order_relaxed); }
-  void AdvanceTick() const { tick_.fetch_add(1, std::memory_order_relaxed); }
 
   // ---- writers (take the shard mutex) ----
   void Put(int64_t key, uint64_t h, const float* row);
@@ -112,9 +112,9 @@ class DramTier {
     std::vector<uint32_t> free_slots;
     std::deque<std::pair<uint32_t, uint64_t>> retired;  // slot, epoch
     std::vector<int64_t> slot_key;   // key held by a slot (writer side)
-    std::vector<uint32_t> occ, occ_pos;  // resident slots, for sampling
+    std::vector<uint8_t> resident;   // slot holds a live row (writer side)
+    uint32_t hand = 0;               // clock hand (bounded mode)
     std::atomic<uint64_t> rows{0};
-    uint64_t admits_since_decay = 0;
   };
 
   const Shard& shard(uint64_t h) const { return shards_[shard_bits_ ? h >> (64 - shard_bits_) : 0]; }
@@ -128,8 +128,7 @@ class DramTier {
   void PutLocked(Shard& s, int64_t key, uint64_t h, const float* row);
   uint32_t AllocSlot(Shard& s);
   void RetireSlot(Shard& s, uint32_t slot);
-  void EvictOne(Shard& s, uint32_t keep);
-  void Decay(Shard& s);
+  bool EvictOne(Shard& s, uint32_t keep);  // false if nothing to evict
   std::atomic<uint32_t>& MetaOf(Shard& s, uint32_t slot) {
     uint32_t c, off;
     Locate(slot, &c, &off);
@@ -144,7 +143,6 @@ class DramTier {
   EpochDomain* epoch_;
   std::unique_ptr<Shard[]> shards_;
   size_t nshards_;
-  mutable std::atomic<uint64_t> tick_{1};
   std::atomic<uint64_t> evictions_{0}, admissions_{0};
 };
 

@@ -66,7 +66,6 @@ void TableImpl::Lookup(const int64_t* keys, size_t n, float* out, uint8_t* found
   sc.misses.clear();
   uint64_t hits = 0;
   EpochGuard guard(*epoch_);
-  if (cfg_.ssd_tier && cfg_.policy == CachePolicy::kLru) dram_->AdvanceTick();
   // Software pipeline over the batch: key i + 2D has its index bucket
   // prefetched while key i + D is probed (and its row prefetched) and key i
   // is copied, so ~2D independent cache misses are in flight at a time.
