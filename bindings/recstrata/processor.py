@@ -35,6 +35,7 @@ Contracts
 from __future__ import annotations
 
 import json
+import math
 import threading
 from dataclasses import dataclass
 from os import PathLike, fspath
@@ -248,9 +249,9 @@ def _string_items(name: str, arr: np.ndarray):
 
 def _copy_out(t) -> np.ndarray:
     """A fresh numpy array holding a copy of an output rs_tensor view."""
-    shape = tuple(int(t.shape[i]) for i in range(t.ndim))
-    n = int(np.prod(shape, dtype=np.int64))
+    shape = tuple(ffi.unpack(t.shape, t.ndim)) if t.ndim > 0 else ()
     if t.dtype == _RS_DT_STRING:
+        n = math.prod(shape)
         items = ffi.cast("rs_bytes*", t.data)
         out = np.empty(n, dtype=object)
         for j in range(n):
@@ -259,10 +260,13 @@ def _copy_out(t) -> np.ndarray:
     dtype = DTYPES.get(t.dtype)
     if dtype is None:
         raise InvalidArgumentError(f"output {ffi.string(t.name).decode()!r} has unsupported dtype {t.dtype}")
-    if n == 0 or t.byte_size == 0:
-        return np.empty(shape, dtype=dtype)
-    # frombuffer views the library's memory; .copy() detaches it before rs_result_free.
-    return np.frombuffer(ffi.buffer(t.data, t.byte_size), dtype=dtype, count=n).reshape(shape).copy()
+    out = np.empty(shape, dtype=dtype)
+    if out.nbytes != t.byte_size:
+        raise InvalidArgumentError(f"output {ffi.string(t.name).decode()!r}: byte_size {t.byte_size} does not "
+                                   f"match shape {shape} of {dtype}")
+    if out.nbytes:
+        ffi.memmove(out, t.data, out.nbytes)  # one copy, before rs_result_free
+    return out
 
 
 class Model:
