@@ -86,6 +86,18 @@ def test_wrong_dtype(model, reference):
     still_works(model, reference)
 
 
+def test_numpy_scalars_and_subclasses_keep_their_dtype(make_model, exotic_model_dir, multi_model_dir):
+    from test_processor_outputs import exotic_feeds
+
+    m = make_model(exotic_model_dir)
+    feeds = exotic_feeds(3)
+    assert m.run(dict(feeds, scale=0.5))["total"].dtype == np.float32  # a Python float takes the signature dtype
+    raises(errors.InvalidArgumentError, "scale.*dtype", m.run, dict(feeds, scale=np.float64(0.5)))
+    mm = make_model(multi_model_dir)
+    raises(errors.InvalidArgumentError, "x_f32.*dtype", mm.run,
+           dict(good_feeds(), x_f32=np.ma.masked_array(np.ones((2, 4)))))
+
+
 def test_wrong_rank_and_static_dims(model, reference):
     raises(errors.InvalidArgumentError, "x_f32.*shape", model.run, dict(good_feeds(), x_f32=np.ones(8, np.float32)))
     raises(errors.InvalidArgumentError, "x_f32.*shape", model.run,

@@ -173,7 +173,12 @@ class _Inputs:
                     raise TypeError(f"feed names must be str, got {type(name).__name__}")
                 cname = ffi.new("char[]", name.encode("utf-8"))
                 keep.append(cname)
-            arr = value if type(value) is np.ndarray else _as_array(value, specs.get(name))
+            if type(value) is np.ndarray:
+                arr = value
+            elif isinstance(value, (np.ndarray, np.generic)):  # subclasses, numpy scalars:
+                arr = np.asarray(value)                       # their dtype stays (strict)
+            else:
+                arr = _as_array(value, specs.get(name))
             dt = arr.dtype
             code = _CODE_OF.get(dt)
             if code is None:  # strings, non-native byte order, unsupported types
