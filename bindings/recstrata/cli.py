@@ -16,6 +16,7 @@ _COMMAND_MODULES = (
     "recstrata.training.cli",  # train, eval
     "recstrata.bundle_cli",    # export, demo
     "recstrata.serve_cli",     # info, predict
+    "recstrata.server_cli",    # serve (HTTP, versioned model directories)
 )
 
 

@@ -1,0 +1,296 @@
+"""ModelManager: version discovery, policies, availability-preserving reloads, drain, failures.
+
+The models are tiny SavedModels built here: ``y = 0 * sum(x) + c`` with ``c`` a
+variable, so every version answers a different constant and a test can tell
+which version served each request.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recstrata.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from recstrata.serving import ModelManager, UnavailableError, VersionPolicy
+
+X = {"x": np.ones((3, 2), np.float32)}
+
+
+def build_const_model(path: Path, value: float) -> Path:
+    """A SavedModel whose serving_default maps x [-1,2] f32 to y [-1] f32 = value."""
+    import tensorflow as tf
+
+    class Const(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = tf.Variable(np.float32(value), name="c")
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": tf.reduce_sum(x, axis=1) * 0.0 + self.c}
+
+    m = Const()
+    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve})
+    return path
+
+
+@pytest.fixture(scope="session")
+def const_models(tmp_path_factory) -> dict[int, Path]:
+    """Template SavedModels answering 1.0, 2.0 and 3.0; copy them into version dirs."""
+    root = tmp_path_factory.mktemp("const_models")
+    return {v: build_const_model(root / f"c{v}", float(v)) for v in (1, 2, 3)}
+
+
+def put_version(base: Path, version: int, template: Path) -> Path:
+    """Copies a template to a temporary name, then renames it into place (atomic)."""
+    tmp = base / f".{version}.tmp"
+    shutil.copytree(template, tmp)
+    os.rename(tmp, base / str(version))
+    return base / str(version)
+
+
+def value_of(mgr: ModelManager, name: str = "m", version: int | None = None) -> float:
+    y = mgr.predict(name, X, version=version)["y"]
+    assert y.shape == (3,) and np.all(y == y[0])
+    return float(y[0])
+
+
+def wait_for(pred, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return pred()
+
+
+def states(mgr, name="m"):
+    return {v["version"]: v["state"] for v in mgr.status(name)["versions"]}
+
+
+def test_latest_policy_serves_newest_and_ignores_non_version_entries(tmp_path, const_models):
+    put_version(tmp_path, 1, const_models[1])
+    put_version(tmp_path, 2, const_models[2])
+    shutil.copytree(const_models[3], tmp_path / "3.tmp")  # complete, but not a version name
+    (tmp_path / "4").write_text("a file, not a directory")
+    with ModelManager({"m": tmp_path}) as mgr:
+        st = mgr.status("m")
+        assert st["serving"] == [2] and st["default_version"] == 2 and st["policy"] == "latest"
+        assert value_of(mgr) == 2.0
+        assert value_of(mgr, version=2) == 2.0
+        with pytest.raises(NotFoundError, match="version 1 of model 'm' is not serving"):
+            mgr.predict("m", X, version=1)
+        assert states(mgr) == {2: "AVAILABLE"}
+
+
+@pytest.mark.parametrize("policy, serving, default", [
+    ("all", [1, 2, 3], 3),
+    ("latest:2", [2, 3], 3),
+    ("specific:1,3", [1, 3], 3),
+    (VersionPolicy.specific([2, 7]), [2], 2),  # 7 is not on disk: ignored
+])
+def test_version_policies(tmp_path, const_models, policy, serving, default):
+    for v in (1, 2, 3):
+        put_version(tmp_path, v, const_models[v])
+    with ModelManager({"m": {"base_path": tmp_path, "policy": policy}}) as mgr:
+        st = mgr.status("m")
+        assert st["serving"] == serving
+        assert st["default_version"] == default
+        for v in serving:
+            assert value_of(mgr, version=v) == float(v)
+        assert value_of(mgr) == float(default)
+
+
+def test_policy_parse_rejects_garbage():
+    for bad in ("newest", "latest:0", "latest:x", "specific:", "all:2"):
+        with pytest.raises(InvalidArgumentError):
+            VersionPolicy.parse(bad)
+    assert VersionPolicy.parse("latest:3").select([5, 1, 2, 9]) == {2, 5, 9}
+
+
+def test_half_written_version_is_not_loaded_until_complete(tmp_path, const_models):
+    put_version(tmp_path, 1, const_models[1])
+    with ModelManager({"m": tmp_path}) as mgr:
+        # A copy in progress: variables are there, saved_model.pb is not yet.
+        shutil.copytree(const_models[2], tmp_path / "2", ignore=shutil.ignore_patterns("saved_model.pb"))
+        mgr.poll()
+        st = mgr.status("m")
+        assert st["serving"] == [1] and st["incomplete_versions"] == [2]
+        assert 2 not in states(mgr)
+        assert value_of(mgr) == 1.0
+        shutil.copy(const_models[2] / "saved_model.pb", tmp_path / "2" / "saved_model.pb")
+        actions = mgr.poll()
+        assert any("version 2 available" in a for a in actions)
+        assert value_of(mgr) == 2.0
+        assert mgr.status("m")["incomplete_versions"] == []
+
+
+def test_failed_load_keeps_old_version_serving_and_is_retried_when_dir_changes(tmp_path, const_models):
+    put_version(tmp_path, 1, const_models[1])
+    with ModelManager({"m": tmp_path}, retry_seconds=3600) as mgr:
+        bad = tmp_path / "2"
+        bad.mkdir()
+        (bad / "saved_model.pb").write_bytes(b"this is not a protobuf")
+        mgr.poll()
+        v2 = [v for v in mgr.status("m")["versions"] if v["version"] == 2][0]
+        assert v2["state"] == "FAILED" and v2["load_failures"] == 1 and v2["error"]
+        assert mgr.status("m")["serving"] == [1]
+        assert value_of(mgr) == 1.0
+        mgr.poll()  # unchanged directory, retry interval not reached: no new attempt
+        v2 = [v for v in mgr.status("m")["versions"] if v["version"] == 2][0]
+        assert v2["load_failures"] == 1
+        shutil.rmtree(bad)
+        shutil.copytree(const_models[2], bad)  # the writer fixed it
+        mgr.poll()
+        assert states(mgr)[2] == "AVAILABLE" and value_of(mgr) == 2.0
+        assert wait_for(lambda: states(mgr)[1] == "END")
+
+
+def test_first_load_failure_reports_unavailable_with_the_reason(tmp_path):
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "saved_model.pb").write_bytes(b"\x00garbage")
+    with ModelManager({"m": tmp_path, "empty": tmp_path / "none"}) as mgr:
+        with pytest.raises(UnavailableError, match="version 1 failed to load"):
+            mgr.predict("m", X)
+        with pytest.raises(UnavailableError, match="cannot list base path"):
+            mgr.predict("empty", X)
+        assert mgr.status("empty")["base_error"]
+        with pytest.raises(NotFoundError, match="no model named 'nope'"):
+            mgr.predict("nope", X)
+
+
+def test_old_version_closed_only_after_in_flight_requests_drain(tmp_path, const_models):
+    put_version(tmp_path, 1, const_models[1])
+    with ModelManager({"m": tmp_path}) as mgr:
+        lease = mgr.lease("m")
+        old_model = lease.model
+        assert lease.version == 1
+        put_version(tmp_path, 2, const_models[2])
+        mgr.poll()
+        # New requests go to v2; v1 is retired but still open for the request in flight.
+        assert value_of(mgr) == 2.0
+        v1 = [v for v in mgr.status("m")["versions"] if v["version"] == 1][0]
+        assert v1["state"] == "UNLOADING" and v1["in_flight"] == 1
+        assert not old_model.closed
+        assert float(old_model.run(X)["y"][0]) == 1.0  # the in-flight request completes on v1
+        lease.__exit__(None, None, None)
+        assert wait_for(lambda: old_model.closed)
+        assert wait_for(lambda: states(mgr)[1] == "END")
+
+
+def test_swap_under_concurrent_load_has_no_failed_request(tmp_path, const_models):
+    put_version(tmp_path, 1, const_models[1])
+    mgr = ModelManager({"m": tmp_path}, poll_seconds=0.05)  # background poll thread
+    old_model = mgr.lease("m")
+    old_model.__exit__(None, None, None)
+    old_model = old_model.model
+    seen: list[list[float]] = [[] for _ in range(4)]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def client(i):
+        while not stop.is_set():
+            try:
+                seen[i].append(value_of(mgr))
+            except BaseException as exc:  # any failure fails the test
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        assert wait_for(lambda: all(len(s) >= 5 for s in seen))
+        put_version(tmp_path, 2, const_models[2])
+        assert wait_for(lambda: all(s and s[-1] == 2.0 for s in seen), timeout=30)
+        n_before = [len(s) for s in seen]
+        assert wait_for(lambda: all(len(s) >= n + 3 for s, n in zip(seen, n_before)))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        mgr.close()
+    assert errors == []
+    for s in seen:
+        assert set(s) == {1.0, 2.0}
+        first_two = s.index(2.0)
+        assert all(v == 1.0 for v in s[:first_two]) and all(v == 2.0 for v in s[first_two:])
+    assert old_model.closed
+
+
+def test_removed_newest_version_falls_back_to_previous(tmp_path, const_models):
+    put_version(tmp_path, 1, const_models[1])
+    put_version(tmp_path, 2, const_models[2])
+    with ModelManager({"m": tmp_path}) as mgr:
+        assert value_of(mgr) == 2.0
+        shutil.rmtree(tmp_path / "2")
+        mgr.poll()
+        assert mgr.status("m")["serving"] == [1]
+        assert value_of(mgr) == 1.0
+
+
+def test_resource_reload_unloads_old_version_first(tmp_path, const_models):
+    put_version(tmp_path, 1, const_models[1])
+    seen_serving = []
+
+    def factory(path, config):
+        from recstrata.processor import Model
+
+        seen_serving.append(list(mgr_ref[0].status("m")["serving"]) if mgr_ref else None)
+        return Model(path, config)
+
+    mgr_ref = []
+    with ModelManager({"m": tmp_path}, reload="resource", model_factory=factory) as mgr:
+        mgr_ref.append(mgr)
+        old = mgr.lease("m")
+        old.__exit__(None, None, None)
+        put_version(tmp_path, 2, const_models[2])
+        mgr.poll()
+        assert seen_serving[-1] == []  # v1 was out of the table while v2 loaded
+        assert old.model.closed
+        assert value_of(mgr) == 2.0
+
+
+def test_loader_thread_runs_at_lower_priority_and_load_config_applies_to_reloads(tmp_path, const_models):
+    put_version(tmp_path, 1, const_models[1])
+    calls = []
+
+    def factory(path, config):
+        from recstrata.processor import Model
+
+        calls.append((os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), dict(config)))
+        return Model(path, config)
+
+    base_nice = os.getpriority(os.PRIO_PROCESS, 0)
+    with ModelManager({"m": tmp_path}, config={"warmup_runs": 3}, load_config={"warmup_runs": 1},
+                      load_nice=5, model_factory=factory) as mgr:
+        put_version(tmp_path, 2, const_models[2])
+        mgr.poll()
+        assert value_of(mgr) == 2.0
+        assert [c[0] for c in calls] == [min(19, base_nice + 5)] * 2
+        assert calls[0][1]["warmup_runs"] == 3 and calls[1][1]["warmup_runs"] == 1
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base_nice
+        v2 = [v for v in mgr.status("m")["versions"] if v["version"] == 2][0]
+        assert v2["loader"] == "nice +5"
+
+
+def test_close_refuses_requests_and_closes_every_version(tmp_path, const_models):
+    for v in (1, 2):
+        put_version(tmp_path, v, const_models[v])
+    mgr = ModelManager({"m": {"base_path": tmp_path, "policy": "all"}}, poll_seconds=0.05)
+    models = []
+    for v in (1, 2):
+        with mgr.lease("m", v) as lease:
+            models.append(lease.model)
+    mgr.close()
+    mgr.close()  # idempotent
+    assert all(m.closed for m in models)
+    with pytest.raises(FailedPreconditionError):
+        mgr.predict("m", X)
+    assert mgr.poll() == []
