@@ -42,6 +42,7 @@ DIM = 16
 FEATURES = [("f0", 200_000, 1), ("f1", 100_000, 1), ("f2", 50_000, 1), ("f3", 20_000, 1),
             ("hist", 20_000, 4), ("f4", 1_000, 1), ("f5", 100, 1), ("f6", 20, 1)]
 COMPRESS_MIN = 10_000
+ALL_KINDS = ["hash", "qr", "qr_concat", "qr_mul", "kway", "binary_code", "bc_skip"]
 
 
 def base_config(num_train: int, num_eval: int, seed: int, zipf: float) -> dict:
@@ -83,7 +84,8 @@ def scheme_for(kind: str, vocab: int, budget_rows: int) -> dict:
         bits = max(1, math.ceil(math.log2(vocab)))
         best = 1
         for t in range(1, min(bits, 24) + 1):
-            sch = K.BinaryCodeKeys(bits=bits, block_bits=t, hashed=False)
+            sch = K.BinaryCodeKeys(bits=bits, block_bits=t, hashed=False,
+                                   strategy="skip" if kind == "bc_skip" else "succession")
             if sum(sch.subtable_rows) <= budget_rows:
                 best = t
         return {"kind": "binary_code", "bits": bits, "block_bits": best, "hashed": False,
@@ -158,6 +160,8 @@ def main(argv=None) -> int:
     ap.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent of the id frequencies")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--tag", default="", help="suffix of the output file names")
+    ap.add_argument("--kinds", help="comma-separated schemes to run (default: per mode)")
+    ap.add_argument("--ratios", help="comma-separated target ratios (default: per mode)")
     args = ap.parse_args(argv)
     stem = "compression" + ("_quick" if args.quick else "") + args.tag
     os.makedirs(args.out, exist_ok=True)
@@ -169,8 +173,16 @@ def main(argv=None) -> int:
     else:
         num_train, num_eval = args.num_train or 1_000_000, 100_000
         ratios = [5, 20, 50, 200]
-        kinds = ["hash", "qr", "qr_concat", "qr_mul", "kway", "binary_code", "bc_skip"]
+        kinds = list(ALL_KINDS)
         plain_seeds = [0, 1, 2]
+
+    if args.kinds:
+        kinds = args.kinds.split(",")
+        for k in kinds:
+            if k not in ALL_KINDS:
+                ap.error(f"unknown scheme {k!r}; choose from {ALL_KINDS}")
+    if args.ratios:
+        ratios = [float(r) for r in args.ratios.split(",")]
 
     from recstrata.training import synthetic
 

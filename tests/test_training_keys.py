@@ -38,6 +38,8 @@ def test_fnv1a64_known_values():
     assert [int(g) for g in got] == [ref_fnv(s.encode()) for s in strs]
     # bytes are hashed as given, str as UTF-8
     assert K.fnv1a64([b"\xff\x00"])[0] == ref_fnv(b"\xff\x00")
+    # invalid UTF-8 read from a file (surrogateescape) hashes as its raw bytes
+    assert K.fnv1a64([b"a\xffb".decode("utf-8", "surrogateescape")])[0] == ref_fnv(b"a\xffb")
     assert K.fnv1a64(np.array([["a", "b"], ["c", ""]], dtype=object)).shape == (2, 2)
 
 

@@ -273,10 +273,16 @@ def test_two_workers_match_one_device(tmp_path, one_device):
     ports = _free_ports(2)
     workers = [f"127.0.0.1:{p}" for p in ports]
     procs = []
+    ck = tmp_path / "ck"
+    wcfg = cfg_with(checkpoint_dir=str(ck), checkpoint_every_steps=5)
     for i in range(2):
         tfc = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
-        procs.append(_run(tmp_path, 1, TINY, f"w{i}", env={"TF_CONFIG": tfc}))
+        procs.append(_run(tmp_path, 1, wcfg, f"w{i}", env={"TF_CONFIG": tfc}))
     res = [_wait(p, o) for p, o in procs]
+    # the chief wrote the checkpoints; the other worker's scratch copies are gone
+    assert tf.train.latest_checkpoint(str(ck)) is not None
+    assert sorted(os.listdir(ck)) == sorted(
+        [n for n in os.listdir(ck) if not n.startswith(".worker")])
     for r in res:
         assert r["workers"] == 2 and r["replicas"] == 2
         _compare(one_device, r)

@@ -51,7 +51,9 @@ def fnv1a64(strings: Iterable[str | bytes] | np.ndarray) -> np.ndarray:
     """
     arr = np.asarray(strings, dtype=object) if not isinstance(strings, np.ndarray) else strings
     shape = arr.shape
-    flat = [s.encode("utf-8") if isinstance(s, str) else bytes(s) for s in arr.reshape(-1).tolist()]
+    # surrogateescape: text read with errors="surrogateescape" hashes as its original bytes
+    flat = [s.encode("utf-8", "surrogateescape") if isinstance(s, str) else bytes(s)
+            for s in arr.reshape(-1).tolist()]
     n = len(flat)
     h = np.full(n, FNV_OFFSET, dtype=_U64)
     if n == 0:
