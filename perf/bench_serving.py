@@ -21,7 +21,8 @@ Systems, all on the same SavedModel in one run:
   c_rs_run      the same C loop through rs_model_run
   c_rs_predict  the same C loop through rs_model_predict (wire path)
 The C loops and recstrata use the same session threading (recstrata's
-default: intra_op_parallelism_threads=1, inter-op inline in the caller);
+default: intra_op_parallelism_threads=1, inter-op inline in the caller;
+change both with --config '{"intra_op_parallelism_threads": 2}');
 TF Python runs with TensorFlow's default thread pools, as users get it.
 
 For batch sizes 1, 64, 512 and 1 and 2 concurrent callers (threads; native
@@ -198,7 +199,9 @@ def session_config_hex(rs_config: dict) -> str:
 
     cfg = config_pb2.ConfigProto(
         intra_op_parallelism_threads=rs_config.get("intra_op_parallelism_threads", 1),
-        inter_op_parallelism_threads=rs_config.get("inter_op_parallelism_threads", -1))
+        inter_op_parallelism_threads=rs_config.get("inter_op_parallelism_threads", -1),
+        use_per_session_threads=rs_config.get("use_per_session_threads", False),
+        allow_soft_placement=True)  # as processor/src/core/session_group.cc builds it
     return cfg.SerializeToString().hex()
 
 
@@ -338,6 +341,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per cell")
     ap.add_argument("--out", default=str(HERE / "out"))
     ap.add_argument("--systems", default="rs_run,rs_wire,tf_python,c_tf,c_tf_fresh,c_rs_run,c_rs_predict")
+    ap.add_argument("--config", default=None,
+                    help="recstrata model_config JSON merged over the default "
+                         '{"session_num": 2, "select_session_policy": "LEAST_LOADED"}; its thread '
+                         "settings also apply to the bare C API loops")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--rs-config", default=None, help=argparse.SUPPRESS)
@@ -361,6 +368,7 @@ def main(argv=None) -> int:
     from recstrata.wire import codec
 
     rs_config = {"session_num": 2, "select_session_policy": "LEAST_LOADED"}
+    rs_config.update(json.loads(args.config) if args.config else {})
     exe = compile_c_loop(out_dir) if any(s in C_MODES for s in systems) else None
     model = Model(model_dir, rs_config)
     loaded = tf.saved_model.load(str(model_dir))
