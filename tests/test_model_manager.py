@@ -19,40 +19,7 @@ import pytest
 from recstrata.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from recstrata.serving import ModelManager, UnavailableError, VersionPolicy
 
-X = {"x": np.ones((3, 2), np.float32)}
-
-
-def build_const_model(path: Path, value: float) -> Path:
-    """A SavedModel whose serving_default maps x [-1,2] f32 to y [-1] f32 = value."""
-    import tensorflow as tf
-
-    class Const(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.c = tf.Variable(np.float32(value), name="c")
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
-        def serve(self, x):
-            return {"y": tf.reduce_sum(x, axis=1) * 0.0 + self.c}
-
-    m = Const()
-    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve})
-    return path
-
-
-@pytest.fixture(scope="session")
-def const_models(tmp_path_factory) -> dict[int, Path]:
-    """Template SavedModels answering 1.0, 2.0 and 3.0; copy them into version dirs."""
-    root = tmp_path_factory.mktemp("const_models")
-    return {v: build_const_model(root / f"c{v}", float(v)) for v in (1, 2, 3)}
-
-
-def put_version(base: Path, version: int, template: Path) -> Path:
-    """Copies a template to a temporary name, then renames it into place (atomic)."""
-    tmp = base / f".{version}.tmp"
-    shutil.copytree(template, tmp)
-    os.rename(tmp, base / str(version))
-    return base / str(version)
+from serving_helpers import X, build_const_model, const_models, put_version  # noqa: F401
 
 
 def value_of(mgr: ModelManager, name: str = "m", version: int | None = None) -> float:
