@@ -53,12 +53,15 @@ def _export(args) -> int:
 
     if not os.path.isdir(args.model):
         raise FileNotFoundError(f"{args.model}: no such checkpoint directory")
-    info = export_bundle(args.model, args.out_dir, tiers=args.tiers,
-                         dram_fraction=args.dram_fraction,
-                         dram_capacity_bytes=args.dram_capacity_bytes,
-                         cache_policy=args.cache_policy,
-                         single_valued_layout=args.single_valued_layout,
-                         overwrite=args.overwrite, log=print)
+    try:
+        info = export_bundle(args.model, args.out_dir, tiers=args.tiers,
+                             dram_fraction=args.dram_fraction,
+                             dram_capacity_bytes=args.dram_capacity_bytes,
+                             cache_policy=args.cache_policy,
+                             single_valued_layout=args.single_valued_layout,
+                             overwrite=args.overwrite, log=print)
+    except FileExistsError as exc:   # a user mistake: one clear line from the CLI
+        raise ValueError(str(exc)) from None
     m = info["manifest"]
     print(f"bundle {info['path']}: {len(m['sparse_features'])} sparse features, "
           f"{len(m['tables'])} tables ({info['table_bytes'] / 2**20:.1f} MiB), "
