@@ -163,6 +163,9 @@ def _jsonable(arr: np.ndarray) -> Any:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in two writes; with Nagle on, the body waits for the
+    # client's delayed ACK (~40 ms per keep-alive request). TCP_NODELAY avoids that.
+    disable_nagle_algorithm = True
     server: "ServingHTTPServer"
 
     def log_message(self, fmt, *args):  # not to stderr per request

@@ -538,6 +538,7 @@ class ModelManager:
             s.model.close()
         except Exception:
             log.exception("closing model %s version %s failed", s.name, s.version)
+        _malloc_trim()
         with self._lock:
             self._draining.discard(s)
             st = self._models.get(s.name)
@@ -631,6 +632,21 @@ def _lower_this_thread(nice: int, cpus: list[int] | None) -> None:
             os.sched_setaffinity(0, cpus)  # pid 0 = the calling thread
     except (OSError, AttributeError, ValueError) as exc:  # not fatal: load at normal priority
         log.warning("could not lower the loader thread's priority: %s", exc)
+
+
+def _malloc_trim() -> None:
+    """Returns freed heap pages to the OS after an unload (glibc keeps them otherwise).
+
+    glibc raises its mmap threshold after large frees, so a model's tensors
+    often live on the heap and stay in RSS after the model is closed; without
+    this, every reload leaves the process as large as at its peak.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _fingerprint(path: str):
