@@ -138,8 +138,9 @@ def test_vectors_roundtrip_and_no_tensorflow():
         assert (keys >= 0).all() and (keys < np.array(entry["subtable_rows"])).all(), name
         assert (sch.row_keys(ids) == keys).all()
     # the module is importable and runnable without TensorFlow
-    code = ("import sys, json; from recstrata.training import keys; "
-            "json.dumps(keys.test_vectors()); print('tensorflow' in sys.modules)")
+    code = ("import sys, json; from recstrata.training import keys, spec, data, synthetic; "
+            "json.dumps(keys.test_vectors()); "
+            "print('tensorflow' in sys.modules, 'recstrata._native' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"
     json.dumps(v)
