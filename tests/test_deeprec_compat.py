@@ -198,3 +198,20 @@ def test_random_bytes_get_500(proc, data):
     code, out = proc.process(data)
     assert code == ERROR
     assert out and b"RS_ERR" in out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(st.binary(min_size=1, max_size=80), st.just(b"VALID")), min_size=1, max_size=6))
+def test_batch_process_n_random_mix(proc, batch):
+    """Each request of a batch is answered on its own: valid ones succeed, garbage gets its error text."""
+    valid = codec.make_request(feeds(2, 9))
+    reqs = [valid if r == b"VALID" else r for r in batch]
+    code, outs = proc.batch_process_n(reqs)
+    assert len(outs) == len(reqs)
+    ok = [r is valid for r in reqs]
+    assert code == (OK if all(ok) else ERROR)
+    for good, out in zip(ok, outs):
+        if good:
+            assert set(codec.parse_response(out)) == {"y_f32", "y_f64", "y_i32", "y_i64", "y_bool"}
+        else:
+            assert b"RS_ERR" in out

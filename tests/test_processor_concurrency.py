@@ -174,3 +174,42 @@ def test_unclosed_models_are_freed_by_the_finalizer(mlp_model_dir, rss):
     grown = rss() - base
     # 20 leaked models of this size would hold ~28 MiB (see above).
     assert grown < 8 * 1024, f"RSS grew by {grown} KiB over 20 unclosed models"
+
+
+def test_mixed_calls_from_many_threads(multi_model_dir):
+    """run, predict_bytes, describe and stats at once on one model (RR, 2 sessions)."""
+    with Model(multi_model_dir, session_num=2, select_session_policy="RR") as m:
+        rng = np.random.default_rng(0)
+        feeds = {"x_f32": rng.normal(size=(3, 4)).astype(np.float32), "x_f64": rng.normal(size=(3, 3)),
+                 "x_i32": rng.integers(0, 9, (3, 2)).astype(np.int32), "x_i64": np.arange(3)}
+        expect = m.run(feeds)
+        req = codec.make_request(feeds)
+        before = m.stats()["requests"]
+        errors_seen = []
+
+        def worker(k):
+            try:
+                for j in range(30):
+                    kind = (k + j) % 4
+                    if kind == 0:
+                        got = m.run(feeds)
+                    elif kind == 1:
+                        got = codec.parse_response(m.predict_bytes(req))
+                    elif kind == 2:
+                        assert m.describe()["session_group"]["session_num"] == 2
+                        continue
+                    else:
+                        assert m.stats()["errors"] == 0
+                        continue
+                    for name, v in expect.items():
+                        np.testing.assert_array_equal(got[name], v)
+            except Exception as e:  # collected, asserted below
+                errors_seen.append(repr(e))
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors_seen == []
+        assert m.stats()["requests"] - before == 16 * 30 // 2
