@@ -255,3 +255,26 @@ def test_compat_batch_process_n_reports_each_request(compat, compat_model):
     for i in range(3):
         compat.free_buffer(outs[i])
     assert compat.batch_process_n(compat_model, ins, sizes, outs, out_sizes, 0) == 200
+
+
+def test_compat_repeated_map_keys_follow_protobuf_map_semantics(compat, compat_model):
+    # Concatenated messages merge; for a map the later entry of a key wins.
+    # We parse the map as repeated entries, so check we keep that rule.
+    from recstrata.wire import predict_pb2 as pb
+
+    first = _request(3)
+    later = pb.PredictRequest()
+    ids = later.inputs["ids"]
+    ids.dtype = pb.DT_INT64
+    ids.array_shape.dim.extend([3])
+    ids.int64_val.extend([100, 200, 300])
+    data = first + later.SerializeToString()
+    canonical = pb.PredictRequest.FromString(data)
+    assert list(canonical.inputs["ids"].int64_val) == [100, 200, 300]
+    rc, body = _process(compat, compat_model, data)
+    rc2, body2 = _process(compat, compat_model, canonical.SerializeToString())
+    assert rc == rc2 == 200
+    y = pb.PredictResponse.FromString(body).outputs["y"].float_val
+    assert list(y) == list(pb.PredictResponse.FromString(body2).outputs["y"].float_val)
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_allclose(y, 2 * x.sum(1) + np.array([100, 200, 300]), rtol=1e-6)

@@ -9,6 +9,7 @@
 #include "api/status.h"
 #include "core/tensors.h"
 #include "recstrata/wire/predict.pb.h"
+#include "recstrata/wireview/request_view.pb.h"
 #include "tensorflow/c/tf_tstring.h"
 
 namespace rs {
@@ -159,7 +160,7 @@ void DecodedRequest::Parse(const void* data, size_t size, const Signature& sig) 
   if (size == 0 || data == nullptr) Fail(RS_ERR_INVALID_ARGUMENT, "empty request");
   if (size > static_cast<size_t>(INT_MAX))
     Fail(RS_ERR_INVALID_ARGUMENT, "request of " + std::to_string(size) + " bytes is larger than 2 GiB");
-  request_ = google::protobuf::Arena::Create<PredictRequest>(&arena_);
+  request_ = google::protobuf::Arena::Create<recstrata::wireview::PredictRequestView>(&arena_);
   if (!request_->ParseFromArray(data, static_cast<int>(size)))
     Fail(RS_ERR_INVALID_ARGUMENT, "could not parse the request as a PredictRequest (" + std::to_string(size) +
                                       " bytes; truncated or not protobuf)");
@@ -169,10 +170,12 @@ void DecodedRequest::Parse(const void* data, size_t size, const Signature& sig) 
   if (request_->inputs().empty()) Fail(RS_ERR_INVALID_ARGUMENT, "empty request: no inputs");
 
   tensors_.reserve(request_->inputs().size());
-  for (const auto& kv : request_->inputs()) {
-    const std::string& name = kv.first;
-    const ArrayProto& a = kv.second;
-    if (sig.FindInput(name) < 0) {
+  slot_.assign(sig.inputs.size(), -1);
+  for (const auto& entry : request_->inputs()) {
+    const std::string& name = entry.key();
+    const ArrayProto& a = entry.value();
+    int sig_index = sig.FindInput(name);
+    if (sig_index < 0) {
       std::string known;
       for (const TensorSpec& s : sig.inputs) known += (known.empty() ? "" : ", ") + s.name;
       Fail(RS_ERR_INVALID_ARGUMENT, "unknown input '" + name + "' (signature inputs: " + known + ")");
@@ -235,7 +238,13 @@ void DecodedRequest::Parse(const void* data, size_t size, const Signature& sig) 
         t.dtype == RS_DT_HALF || t.dtype == RS_DT_BFLOAT16)
       t.data = buffers_.back().get();
     if (count == 0) t.data = nullptr;
-    tensors_.push_back(t);
+    // Map semantics: a key repeated on the wire replaces the earlier entry.
+    if (slot_[sig_index] >= 0) {
+      tensors_[slot_[sig_index]] = t;
+    } else {
+      slot_[sig_index] = static_cast<int>(tensors_.size());
+      tensors_.push_back(t);
+    }
   }
 
   outputs_.clear();

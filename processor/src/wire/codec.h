@@ -2,6 +2,10 @@
 // rs_result -> PredictResponse bytes, on the generated recstrata.wire classes
 // (processor/proto/recstrata/wire/predict.proto).
 //
+// Parsing uses recstrata.wireview.PredictRequestView (same bytes, map entries
+// as a repeated field: faster, no hash map); a repeated key keeps map
+// semantics (the last entry wins).
+//
 // Strictness (each violation is RS_ERR_INVALID_ARGUMENT with a message naming
 // the input): unparsable bytes, empty request, a signature_name other than
 // the model's, values in a field that does not match the dtype (e.g. DT_FLOAT
@@ -23,8 +27,8 @@
 #include "core/signature.h"
 #include "recstrata.h"
 
-namespace recstrata::wire {
-class PredictRequest;
+namespace recstrata::wireview {
+class PredictRequestView;
 }
 
 namespace rs {
@@ -64,11 +68,12 @@ class DecodedRequest {
  private:
   ArenaBlockLease lease_{0};        // must outlive (be declared before) arena_
   google::protobuf::Arena arena_;
-  recstrata::wire::PredictRequest* request_ = nullptr;
+  recstrata::wireview::PredictRequestView* request_ = nullptr;
   std::vector<rs_tensor> tensors_;
   std::vector<std::unique_ptr<char[]>> buffers_;  // converted narrow/half data
   std::vector<std::unique_ptr<rs_bytes[]>> strings_;
   std::vector<int> outputs_;
+  std::vector<int> slot_;  // signature input -> index in tensors_, or -1
 };
 
 // Serializes a result as a PredictResponse into a new malloc'ed buffer
