@@ -166,6 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body leave in two writes; with Nagle on, the body waits for the
     # client's delayed ACK (~40 ms per keep-alive request). TCP_NODELAY avoids that.
     disable_nagle_algorithm = True
+    timeout = 120  # seconds an idle keep-alive connection (and its thread) may linger
     server: "ServingHTTPServer"
 
     def log_message(self, fmt, *args):  # not to stderr per request
