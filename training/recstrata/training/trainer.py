@@ -306,7 +306,12 @@ class Trainer:
             t0 = time.time()
             source = D.make_source(cfg, "train")
             ds = D.iterate(cfg, source, self.layout, skip=skip, limit=t.max_steps_per_epoch)
-            bar = self._progress(f"epoch {ep + 1}/{t.epochs}")
+            total = None
+            if cfg.data.format == "synthetic":   # known length: show a full bar with an ETA
+                total = -(-cfg.data.synthetic.num_train // self.layout.global_batch) - skip
+                if t.max_steps_per_epoch:
+                    total = min(total, t.max_steps_per_epoch - skip)
+            bar = self._progress(f"epoch {ep + 1}/{t.epochs}", total)
             loss_sum = w_sum = 0.0
             steps = 0
             recent_p, recent_y, recent_w = [], [], []
@@ -383,12 +388,13 @@ class Trainer:
             self._say(f"note: {stats.truncated_values} {split} id(s) beyond max_values were cut "
                       f"(this worker)")
 
-    def _progress(self, desc: str):
+    def _progress(self, desc: str, total: int | None = None):
         if not (self.cfg.train.progress and self.cluster.is_chief):
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, leave=True)
+        return tqdm(desc=desc, total=total, unit="step", file=sys.stderr, dynamic_ncols=True,
+                    leave=True)
 
     def evaluate(self, split: str = "eval", source=None, return_predictions: bool = False) -> dict:
         """Exact AUC and log loss on a split (every example once, gathered over replicas)."""
