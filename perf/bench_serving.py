@@ -257,8 +257,10 @@ class Worker:
     Every system (the C loops and the Python ones alike) runs in a separate
     process, so one system's idle thread pools never run during another's
     measurement, and the driver can interleave systems in rounds.
-    Protocol: the worker prints "ready"; "run CALLERS SECONDS LAT_FILE" runs
-    and answers "done"; "quit" ends it.
+    Workers load once for all batch sizes. Protocol: the worker prints
+    "ready"; "run CALLERS SECONDS LAT_FILE" runs and answers "done"; "spec
+    PATH" (C loops) or "batch B" (Python) switches the inputs and answers
+    "done"; "quit" ends it.
     """
 
     def __init__(self, name: str, cmd: list[str], out_dir: Path):
@@ -285,6 +287,11 @@ class Worker:
         lat = raw[1 + n_threads:] / 1e9
         return np.split(lat, np.cumsum(counts)[:-1])
 
+    def command(self, text: str) -> None:
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+        self._expect("done")
+
     def close(self) -> None:
         if self.proc.poll() is None:
             try:
@@ -296,32 +303,41 @@ class Worker:
                 self.proc.wait()
 
 
-def python_worker(system: str, batch: int, model_dir: Path, rs_config: dict) -> int:
-    """`--worker SYSTEM`: serves run commands for one Python system."""
+def python_worker(system: str, batches: list[int], model_dir: Path, rs_config: dict) -> int:
+    """`--worker SYSTEM`: serves "batch B" / "run ..." commands for one Python system."""
     rows = table_rows(False)
-    feeds = make_feeds(batch, rows, seed=batch)
+    all_feeds = {b: make_feeds(b, rows, seed=b) for b in batches}
     if system == "tf_python":
         import tensorflow as tf
 
         sig = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
 
-        def fn():
-            return sig(**{k: tf.constant(v) for k, v in feeds.items()})["prob"].numpy()
+        def make_fn(feeds):
+            return lambda: sig(**{k: tf.constant(v) for k, v in feeds.items()})["prob"].numpy()
     else:
         from recstrata.processor import Model
         from recstrata.wire import codec
 
         model = Model(model_dir, rs_config)
-        request = codec.make_request(feeds)
-        fn = (lambda: model.run(feeds)) if system == "rs_run" else (lambda: model.predict_bytes(request))
+
+        def make_fn(feeds):
+            if system == "rs_run":
+                return lambda: model.run(feeds)
+            request = codec.make_request(feeds)
+            return lambda: model.predict_bytes(request)
+    fns = {b: make_fn(f) for b, f in all_feeds.items()}
+    fn = fns[batches[0]]
     fn()
     print("ready", flush=True)
     for line in sys.stdin:
         parts = line.split()
         if not parts or parts[0] == "quit":
             break
-        callers, seconds, path = int(parts[1]), float(parts[2]), Path(parts[3])
-        write_latencies(path, run_threads(fn, callers, seconds))
+        if parts[0] == "batch":
+            fn = fns[int(parts[1])]
+        else:
+            callers, seconds, path = int(parts[1]), float(parts[2]), Path(parts[3])
+            write_latencies(path, run_threads(fn, callers, seconds))
         print("done", flush=True)
     return 0
 
@@ -346,11 +362,11 @@ def main(argv=None) -> int:
                          '{"session_num": 2, "select_session_policy": "LEAST_LOADED"}; its thread '
                          "settings also apply to the bare C API loops")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--batch", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--rs-config", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        return python_worker(args.worker, args.batch, Path(args.out) / "criteo_ctr", json.loads(args.rs_config))
+        return python_worker(args.worker, [int(b) for b in args.batches.split(",")], Path(args.out) / "criteo_ctr",
+                             json.loads(args.rs_config))
     seconds = args.seconds or (0.3 if args.quick else 1.0)
     args.rounds = args.rounds or (2 if args.quick else 5)
     batches = [int(b) for b in args.batches.split(",")]
@@ -380,6 +396,7 @@ def main(argv=None) -> int:
           f"{seconds:.2f} s per cell")
     print(f"{'batch':>5} {'callers':>7} {'system':<13} {'median ms':>10} {'p99 ms':>9} {'req/s':>9} {'items/s':>10} "
           f"{'best med':>10} {'best req/s':>9}")
+    inputs = {}
     for batch in batches:
         feeds = make_feeds(batch, rows, seed=batch)
         request = codec.make_request(feeds)
@@ -389,17 +406,24 @@ def main(argv=None) -> int:
         wire = codec.parse_response(model.predict_bytes(request))["prob"]
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(wire, ref, rtol=1e-4, atol=1e-6)
-
-        workers: dict[str, Worker] = {}
         spec = write_c_spec(out_dir, model_dir, feeds, rs_config, request) if exe else None
-        try:
-            for system in systems:
-                if system in C_MODES:
-                    cmd = [str(exe), C_MODES[system], str(spec)]
-                else:
-                    cmd = [sys.executable, __file__, "--worker", system, "--batch", str(batch),
-                           "--out", str(out_dir), "--rs-config", json.dumps(rs_config)]
-                workers[system] = Worker(system, cmd, out_dir)
+        inputs[batch] = spec
+    model.close()
+    del loaded, sig
+
+    workers: dict[str, Worker] = {}
+    try:
+        for system in systems:
+            if system in C_MODES:
+                cmd = [str(exe), C_MODES[system], str(inputs[batches[0]])]
+            else:
+                cmd = [sys.executable, __file__, "--worker", system, "--batches", args.batches,
+                       "--out", str(out_dir), "--rs-config", json.dumps(rs_config)]
+            workers[system] = Worker(system, cmd, out_dir)
+        for bi, batch in enumerate(batches):
+            if bi:
+                for system, w in workers.items():
+                    w.command(f"spec {inputs[batch]}" if system in C_MODES else f"batch {batch}")
             # Systems alternate in every round (rotated order), so the noise of
             # a shared machine spreads over all of them instead of one.
             lat: dict[tuple[str, int], list[list[np.ndarray]]] = {}
@@ -408,18 +432,17 @@ def main(argv=None) -> int:
                 for callers in callers_list:
                     for system in order:
                         lat.setdefault((system, callers), []).append(workers[system].run(callers, seconds))
-        finally:
-            for w in workers.values():
-                w.close()
-        for callers in callers_list:
-            for system in systems:
-                s = summarize(lat[(system, callers)], batch)
-                s.update(batch=batch, callers=callers, system=system)
-                cells.append(s)
-                print(f"{batch:>5} {callers:>7} {system:<13} {s['median_ms']:>10.3f} {s['p99_ms']:>9.3f} "
-                      f"{s['throughput_rps']:>9.1f} {s['throughput_items_s']:>10.0f} "
-                      f"{s['best_round_median_ms']:>10.3f} {s['best_round_throughput_rps']:>9.1f}", flush=True)
-    model.close()
+            for callers in callers_list:
+                for system in systems:
+                    s = summarize(lat[(system, callers)], batch)
+                    s.update(batch=batch, callers=callers, system=system)
+                    cells.append(s)
+                    print(f"{batch:>5} {callers:>7} {system:<13} {s['median_ms']:>10.3f} {s['p99_ms']:>9.3f} "
+                          f"{s['throughput_rps']:>9.1f} {s['throughput_items_s']:>10.0f} "
+                          f"{s['best_round_median_ms']:>10.3f} {s['best_round_throughput_rps']:>9.1f}", flush=True)
+    finally:
+        for w in workers.values():
+            w.close()
 
     def cell(system, batch, callers):
         for c in cells:

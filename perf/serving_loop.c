@@ -10,7 +10,10 @@
  *   rs_run      librecstrata's tensor API (rs_model_run) on the same inputs.
  *   rs_predict  librecstrata's wire API (rs_model_predict) on a serialized
  *               PredictRequest: decode + session selection + run + encode.
- * The process loads once, prints "ready", then reads commands on stdin:
+ * The process loads the model of SPEC_FILE once, prints "ready", then reads
+ * commands on stdin:
+ *   spec SPEC_FILE                 switches to the inputs (and request) of another
+ *                                  spec of the same model; answers "done"
  *   run CALLERS SECONDS LAT_FILE   runs CALLERS native threads back to back for
  *                                  SECONDS after a 20-call warm-up each, writes
  *                                  int64 callers, one int64 count per thread,
@@ -125,9 +128,12 @@ static void parse_spec(const char* path) {
 
 static int hexval(char c) { return c <= '9' ? c - '0' : (c | 32) - 'a' + 10; }
 
-static void setup_tf(void) {
+static TF_Graph* g_graph;
+
+/* Loads the session once (model_dir and config of the first spec). */
+static void load_tf(void) {
   TF_Status* st = TF_NewStatus();
-  TF_Graph* graph = TF_NewGraph();
+  g_graph = TF_NewGraph();
   TF_SessionOptions* opts = TF_NewSessionOptions();
   size_t n = strlen(g_config_hex) / 2;
   unsigned char* proto = malloc(n + 1);
@@ -135,34 +141,51 @@ static void setup_tf(void) {
   TF_SetConfig(opts, proto, n, st);
   if (TF_GetCode(st) != TF_OK) die("TF_SetConfig", TF_Message(st));
   const char* tags[] = {"serve"};
-  g_sess = TF_LoadSessionFromSavedModel(opts, NULL, g_model_dir, tags, 1, graph, NULL, st);
+  g_sess = TF_LoadSessionFromSavedModel(opts, NULL, g_model_dir, tags, 1, g_graph, NULL, st);
   if (TF_GetCode(st) != TF_OK) die("load", TF_Message(st));
+  free(proto);
+  TF_DeleteSessionOptions(opts);
+  TF_DeleteStatus(st);
+}
+
+/* Builds the inputs of the current spec (called again after "spec PATH"). */
+static void prepare_tf(void) {
   for (int i = 0; i < g_nin; i++) {
-    TF_Operation* op = TF_GraphOperationByName(graph, g_in[i].op);
+    TF_Operation* op = TF_GraphOperationByName(g_graph, g_in[i].op);
     if (!op) die("no input op", g_in[i].op);
     g_tf_in[i] = (TF_Output){op, g_in[i].index};
+    if (g_tf_vals[i]) TF_DeleteTensor(g_tf_vals[i]);
     TF_Tensor* t = TF_AllocateTensor((TF_DataType)g_in[i].dtype, g_in[i].dims, g_in[i].ndim, g_in[i].bytes);
     if (!t || TF_TensorByteSize(t) != g_in[i].bytes) die("tensor size", g_in[i].alias);
     memcpy(TF_TensorData(t), g_in[i].data, g_in[i].bytes);
     g_tf_vals[i] = t;  /* built once, reused by every call (TF_SessionRun borrows inputs) */
   }
   for (int i = 0; i < g_nout; i++) {
-    TF_Operation* op = TF_GraphOperationByName(graph, g_out[i].op);
+    TF_Operation* op = TF_GraphOperationByName(g_graph, g_out[i].op);
     if (!op) die("no output op", g_out[i].op);
     g_tf_out[i] = (TF_Output){op, g_out[i].index};
   }
-  free(proto);
-  TF_DeleteSessionOptions(opts);
-  TF_DeleteStatus(st);
 }
 
-static void setup_rs(void) {
+static void load_rs(void) {
   rs_error* err = NULL;
   if (rs_model_open(g_model_dir, g_rs_config, &g_model, &err) != RS_OK) die("rs_model_open", rs_error_message(err));
+}
+
+static void prepare_rs(void) {
   for (int i = 0; i < g_nin; i++) {
     g_rs_in[i] = (rs_tensor){g_in[i].alias, g_in[i].dtype, g_in[i].ndim, g_in[i].dims, g_in[i].data, g_in[i].bytes};
   }
+  free(g_request);
+  g_request = NULL;
   if (g_mode == 2) g_request = read_file(g_request_path, &g_request_size);
+}
+
+/* Reads a spec; frees the input data of the previous one. */
+static void load_spec(const char* path) {
+  for (int i = 0; i < g_nin; i++) free(g_in[i].data);
+  g_nin = g_nout = 0;
+  parse_spec(path);
 }
 
 static int call_once(TF_Status* st) {
@@ -280,8 +303,9 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 4; i++)
     if (!strcmp(argv[1], modes[i])) g_mode = i;
   if (g_mode < 0) die("mode", argv[1]);
-  parse_spec(argv[2]);
-  if (g_mode == 0 || g_mode == 3) setup_tf(); else setup_rs();
+  load_spec(argv[2]);
+  int is_tf = g_mode == 0 || g_mode == 3;
+  if (is_tf) { load_tf(); prepare_tf(); } else { load_rs(); prepare_rs(); }
   printf("ready\n");
   fflush(stdout);
   /* Commands: "run CALLERS SECONDS LAT_FILE" (answers "done" or "failed"), "quit".
@@ -290,6 +314,14 @@ int main(int argc, char** argv) {
   char cmd[16], path[4096];
   int callers;
   while (scanf("%15s", cmd) == 1 && strcmp(cmd, "quit") != 0) {
+    if (!strcmp(cmd, "spec")) {  /* other inputs (another batch size), same loaded model */
+      if (scanf("%4095s", path) != 1) die("command", cmd);
+      load_spec(path);
+      if (is_tf) prepare_tf(); else prepare_rs();
+      printf("done\n");
+      fflush(stdout);
+      continue;
+    }
     if (strcmp(cmd, "run") != 0 || scanf("%d %lf %4095s", &callers, &g_seconds, path) != 3 || callers < 1 ||
         callers > 64)
       die("command", cmd);
