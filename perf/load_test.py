@@ -49,7 +49,7 @@ VOCAB, DIM, N_CAT, N_DENSE = 20000, 16, 26, 13
 
 # ---- models ------------------------------------------------------------------
 
-def build_ctr_model(path: Path, seed: int) -> None:
+def build_ctr_model(path: Path, seed: int, vocab: int = VOCAB) -> None:
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
@@ -58,7 +58,7 @@ def build_ctr_model(path: Path, seed: int) -> None:
         def __init__(self):
             super().__init__()
             f = lambda *s: tf.Variable((rng.normal(size=s) * 0.05).astype(np.float32))  # noqa: E731
-            self.emb = f(N_CAT * VOCAB, DIM)
+            self.emb = f(N_CAT * vocab, DIM)
             self.w1, self.b1 = f(N_DENSE + N_CAT * DIM, 256), f(256)
             self.w2, self.b2 = f(256, 128), f(128)
             self.w3, self.b3 = f(128, 1), f(1)
@@ -66,7 +66,7 @@ def build_ctr_model(path: Path, seed: int) -> None:
         @tf.function(input_signature=[tf.TensorSpec([None, N_DENSE], tf.float32, name="dense"),
                                       tf.TensorSpec([None, N_CAT], tf.int64, name="cat")])
         def serve(self, dense, cat):
-            idx = tf.math.floormod(cat, VOCAB) + tf.range(N_CAT, dtype=tf.int64) * VOCAB
+            idx = tf.math.floormod(cat, vocab) + tf.range(N_CAT, dtype=tf.int64) * vocab
             e = tf.reshape(tf.gather(self.emb, idx), [-1, N_CAT * DIM])
             x = tf.concat([dense, e], axis=1)
             h = tf.nn.relu(tf.matmul(x, self.w1) + self.b1)
@@ -77,11 +77,11 @@ def build_ctr_model(path: Path, seed: int) -> None:
     tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve})
 
 
-def ensure_templates() -> dict[int, Path]:
-    tdir = OUT / "templates"
+def ensure_templates(vocab: int) -> dict[int, Path]:
+    tdir = OUT / ("templates" if vocab == VOCAB else f"templates_vocab{vocab}")
     paths = {1: tdir / "v1", 2: tdir / "v2"}
     if not all((p / "saved_model.pb").is_file() for p in paths.values()):
-        subprocess.run([sys.executable, __file__, "--make-models", str(tdir)], check=True,
+        subprocess.run([sys.executable, __file__, "--make-models", str(tdir), "--vocab", str(vocab)], check=True,
                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     return paths
 
@@ -280,7 +280,9 @@ def _ratio(a, b):
 
 
 def markdown(summary, ratios, args, cmd) -> str:
-    lines = ["# Serving under load with a hot reload (perf/load_test.py)", "",
+    lines = [f"## {args.users} users x {args.rate} req/s, batch {args.batch}, "
+             f"model {N_CAT} x {args.vocab} x {DIM} embedding rows "
+             f"({N_CAT * args.vocab * DIM * 4 / 2**20:.0f} MiB) + MLP", "",
              f"Command: `{cmd}`", "",
              f"{args.users} locust users x {args.rate} req/s each (constant throughput), batch {args.batch} "
              f"JSON requests, {args.duration} s per run, {args.rounds} interleaved round(s) per system; "
@@ -310,6 +312,8 @@ def main(argv=None) -> int:
     ap.add_argument("--duration", type=float, default=40.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--systems", default="recstrata,tf_python")
+    ap.add_argument("--vocab", type=int, default=VOCAB,
+                    help="embedding rows per categorical feature (model size: 26 x vocab x 16 floats)")
     ap.add_argument("--md", default=None, help="also write the markdown summary here")
     ap.add_argument("--make-models", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -318,12 +322,12 @@ def main(argv=None) -> int:
         d.mkdir(parents=True, exist_ok=True)
         for v, seed in ((1, 1), (2, 2)):
             shutil.rmtree(d / f"v{v}", ignore_errors=True)
-            build_ctr_model(d / f"v{v}", seed)
+            build_ctr_model(d / f"v{v}", seed, args.vocab)
         return 0
     if args.quick:
         args.duration, args.rounds = 20.0, 1
     systems = [s for s in args.systems.split(",") if s]
-    templates = ensure_templates()
+    templates = ensure_templates(args.vocab)
     runs = {s: [] for s in systems}
     for rnd in range(args.rounds):
         order = systems if rnd % 2 == 0 else systems[::-1]
@@ -339,10 +343,11 @@ def main(argv=None) -> int:
     text = markdown(summary, ratios, args, cmd.strip())
     print(text)
     (OUT / "summary.md").write_text(text)
-    if args.md:
+    if args.md:  # appended, so several configurations can share one file
         Path(args.md).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.md).write_text(text)
-    result = {"users": args.users, "rate_per_user": args.rate, "batch": args.batch, "duration_s": args.duration,
+        with open(args.md, "a") as f:
+            f.write(text + "\n")
+    result = {"vocab": args.vocab, "users": args.users, "rate_per_user": args.rate, "batch": args.batch, "duration_s": args.duration,
               "rounds": args.rounds, "systems": summary, "ratios": ratios, "runs": runs}
     print("RESULT " + json.dumps(result, separators=(",", ":")))
     return 0

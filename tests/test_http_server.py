@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -213,7 +214,11 @@ def test_serve_cli_end_to_end_with_hot_reload(tmp_path, const_models):
                              "--port", "0", "--poll-seconds", "0.2", "--log-level", "WARNING"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        line = proc.stdout.readline()
+        got: list[str] = []
+        reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(120)  # a hung start fails the test instead of hanging it
+        line = got[0] if got else ""
         m = re.match(r"serving on (http://127\.0\.0\.1:\d+)", line)
         assert m, (line, proc.stderr.read() if proc.poll() is not None else "")
         url = m.group(1)
