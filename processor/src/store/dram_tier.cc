@@ -10,7 +10,11 @@ namespace rs {
 namespace store {
 namespace {
 
-constexpr uint32_t kLfuInit = 5;   // new rows start above the coldest
+// Counters below kLfuInit grow on every read; above it logarithmically.
+constexpr uint32_t kLfuInit = 5;
+// A newly admitted row starts low: one clock turn without a second read
+// evicts it, so one-off tail ids do not push out rows that are read again.
+constexpr uint32_t kLfuNew = 1;
 constexpr uint32_t kLfuMax = 255;
 
 inline uint64_t NextRandom() {
@@ -55,7 +59,7 @@ void DramTier::Touch(std::atomic<uint32_t>& m) const {
   if (NextRandom() % (base * 8 + 1) == 0) m.store(v + 1, std::memory_order_relaxed);
 }
 
-uint32_t DramTier::NewMeta() const { return policy_ == CachePolicy::kLru ? 1 : kLfuInit; }
+uint32_t DramTier::NewMeta() const { return policy_ == CachePolicy::kLru ? 1 : kLfuNew; }
 
 uint32_t DramTier::AllocSlot(Shard& s) {
   while (!s.retired.empty() && epoch_->IsSafe(s.retired.front().second)) {
