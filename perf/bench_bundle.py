@@ -2,7 +2,7 @@
 """Bundle serving benchmark (issue 5): one Criteo-shaped model, four ways to serve it.
 
 The model: 26 sparse features C1..C26 (int64 ids, one plain table each, dim 16 (+1 first-order
-column: WDL), 10k-40k rows with --quick, 10k-600k rows in the full run), 13 dense features
+column: WDL), 10k-40k rows with --quick, 10k-300k rows in the full run), 13 dense features
 (log1p-normalised inside the model), MLP 512-256-1 (recstrata.training WDL). Weights are the
 model's initial values (latency does not depend on training; parity is checked below).
 Ids are row indices (Criteo-style pre-hashed ids) drawn from a Zipf(1.05) distribution per
@@ -29,7 +29,7 @@ a shared machine falls on all of them alike. For batch 1, 64, 512 and 1 and 2 co
 median and p99 latency and throughput; ratios are peer median / rs_bundle_ssd10 median
 (> 1: recstrata is faster). The last line is `RESULT {json}`.
 
-    python perf/bench_bundle.py            # full run (~10 minutes, ~0.5 GB of tables)
+    python perf/bench_bundle.py            # full run (~10 minutes, ~0.25 GB of tables)
     python perf/bench_bundle.py --quick    # reduced run (< 2 minutes)
 """
 
@@ -62,7 +62,7 @@ SYSTEMS = ("rs_bundle_ssd10", "rs_bundle_mem", "rs_bundle_py", "tf_python", "tf_
 def table_rows(quick: bool) -> list[int]:
     if quick:
         return [10_000 + (i * 7_001) % 30_001 for i in range(N_SPARSE)]
-    return [10_000 + (i * 229_019) % 590_001 for i in range(N_SPARSE)]
+    return [10_000 + (i * 113_017) % 290_001 for i in range(N_SPARSE)]
 
 
 # ----------------------------------------------------------------------------- model
@@ -179,10 +179,13 @@ def rss_mib(pid: int | str = "self") -> dict:
     vals = {}
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
-            if line.startswith(("VmRSS:", "VmHWM:")):
+            if line.startswith(("VmRSS:", "VmHWM:", "RssAnon:", "RssFile:")):
                 k, v = line.split(":")
                 vals[k] = int(v.split()[0]) / 1024.0
-    return {"rss_mib": vals.get("VmRSS", 0.0), "peak_mib": vals.get("VmHWM", 0.0)}
+    # RssFile: file-backed pages mapped into the process (libraries, mmap'ed store files);
+    # RssAnon: heap and other anonymous memory.
+    return {"rss_mib": vals.get("VmRSS", 0.0), "peak_mib": vals.get("VmHWM", 0.0),
+            "anon_mib": vals.get("RssAnon", 0.0), "file_mib": vals.get("RssFile", 0.0)}
 
 
 # ----------------------------------------------------------------------------- workers
@@ -239,7 +242,7 @@ class PyWorker:
 
     def __init__(self, system: str, model: str, req_root: Path, lat_file: Path):
         self.lat_file = lat_file
-        self.mem = {"rss_mib": 0.0, "peak_mib": 0.0}
+        self.mem = {"rss_mib": 0.0, "peak_mib": 0.0, "anon_mib": 0.0, "file_mib": 0.0}
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", system, "--model", model,
                "--reqs", str(req_root)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -347,7 +350,7 @@ class BundleSystem:
         spec = bundle_spec(bundle, [(req_root / f"b{b}", all_reqs[b]) for b in BATCHES],
                            out / f"spec_{name}.txt")
         self.loop = NativeLoop(exe, spec, out / f"lat_{name}.bin")
-        self.mem = {"rss_mib": 0.0, "peak_mib": 0.0}
+        self.mem = {"rss_mib": 0.0, "peak_mib": 0.0, "anon_mib": 0.0, "file_mib": 0.0}
 
     def run(self, batch: int, callers: int, seconds: float) -> list[np.ndarray]:
         lat = self.loop.run(BATCHES.index(batch), callers, seconds)
@@ -407,7 +410,7 @@ class ServingLoopSystem:
         for b in BATCHES:
             spec = write_c_spec(out, ingraph, all_reqs[b][0], RS_CONFIG, b"")
             self.loops[b] = _ServingLoop(exe, "tf_fresh", spec, out / f"lat_tf_b{b}.bin")
-        self.mem = {"rss_mib": 0.0, "peak_mib": 0.0}
+        self.mem = {"rss_mib": 0.0, "peak_mib": 0.0, "anon_mib": 0.0, "file_mib": 0.0}
 
     def run(self, batch: int, callers: int, seconds: float) -> list[np.ndarray]:
         loop = self.loops[batch]
@@ -522,7 +525,7 @@ def main(argv=None) -> int:
                            capture_output=True, text=True,
                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
         if p.returncode != 0:
-            raise RuntimeError(f"tf2onnx failed:\n{p.stderr[-3000:]}")
+            raise RuntimeError(f"tf2onnx failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
         say(f"ONNX model written ({onnx_path.stat().st_size / 2**20:.0f} MiB)")
         (out / "stamp").write_text(stamp)
     ssd = {"path": str(ssd_dir)}
@@ -616,9 +619,11 @@ def main(argv=None) -> int:
             ratios[f"{p}_b{b}_latency"] = lat
             ratios[f"{p}_b{b}_throughput_c2"] = thr
             print(f"  vs {p:<12} batch {b:<4} latency x{lat:5.2f}   2-caller throughput x{thr:5.2f}")
-    print("\nresident memory (MiB, per process after the runs; peak)")
+    print("\nresident memory (MiB, per process, largest seen after a cell; peak VmHWM; "
+          "anonymous / file-backed)")
     for s, m in memory.items():
-        print(f"  {s:<16} {m['rss_mib']:>8.0f}  (peak {m['peak_mib']:.0f})")
+        print(f"  {s:<16} {m['rss_mib']:>8.0f}  (peak {m['peak_mib']:.0f}; anon "
+              f"{m['anon_mib']:.0f} / file {m['file_mib']:.0f})")
     for k, v in parity.items():
         print(f"parity {k}: {v:.2e}")
     targets = {}

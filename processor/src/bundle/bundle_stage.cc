@@ -348,6 +348,8 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
     Fail(RS_ERR_INVALID_ARGUMENT, "input '" + f.name + "' has " + std::to_string(k) +
                                       " values per example, the feature allows at most " +
                                       std::to_string(f.max_values));
+  if (k > 0 && batch > INT32_MAX / k)
+    Fail(RS_ERR_INVALID_ARGUMENT, "input '" + f.name + "' holds more than 2^31 ids");
   Scratch& s = tls_scratch;
   s.offsets.resize(static_cast<size_t>(batch) + 1);
   s.ids.clear();
