@@ -420,7 +420,9 @@ class ModelManager:
                 continue
             rec = st.records.get(v)
             if rec is None or rec.state == END:
-                rec = st.records[v] = _VersionRecord(v, on_disk[v])
+                rec = _VersionRecord(v, on_disk[v])
+                with self._lock:  # status() iterates records under the lock
+                    st.records[v] = rec
             elif rec.state == FAILED and not self._should_retry(rec):
                 continue
             if self._reload == "resource":
