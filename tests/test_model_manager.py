@@ -261,3 +261,45 @@ def test_close_refuses_requests_and_closes_every_version(tmp_path, const_models)
     with pytest.raises(FailedPreconditionError):
         mgr.predict("m", X)
     assert mgr.poll() == []
+
+
+BUNDLE_CONFIG = {
+    "name": "mgr", "label": "label",
+    "sparse": [{"name": "uid", "dim": 4, "embedding": {"kind": "plain", "rows": 1000}}],
+    "dense": [{"name": "d0"}],
+    "model": {"type": "wdl", "hidden": [8]},
+    "data": {"format": "synthetic", "synthetic": {"num_train": 10, "num_eval": 10}},
+}
+
+
+def test_bundle_versions_are_served_and_half_written_bundles_skipped(tmp_path, const_models):
+    pytest.importorskip("tensorflow")
+    from recstrata.training.export import export_bundle
+    from recstrata.training.models import RecModel
+    from recstrata.training.spec import parse_config
+
+    model = RecModel(parse_config(BUNDLE_CONFIG), name="rec_model")
+    model.build_with_dummy()
+    bundle = export_bundle(model, tmp_path / "export", tiers="dram")
+    base = tmp_path / "base"
+    base.mkdir()
+    put_version(base, 1, const_models[1])
+    with ModelManager({"m": base}) as mgr:
+        # version 2 is a bundle still being copied: everything but its manifest
+        shutil.copytree(bundle["path"], base / "2", ignore=shutil.ignore_patterns("bundle.json"))
+        mgr.poll()
+        assert mgr.status("m")["serving"] == [1] and mgr.status("m")["incomplete_versions"] == [2]
+        shutil.copy(Path(bundle["path"]) / "bundle.json", base / "2" / "bundle.json")
+        mgr.poll()
+        assert mgr.status("m")["serving"] == [2]
+        feeds = {"uid": np.arange(4, dtype=np.int64), "dense": np.ones((4, 1), np.float32)}
+        with mgr.lease("m") as lease:
+            assert lease.model.describe()["kind"] == "bundle"
+        from recstrata.processor import Model
+
+        with Model(bundle["path"]) as direct:  # the exported bundle opened on its own
+            expected = direct.run(feeds)
+        out = mgr.predict("m", feeds)
+        assert out.keys() == expected.keys()
+        for k in out:
+            np.testing.assert_array_equal(out[k], expected[k])
