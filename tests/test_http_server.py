@@ -239,3 +239,42 @@ def test_serve_cli_end_to_end_with_hot_reload(tmp_path, const_models):
             proc.kill()
             raise
     assert rc == 0
+
+
+def test_http_clients_see_no_error_across_a_reload(tmp_path, const_models):
+    put_version(tmp_path, 1, const_models[1])
+    mgr = ModelManager({"c": tmp_path}, poll_seconds=0.05)
+    server = ServingHTTPServer(mgr, port=0).start()
+    seen: list[list[int]] = [[] for _ in range(4)]
+    failures: list = []
+    stop = threading.Event()
+
+    def client(i):
+        while not stop.is_set():
+            status, body = call(server.url + "/v1/models/c:predict", {"inputs": {"x": [[1, 2]]}})
+            if status != 200 or body["outputs"]["y"] != [float(body["model_version"])]:
+                failures.append((status, body))
+                return
+            seen[i].append(body["model_version"])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(len(s) >= 3 for s in seen):
+            time.sleep(0.01)
+        put_version(tmp_path, 2, const_models[2])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(s and s[-1] == 2 for s in seen):
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        server.shutdown_and_close()
+        mgr.close()
+    assert failures == []
+    for s in seen:
+        assert s[0] == 1 and s[-1] == 2
+        assert s == sorted(s)  # never back to v1 once v2 answered
