@@ -1,14 +1,14 @@
 """HTTP load test with a hot reload midway: `recstrata serve` vs TF Python behind the same server.
 
     python perf/load_test.py [--quick] [--users 4] [--rate 20] [--batch 16] [--duration 40]
-                             [--rounds 2] [--md perf/results/serving_load.md]
+                             [--rounds 2] [--vocab 20000] [--md perf/results/serving_load.md]
 
 For each system (recstrata: ``recstrata serve``; baseline:
 perf/tf_baseline_server.py, ``tf.saved_model.load`` + signature call behind the
 same stdlib HTTP layer), in interleaved rounds:
 1. a fresh base dir gets version 1 of a Criteo-shaped SavedModel (13 dense
-   floats, 26 categorical ids hashed into 26 x 20,000 x 16 embedding rows, a
-   429-256-128-1 MLP; generated once under perf/out/serving_load/templates);
+   floats, 26 categorical ids hashed into 26 x --vocab (20,000) x 16 embedding
+   rows, a 429-256-128-1 MLP; generated once under perf/out/serving_load/);
 2. the server starts on 127.0.0.1 (free port), locust runs headless for
    ``--duration`` seconds with ``--users`` users at ``--rate`` requests/s each
    (constant throughput: latency is measured below saturation);
