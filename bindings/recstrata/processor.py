@@ -1,6 +1,8 @@
 """The Python face of a loaded model: numpy arrays in, numpy arrays out.
 
-    with recstrata.Model("/models/ctr", session_num=2) as model:
+    from recstrata.processor import Model
+
+    with Model("/models/ctr", session_num=2) as model:
         print(model.inputs)                      # [TensorSpec(name, dtype, shape), ...]
         out = model.run({"dense": x, "ids": ids})  # {"prob": np.ndarray, ...}
 
