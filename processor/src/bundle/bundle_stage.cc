@@ -66,9 +66,38 @@ struct Scratch {
   std::vector<int32_t> offsets;    // B + 1 CSR offsets of values per example
   std::vector<int64_t> keys;       // [S][n] row keys
   std::vector<float> rows;         // [S] sub-row blocks, concatenated
-  std::vector<uint8_t> found;      // [S][n]
+  std::vector<uint8_t> found;      // [S][n] per unique key
   std::vector<float> emb;          // one combined embedding (dim)
+  std::vector<int64_t> uniq;       // [S][n] unique keys of each sub-table (first nu_j used)
+  std::vector<int32_t> index;      // [S][n] value -> its unique key's position
+  std::vector<int64_t> slot_key;   // open-addressing table for de-duplication (-1 = empty)
+  std::vector<int32_t> slot_pos;
 };
+
+// De-duplicates n row keys (all >= 0): uniq receives the distinct keys in first-seen order,
+// index[v] the position of keys[v] in uniq. Returns the number of distinct keys. Skewed
+// (Zipf) traffic repeats hot ids within a batch, and small compressed sub-tables repeat
+// rows constantly, so each distinct row is looked up once.
+size_t Dedupe(const int64_t* keys, size_t n, int64_t* uniq, int32_t* index, Scratch& s) {
+  size_t cap = 16;
+  while (cap < 2 * n) cap <<= 1;
+  s.slot_key.assign(cap, -1);
+  s.slot_pos.resize(cap);
+  const size_t mask = cap - 1;
+  size_t nu = 0;
+  for (size_t v = 0; v < n; ++v) {
+    const int64_t k = keys[v];
+    size_t h = (static_cast<uint64_t>(k) * 0x9e3779b97f4a7c15ULL) >> 20 & mask;
+    while (s.slot_key[h] != -1 && s.slot_key[h] != k) h = (h + 1) & mask;
+    if (s.slot_key[h] == -1) {
+      s.slot_key[h] = k;
+      s.slot_pos[h] = static_cast<int32_t>(nu);
+      uniq[nu++] = k;
+    }
+    index[v] = s.slot_pos[h];
+  }
+  return nu;
+}
 thread_local Scratch tls_scratch;
 
 }  // namespace
@@ -397,22 +426,29 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
     table.scheme.RowKeys(s.ids[v], tmp);
     for (size_t j = 0; j < S; ++j) s.keys[j * nv + v] = tmp[j];
   }
-  // Batched lookups, one per sub-table.
+  // Batched lookups of the distinct keys, one per sub-table.
   size_t total = 0;
   for (const auto& st : table.subs) total += nv * st.dim;
   s.rows.resize(total);
-  s.found.resize(S * nv);
-  std::vector<float*> sub_rows(S);
+  s.found.resize(nv);
+  s.uniq.resize(S * nv);
+  s.index.resize(S * nv);
+  float* sub_rows[64];
+  const int32_t* sub_index[64];
   size_t off = 0;
   uint64_t missing = 0;
   for (size_t j = 0; j < S; ++j) {
     const SubTableRt& st = table.subs[j];
     sub_rows[j] = s.rows.data() + off;
-    st.table->Lookup(s.keys.data() + j * nv, nv, sub_rows[j], s.found.data() + j * nv);
-    for (size_t v = 0; v < nv; ++v) {
-      if (!s.found[j * nv + v]) {
+    int64_t* uniq = s.uniq.data() + j * nv;
+    int32_t* index = s.index.data() + j * nv;
+    sub_index[j] = index;
+    const size_t nu = Dedupe(s.keys.data() + j * nv, nv, uniq, index, s);
+    st.table->Lookup(uniq, nu, sub_rows[j], s.found.data());
+    for (size_t u = 0; u < nu; ++u) {
+      if (!s.found[u]) {
         ++missing;
-        std::fill_n(sub_rows[j] + v * st.dim, st.dim, table.default_value);
+        std::fill_n(sub_rows[j] + u * st.dim, st.dim, table.default_value);
       }
     }
     off += nv * st.dim;
@@ -438,13 +474,15 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
         int32_t at = 0;
         for (size_t j = 0; j < S; ++j) {
           const int32_t sd = table.subs[j].dim;
-          std::memcpy(e + at, sub_rows[j] + static_cast<size_t>(v) * sd, sd * sizeof(float));
+          std::memcpy(e + at, sub_rows[j] + static_cast<size_t>(sub_index[j][v]) * sd,
+                      sd * sizeof(float));
           at += sd;
         }
       } else {
-        std::memcpy(e, sub_rows[0] + static_cast<size_t>(v) * dim, dim * sizeof(float));
+        std::memcpy(e, sub_rows[0] + static_cast<size_t>(sub_index[0][v]) * dim,
+                    dim * sizeof(float));
         for (size_t j = 1; j < S; ++j) {
-          const float* r = sub_rows[j] + static_cast<size_t>(v) * dim;
+          const float* r = sub_rows[j] + static_cast<size_t>(sub_index[j][v]) * dim;
           if (comb == SubCombiner::kAdd) {
             for (int32_t d = 0; d < dim; ++d) e[d] += r[d];
           } else {
