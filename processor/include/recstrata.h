@@ -293,7 +293,9 @@ typedef struct rs_table rs_table;
  *   compaction ("async" | "sync" | "off"; "async"),
  *   compaction_stale_ratio (0.34), durability ("fsync" | "none"; "fsync"),
  *   file_target_bytes (67108864), read_path ("mmap" | "pread"; "mmap"),
- *   shard_bits (4), skip_corrupt_records (false).
+ *   shard_bits (4), skip_corrupt_records (false),
+ *   cache_admission ("doorkeeper": admit an SSD row on its second recent
+ *   miss | "always"; "doorkeeper").
  * Unknown keys and bad values: RS_ERR_INVALID_ARGUMENT. A store written by
  * another format version: RS_ERR_INCOMPATIBLE. A checksum failure in a
  * sealed data file: RS_ERR_CORRUPTION (a torn tail of the newest append file

@@ -45,6 +45,12 @@ class DataFile {
   // The record at `offset`: a pointer into the mapping, or `scratch` filled
   // by pread (RecordSize bytes). Returns nullptr if the read fails.
   const char* RecordPtr(uint64_t offset, uint32_t record_size, char* scratch) const;
+  // Starts loading a mapped record into the CPU cache (no-op for pread).
+  void Prefetch(uint64_t offset, uint32_t record_size) const {
+    if (map_ == nullptr || offset + record_size > map_len_) return;
+    for (uint32_t b = 0; b < record_size; b += 64) __builtin_prefetch(map_ + offset + b);
+    __builtin_prefetch(map_ + offset + record_size - 1);
+  }
 
   // Writer side.
   void Append(const char* data, size_t n);  // at size(); visible after return

@@ -103,6 +103,7 @@ struct Resolved {
   bool use_mmap = true;
   int shard_bits = 4;
   bool skip_corrupt = false;
+  bool doorkeeper = true;
 };
 
 Resolved Resolve(const pb::StoreOptions& o) {
@@ -151,6 +152,11 @@ Resolved Resolve(const pb::StoreOptions& o) {
     r.shard_bits = static_cast<int>(o.shard_bits());
   }
   if (o.has_skip_corrupt_records()) r.skip_corrupt = o.skip_corrupt_records();
+  if (o.has_cache_admission()) {
+    if (o.cache_admission() == "doorkeeper") r.doorkeeper = true;
+    else if (o.cache_admission() == "always") r.doorkeeper = false;
+    else bad("cache_admission must be \"doorkeeper\" or \"always\"");
+  }
   return r;
 }
 
@@ -396,6 +402,7 @@ class StoreImpl final : public Store {
     c.use_mmap = cfg_.use_mmap;
     c.shard_bits = cfg_.shard_bits;
     c.skip_corrupt = cfg_.skip_corrupt;
+    c.doorkeeper = cfg_.doorkeeper;
     std::unique_ptr<TableImpl> t(new TableImpl(std::move(c), &epoch_, &last_seq_));
     t->notify_compactor = [this] {
       {

@@ -39,6 +39,37 @@ TableImpl::TableImpl(TableConfig cfg, EpochDomain* epoch, std::atomic<uint64_t>*
     for (uint32_t i = 0; i < kMaxFiles; ++i) files_[i].store(nullptr);
   }
   if (cfg_.default_value.empty()) cfg_.default_value.assign(cfg_.dim, 0.0f);
+  if (cfg_.ssd_tier && cfg_.doorkeeper) {
+    uint64_t cap_rows = std::max<uint64_t>(1, cap / DramTier::RowCost(cfg_.dim));
+    door_bits_ = 16;
+    while (door_bits_ < 26 && (1ull << door_bits_) < 8 * cap_rows) ++door_bits_;
+    door_reset_ = (1ull << door_bits_) / 4;
+    size_t words = (size_t{1} << door_bits_) / 64;
+    door_.reset(new std::atomic<uint64_t>[words]);
+    for (size_t i = 0; i < words; ++i) door_[i].store(0, std::memory_order_relaxed);
+  }
+}
+
+bool TableImpl::DoorkeeperPass(uint64_t h, uint64_t* added) const {
+  if (!door_) return true;
+  // Bits from the middle of the hash: the top ones pick the shard, the low
+  // ones the index bucket.
+  uint64_t bit = (h >> 20) & ((1ull << door_bits_) - 1);
+  std::atomic<uint64_t>& w = door_[bit >> 6];
+  uint64_t m = 1ull << (bit & 63);
+  if (w.load(std::memory_order_relaxed) & m) return true;
+  w.fetch_or(m, std::memory_order_relaxed);
+  ++*added;
+  return false;
+}
+
+void TableImpl::DoorkeeperAdded(uint64_t added) const {
+  if (!door_ || added == 0) return;
+  if (door_adds_.fetch_add(added, std::memory_order_relaxed) + added >= door_reset_) {
+    door_adds_.store(0, std::memory_order_relaxed);
+    size_t words = (size_t{1} << door_bits_) / 64;
+    for (size_t i = 0; i < words; ++i) door_[i].store(0, std::memory_order_relaxed);
+  }
 }
 
 TableImpl::~TableImpl() {
@@ -112,31 +143,57 @@ void TableImpl::Lookup(const int64_t* keys, size_t n, float* out, uint8_t* found
     absent = sc.misses.size();
   } else {
     if (sc.record.size() < rec_size_) sc.record.resize(rec_size_);
-    for (uint32_t i : sc.misses) {
-      const int64_t key = keys[i];
-      const uint64_t h = HashKey(key);
-      float* dst = out + static_cast<size_t>(i) * dim;
-      const uint64_t loc = ssd(h).Find(key, h);
-      if (loc == kEmptyVal || LocIsTombstone(loc)) {
-        std::memcpy(dst, cfg_.default_value.data(), row_bytes);
-        if (found) found[i] = 0;
-        ++absent;
-        continue;
+    uint64_t door_added = 0;
+    // Misses in blocks of 16: prefetch their SSD index buckets, then probe
+    // and prefetch their records, then verify and copy — overlapping the
+    // cache and TLB misses of a block instead of taking them one by one.
+    constexpr size_t MB = 16;
+    uint64_t mh[MB], mloc[MB];
+    const size_t nm = sc.misses.size();
+    for (size_t base = 0; base < nm; base += MB) {
+      const size_t cnt = std::min(MB, nm - base);
+      for (size_t j = 0; j < cnt; ++j) {
+        mh[j] = HashKey(keys[sc.misses[base + j]]);
+        ssd(mh[j]).Prefetch(mh[j]);
       }
-      DataFile* f = file(LocSlot(loc));
-      const char* rec = f ? f->RecordPtr(LocOffset(loc), rec_size_, sc.record.data()) : nullptr;
-      RecordView rv;
-      if (rec == nullptr || !DecodeRecord(rec, dim, &rv) || rv.key != key ||
-          (rv.meta & kTombstoneBit)) {
-        CorruptRecord(key, loc);
+      for (size_t j = 0; j < cnt; ++j) {
+        mloc[j] = ssd(mh[j]).Find(keys[sc.misses[base + j]], mh[j]);
+        if (mloc[j] != kEmptyVal && !LocIsTombstone(mloc[j])) {
+          if (DataFile* pf = file(LocSlot(mloc[j]))) pf->Prefetch(LocOffset(mloc[j]), rec_size_);
+        }
       }
-      std::memcpy(dst, rv.vec, row_bytes);
-      if (found) found[i] = 1;
-      ++ssd_hits;
-      // Admission: only if the index still points at what we read (a writer
-      // may have replaced the row meanwhile; see DramTier::AdmitIf).
-      dram_->AdmitIf(key, h, dst, [&] { return ssd(h).Find(key, h) == loc; });
+      for (size_t j = 0; j < cnt; ++j) {
+        const uint32_t i = sc.misses[base + j];
+        const int64_t key = keys[i];
+        const uint64_t h = mh[j];
+        float* dst = out + static_cast<size_t>(i) * dim;
+        const uint64_t loc = mloc[j];
+        if (loc == kEmptyVal || LocIsTombstone(loc)) {
+          std::memcpy(dst, cfg_.default_value.data(), row_bytes);
+          if (found) found[i] = 0;
+          ++absent;
+          continue;
+        }
+        DataFile* f = file(LocSlot(loc));
+        const char* rec = f ? f->RecordPtr(LocOffset(loc), rec_size_, sc.record.data()) : nullptr;
+        RecordView rv;
+        if (rec == nullptr || !DecodeRecord(rec, dim, &rv) || rv.key != key ||
+            (rv.meta & kTombstoneBit)) {
+          CorruptRecord(key, loc);
+        }
+        std::memcpy(dst, rv.vec, row_bytes);
+        if (found) found[i] = 1;
+        ++ssd_hits;
+        // Admission: on the key's second recent miss (the doorkeeper keeps
+        // one-off tail ids out of the cache), and only if the index still
+        // points at what we read (a writer may have replaced the row
+        // meanwhile; see DramTier::AdmitIf).
+        if (DoorkeeperPass(h, &door_added)) {
+          dram_->AdmitIf(key, h, dst, [&] { return ssd(h).Find(key, h) == loc; });
+        }
+      }
     }
+    DoorkeeperAdded(door_added);
   }
   dram_hits_.fetch_add(hits, std::memory_order_relaxed);
   dram_misses_.fetch_add(sc.misses.size(), std::memory_order_relaxed);

@@ -41,6 +41,7 @@ struct TableConfig {
   bool use_mmap = true;
   int shard_bits = 4;
   bool skip_corrupt = false;
+  bool doorkeeper = true;  // admit SSD rows on their second miss (TinyLFU doorkeeper)
 };
 
 class TableImpl final : public Table {
@@ -90,6 +91,10 @@ class TableImpl final : public Table {
   void ReclaimFiles();
   void LoadAllIntoDram();
   [[noreturn]] void CorruptRecord(int64_t key, uint64_t loc) const;
+  // Doorkeeper: true if `h` was seen missing before in the current window
+  // (then the row is admitted); otherwise remembers it. *added counts new bits.
+  bool DoorkeeperPass(uint64_t h, uint64_t* added) const;
+  void DoorkeeperAdded(uint64_t added) const;
 
   TableConfig cfg_;
   EpochDomain* epoch_;
@@ -112,6 +117,12 @@ class TableImpl final : public Table {
   std::atomic<uint64_t> live_rows_{0};
   mutable std::atomic<uint64_t> dram_hits_{0}, dram_misses_{0}, ssd_hits_{0}, ssd_misses_{0};
   mutable std::atomic<uint64_t> corrupt_records_{0};
+  // Doorkeeper bitset (dram+ssd): 2^door_bits_ bits, cleared every
+  // door_reset_ insertions so it remembers a recent window of misses.
+  std::unique_ptr<std::atomic<uint64_t>[]> door_;
+  uint32_t door_bits_ = 0;
+  uint64_t door_reset_ = 0;
+  mutable std::atomic<uint64_t> door_adds_{0};
   std::atomic<uint64_t> payload_written_{0}, disk_written_{0};
   std::atomic<uint64_t> compactions_{0}, compaction_written_{0};
   uint64_t recovered_records_ = 0, truncated_bytes_ = 0;
