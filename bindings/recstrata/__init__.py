@@ -12,3 +12,16 @@ NATIVE_VERSION_NUMBER = 100
 
 from recstrata.errors import RecstrataError  # noqa: E402,F401
 from recstrata._paths import include_dir, library_path  # noqa: E402,F401
+
+
+def __getattr__(name):
+    # Lazy re-exports: the native binding is imported on first use only.
+    if name in ("Model", "Processor"):
+        from recstrata import processor
+
+        return getattr(processor, name)
+    if name in ("Store", "Table"):
+        from recstrata import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module 'recstrata' has no attribute {name!r}")
