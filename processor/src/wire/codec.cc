@@ -1,6 +1,7 @@
 #include "wire/codec.h"
 
 #include <climits>
+#include <cstdio>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -127,6 +128,22 @@ const char* FieldName(int dtype) {
   }
 }
 
+// A request-supplied name, safe to embed in an error message.
+std::string Printable(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c < 0x7f) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+    if (out.size() > 200) return out + "...";
+  }
+  return out;
+}
+
 // Every value field other than `expected` must be empty.
 void CheckOtherFieldsEmpty(const std::string& name, const ArrayProto& a, const char* expected) {
   struct F { const char* n; int size; } fields[] = {
@@ -165,7 +182,7 @@ void DecodedRequest::Parse(const void* data, size_t size, const Signature& sig) 
     Fail(RS_ERR_INVALID_ARGUMENT, "could not parse the request as a PredictRequest (" + std::to_string(size) +
                                       " bytes; truncated or not protobuf)");
   if (!request_->signature_name().empty() && request_->signature_name() != sig.name)
-    Fail(RS_ERR_INVALID_ARGUMENT, "request asks for signature '" + request_->signature_name() +
+    Fail(RS_ERR_INVALID_ARGUMENT, "request asks for signature '" + Printable(request_->signature_name()) +
                                       "' but the model serves '" + sig.name + "'");
   if (request_->inputs().empty()) Fail(RS_ERR_INVALID_ARGUMENT, "empty request: no inputs");
 
@@ -178,7 +195,7 @@ void DecodedRequest::Parse(const void* data, size_t size, const Signature& sig) 
     if (sig_index < 0) {
       std::string known;
       for (const TensorSpec& s : sig.inputs) known += (known.empty() ? "" : ", ") + s.name;
-      Fail(RS_ERR_INVALID_ARGUMENT, "unknown input '" + name + "' (signature inputs: " + known + ")");
+      Fail(RS_ERR_INVALID_ARGUMENT, "unknown input '" + Printable(name) + "' (signature inputs: " + known + ")");
     }
     rs_tensor t{};
     t.name = name.c_str();
@@ -247,6 +264,14 @@ void DecodedRequest::Parse(const void* data, size_t size, const Signature& sig) 
     }
   }
 
+  // Hand the inputs over in signature order (the run's fast path).
+  if (tensors_.size() == sig.inputs.size()) {
+    std::vector<rs_tensor> ordered;
+    ordered.reserve(tensors_.size());
+    for (int s : slot_) ordered.push_back(tensors_[s]);
+    tensors_.swap(ordered);
+  }
+
   outputs_.clear();
   if (request_->output_filter().empty()) {
     for (size_t i = 0; i < sig.outputs.size(); ++i) outputs_.push_back(static_cast<int>(i));
@@ -256,7 +281,8 @@ void DecodedRequest::Parse(const void* data, size_t size, const Signature& sig) 
       if (idx < 0) {
         std::string known;
         for (const TensorSpec& s : sig.outputs) known += (known.empty() ? "" : ", ") + s.name;
-        Fail(RS_ERR_INVALID_ARGUMENT, "unknown output '" + f + "' in output_filter (signature outputs: " + known + ")");
+        Fail(RS_ERR_INVALID_ARGUMENT,
+             "unknown output '" + Printable(f) + "' in output_filter (signature outputs: " + known + ")");
       }
       outputs_.push_back(idx);
     }
