@@ -4,8 +4,10 @@
 Runs perf/overhead_ab.c (compiled here): in ONE native process, blocks of 50
 calls rotate between tf_c_api (TF_SessionRun on prebuilt tensors), tf_fresh_tensors
 (TF_SessionRun on per-call TF_NewTensor wrappers: what new request data costs
-any server), rs_model_run and rs_model_predict (decode + run + encode), so
-that load swings on a shared machine hit all four alike. One caller, one
+any server), rs_model_run, rs_model_predict (decode + run + encode) and
+tf_fresh_session2 (tf_fresh_tensors on a second bare session of the model: the
+session-to-session spread, since recstrata necessarily runs its own session),
+so that load swings on a shared machine hit all of them alike. One caller, one
 session, inline threading (recstrata's defaults) for every system.
 
 Prints medians and p99 per batch size and the overhead ratios

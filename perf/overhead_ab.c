@@ -12,6 +12,10 @@
  *                     tensor wrapping, result object)
  *   rs_model_predict  rs_model_predict on a serialized PredictRequest
  *                     (decode + run + encode)
+ *   tf_fresh_session2 tf_fresh_tensors on a second bare session of the same
+ *                     model: the session-to-session spread (weights placed
+ *                     elsewhere in memory), to judge the rs figures, which
+ *                     necessarily run on recstrata's own session
  * Rounds of BLOCK calls per system, rotating; the first WARM calls of each
  * block are dropped (cache refill after the previous system ran).
  *
@@ -31,7 +35,7 @@
 
 #define BLOCK 50
 #define WARM 5
-#define NSYS 4
+#define NSYS 5
 #define MAX_IN 256
 
 static double now_us(void) {
@@ -105,11 +109,19 @@ int main(int argc, char** argv) {
   const char* tags[] = {"serve"};
   TF_Session* s = TF_LoadSessionFromSavedModel(so, NULL, model, tags, 1, g, NULL, st);
   if (TF_GetCode(st)) die("TF_LoadSessionFromSavedModel", TF_Message(st));
+  TF_SessionOptions* so2 = TF_NewSessionOptions();
+  TF_SetConfig(so2, cfg, hl, st);
+  TF_Graph* g2 = TF_NewGraph();
+  TF_Session* s2 = TF_LoadSessionFromSavedModel(so2, NULL, model, tags, 1, g2, NULL, st);
+  if (TF_GetCode(st)) die("TF_LoadSessionFromSavedModel", TF_Message(st));
+  static TF_Output tin2[MAX_IN];
   char* stage = aligned_alloc(64, stage_bytes + 64);
   for (int i = 0; i < nin; i++) {
     tin[i].oper = TF_GraphOperationByName(g, ops[i]);
     tin[i].index = idx[i];
     if (!tin[i].oper) die("no op", ops[i]);
+    tin2[i].oper = TF_GraphOperationByName(g2, ops[i]);
+    tin2[i].index = idx[i];
     tval[i] = TF_AllocateTensor(dts[i], dims[i], nds[i], bytes[i]);
     memcpy(TF_TensorData(tval[i]), data[i], bytes[i]);
     memcpy(stage + offs[i], data[i], bytes[i]);
@@ -117,6 +129,7 @@ int main(int argc, char** argv) {
     rin[i].data = data[i]; rin[i].byte_size = bytes[i];
   }
   TF_Output tout = {TF_GraphOperationByName(g, oop), oidx};
+  TF_Output tout2 = {TF_GraphOperationByName(g2, oop), oidx};
   size_t rn;
   void* req = slurp(reqp, &rn);
   const char* on[1] = {oalias};
@@ -134,12 +147,13 @@ int main(int argc, char** argv) {
           TF_SessionRun(s, NULL, tin, tval, nin, &tout, &o, 1, NULL, 0, NULL, st);
           if (TF_GetCode(st)) die("TF_SessionRun", TF_Message(st));
           TF_DeleteTensor(o);
-        } else if (k == 1) {
+        } else if (k == 1 || k == 4) {
           TF_Tensor* o = NULL;
           TF_Tensor* fresh[MAX_IN];
           for (int i = 0; i < nin; i++)
             fresh[i] = TF_NewTensor(dts[i], dims[i], nds[i], stage + offs[i], bytes[i], noop, NULL);
-          TF_SessionRun(s, NULL, tin, fresh, nin, &tout, &o, 1, NULL, 0, NULL, st);
+          TF_SessionRun(k == 1 ? s : s2, NULL, k == 1 ? tin : tin2, fresh, nin, k == 1 ? &tout : &tout2, &o, 1, NULL,
+                        0, NULL, st);
           if (TF_GetCode(st)) die("TF_SessionRun", TF_Message(st));
           TF_DeleteTensor(o);
           for (int i = 0; i < nin; i++) TF_DeleteTensor(fresh[i]);
@@ -147,7 +161,7 @@ int main(int argc, char** argv) {
           rs_result* r;
           if (rs_model_run(m, rin, (size_t)nin, on, 1, &r, &e)) die("rs_model_run", rs_error_message(e));
           rs_result_free(r);
-        } else {
+        } else if (k == 3) {
           void* o;
           size_t osz;
           if (rs_model_predict(m, req, rn, &o, &osz, &e)) die("rs_model_predict", rs_error_message(e));
@@ -157,7 +171,8 @@ int main(int argc, char** argv) {
       }
     }
   }
-  const char* names[NSYS] = {"tf_c_api", "tf_fresh_tensors", "rs_model_run", "rs_model_predict"};
+  const char* names[NSYS] = {"tf_c_api", "tf_fresh_tensors", "rs_model_run", "rs_model_predict",
+                             "tf_fresh_session2"};
   for (int k = 0; k < NSYS; k++) {
     qsort(lat[k], (size_t)N, sizeof(double), cmp);
     printf("%s %.2f %.2f %d\n", names[k], lat[k][N / 2], lat[k][(int)(N * 0.99)], N);
@@ -165,5 +180,7 @@ int main(int argc, char** argv) {
   rs_model_close(m);
   TF_CloseSession(s, st);
   TF_DeleteSession(s, st);
+  TF_CloseSession(s2, st);
+  TF_DeleteSession(s2, st);
   return 0;
 }
