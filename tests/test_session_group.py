@@ -317,6 +317,12 @@ def test_bad_config_values(model_dir, config, needle):
     assert needle in msg
 
 
+def test_cpuset_outside_the_allowed_cpus_is_rejected(model_dir):
+    top = max(os.sched_getaffinity(0)) + 1
+    code, msg = _open_error(model_dir, {"cpusets": f"{top}-{top + 1}"})
+    assert code == 1 and "no CPU this process may run on" in msg, msg
+
+
 def test_unknown_deeprec_keys_are_accepted(model_dir):
     m = Model(model_dir, {"feature_store_type": "memory", "redis_url": "x", "omp_num_threads": 4,
                           "model_store_type": "local", "ev_storage_type": "DRAM", "warmup_runs": 0})

@@ -187,6 +187,14 @@ void SessionGroup::LoadSession(const std::string& dir, const ModelConfig& cfg, i
     sess->has_cpus = true;
     sess->cpus = cfg.cpusets[index];
     sess->cpus_text = CpusText(sess->cpus);
+    cpu_set_t allowed, usable;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
+      CPU_AND(&usable, &allowed, &sess->cpus);
+      if (CPU_COUNT(&usable) == 0)
+        Fail(RS_ERR_INVALID_ARGUMENT, "config: cpuset \"" + sess->cpus_text + "\" of session " +
+                                          std::to_string(index) + " has no CPU this process may run on (allowed: " +
+                                          CpusText(allowed) + ")");
+    }
     // Inline sessions run ops in the caller's thread: pin that thread during Run.
     sess->pin_caller = cfg.inter_op_threads < 0;
   }
