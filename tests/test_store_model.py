@@ -180,3 +180,21 @@ def test_empty_batches_and_options_roundtrip(tmp_path):
         t.delete([])
     with Store(tmp_path / "s") as s:  # tier config persisted in the MANIFEST
         assert s.stats()["tiers"] == "dram+ssd"
+
+
+def test_closed_store_refuses_calls_and_stats_count(tmp_path):
+    from recstrata.errors import FailedPreconditionError
+
+    s = Store(tmp_path / "s", tiers="dram+ssd", dram_capacity_bytes=1000)
+    t = s.create_table("a", 2)
+    t.upsert(np.arange(100), np.ones((100, 2), np.float32))
+    t.lookup(np.arange(150))
+    st = t.stats()
+    assert st["rows"] == 100 and st["ssd_misses"] == 50
+    assert st["dram_hits"] + st["ssd_hits"] == 100
+    s.close()
+    s.close()  # idempotent
+    with pytest.raises(FailedPreconditionError):
+        t.lookup([1])
+    with pytest.raises(FailedPreconditionError):
+        t.upsert([1], np.ones((1, 2), np.float32))
