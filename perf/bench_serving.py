@@ -1,11 +1,19 @@
 #!/usr/bin/env python
-"""Serving latency/throughput: recstrata vs TensorFlow on one Criteo-shaped CTR model.
+"""Serving latency/throughput: recstrata vs TensorFlow on a Criteo-shaped CTR model.
 
 The model (generated under perf/out/, never committed): 13 dense float inputs
 I1..I13 [B,1] and 26 categorical id inputs C1..C26 [B,1] int64, each looked up
 in its own in-graph embedding table (10k-100k rows, dim 16), concatenated and
-fed to an MLP 512-256-1 (ReLU, ReLU, sigmoid). It is a plain tf.Module with
-tf.Variables and a tf.function signature, so every variable is stored once.
+fed to an MLP 512-256-1 (ReLU, ReLU, sigmoid). Two exports of it (--model):
+  module  a plain tf.Module with tf.Variables and a tf.function signature:
+          one tf.gather per table, every variable stored once (a lean graph)
+  keras   the same architecture as a Keras 3 functional model (Input,
+          Embedding, Reshape, Concatenate, Dense) exported the way a Keras
+          user does it, model.export(dir, format="tf_saved_model"): ~12
+          graph nodes per embedding lookup, the shape of the model the
+          issue's reference figures were measured on
+Both have the same signature (inputs I1..I13, C1..C26; output "prob"); the
+weights differ (each export initialises its own).
 
 Systems, all on the same SavedModel in one run:
   rs_run        recstrata Model.run from Python (numpy in, numpy out)
@@ -35,8 +43,10 @@ selection, output encoding). Every system runs in its own worker process
 rounds so that a busy shared machine penalises all of them alike; the
 1-minute load average is recorded. The last line is `RESULT {json}`.
 
-    python perf/bench_serving.py            # full run (~6 minutes)
-    python perf/bench_serving.py --quick    # reduced run (< 2 minutes)
+    python perf/bench_serving.py            # full run, both models (~10 minutes)
+    python perf/bench_serving.py --quick    # reduced run (< 2 minutes): module at
+                                            # batch 1/64/512, keras at batch 1/64
+    python perf/bench_serving.py --model keras --batches 64
 """
 
 from __future__ import annotations
@@ -102,6 +112,33 @@ def build_model(out_dir: Path, rows: list[int]) -> Path:
     tf.saved_model.save(m, str(model_dir), signatures={"serving_default": m.serve})
     meta_file.write_text(json.dumps(meta))
     return model_dir
+
+
+def build_keras_model(out_dir: Path, rows: list[int]) -> Path:
+    """The same CTR model as a Keras 3 functional model, exported with model.export."""
+    model_dir = out_dir / "criteo_ctr_keras"
+    meta = {"rows": rows, "dim": EMB_DIM, "mlp": [512, 256, 1], "version": 1, "export": "keras"}
+    meta_file = out_dir / "criteo_ctr_keras.json"
+    if model_dir.exists() and meta_file.exists() and json.loads(meta_file.read_text()) == meta:
+        return model_dir
+    import keras
+
+    keras.utils.set_random_seed(0)
+    dense_in = [keras.Input(shape=(1,), dtype="float32", name=f"I{i + 1}") for i in range(N_DENSE)]
+    sparse_in = [keras.Input(shape=(1,), dtype="int64", name=f"C{i + 1}") for i in range(N_SPARSE)]
+    embs = [keras.layers.Reshape((EMB_DIM,))(keras.layers.Embedding(r, EMB_DIM, name=f"emb_C{i + 1}")(x))
+            for i, (r, x) in enumerate(zip(rows, sparse_in))]
+    h = keras.layers.Concatenate()([keras.layers.Concatenate()(dense_in)] + embs)
+    h = keras.layers.Dense(512, activation="relu")(h)
+    h = keras.layers.Dense(256, activation="relu")(h)
+    prob = keras.layers.Dense(1, activation="sigmoid", name="prob")(h)
+    m = keras.Model(inputs={x.name: x for x in dense_in + sparse_in}, outputs={"prob": prob})
+    m.export(str(model_dir), format="tf_saved_model", verbose=False)
+    meta_file.write_text(json.dumps(meta))
+    return model_dir
+
+
+MODEL_BUILDERS = {"module": build_model, "keras": build_keras_model}
 
 
 def make_feeds(batch: int, rows: list[int], seed: int = 0) -> dict[str, np.ndarray]:
@@ -219,10 +256,12 @@ def signature_graph_names(model_dir: Path) -> tuple[dict, dict]:
     return ({k: split(v) for k, v in sig.inputs.items()}, {k: split(v) for k, v in sig.outputs.items()})
 
 
-def write_c_spec(out_dir: Path, model_dir: Path, feeds: dict, rs_config: dict, request: bytes) -> Path:
+def write_c_spec(out_dir: Path, model_dir: Path, feeds: dict, rs_config: dict, request: bytes,
+                 tag: str = "") -> Path:
+    """Writes serving_loop.c's spec (and input files) under out_dir/cspec_{tag}b{B}."""
     from recstrata.processor import _dtype_code
 
-    d = out_dir / f"cspec_b{len(next(iter(feeds.values())))}"
+    d = out_dir / f"cspec_{tag}b{len(next(iter(feeds.values())))}"
     d.mkdir(exist_ok=True)
     ins, outs = signature_graph_names(model_dir)
     lines = [f"model_dir {model_dir}", f"config_hex {session_config_hex(rs_config)}",
@@ -304,6 +343,7 @@ class Worker:
 
 
 def python_worker(system: str, batches: list[int], model_dir: Path, rs_config: dict) -> int:
+    # model_dir: either export (--model-dir); both have the same signature.
     """`--worker SYSTEM`: serves "batch B" / "run ..." commands for one Python system."""
     rows = table_rows(False)
     all_feeds = {b: make_feeds(b, rows, seed=b) for b in batches}
@@ -351,7 +391,10 @@ C_MODES = {"c_tf": "tf", "c_tf_fresh": "tf_fresh", "c_rs_run": "rs_run", "c_rs_p
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="reduced run, under 2 minutes")
-    ap.add_argument("--batches", default="1,64,512")
+    ap.add_argument("--batches", default=None,
+                    help="default 1,64,512 (--quick: 1,64,512 for module, 1,64 for keras)")
+    ap.add_argument("--model", default="both", choices=["keras", "module", "both"],
+                    help="which export of the model to serve (default both, module first)")
     ap.add_argument("--callers", default="1,2")
     ap.add_argument("--seconds", type=float, default=None, help="timed seconds per cell and round")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per cell")
@@ -363,37 +406,65 @@ def main(argv=None) -> int:
                          "settings also apply to the bare C API loops")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--rs-config", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        return python_worker(args.worker, [int(b) for b in args.batches.split(",")], Path(args.out) / "criteo_ctr",
+        return python_worker(args.worker, [int(b) for b in args.batches.split(",")], Path(args.model_dir),
                              json.loads(args.rs_config))
     seconds = args.seconds or (0.3 if args.quick else 1.0)
     args.rounds = args.rounds or (2 if args.quick else 5)
-    batches = [int(b) for b in args.batches.split(",")]
     callers_list = [int(c) for c in args.callers.split(",")]
     systems = args.systems.split(",")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    model_names = ["module", "keras"] if args.model == "both" else [args.model]
+
+    def batches_for(name: str) -> list[int]:
+        if args.batches:
+            return [int(b) for b in args.batches.split(",")]
+        return [1, 64] if (args.quick and name == "keras") else [1, 64, 512]
 
     t_start = time.time()
+    load_start = os.getloadavg()[0]
     rows = table_rows(args.quick)
-    model_dir = build_model(out_dir, rows)
+    rs_config = {"session_num": 2, "select_session_policy": "LEAST_LOADED"}
+    rs_config.update(json.loads(args.config) if args.config else {})
+    exe = compile_c_loop(out_dir) if any(s in C_MODES for s in systems) else None
+    print(f"Criteo-shaped CTR, {N_DENSE} dense + {N_SPARSE} tables ({min(rows)}-{max(rows)} rows x "
+          f"{EMB_DIM}), MLP 512-256-1; {os.cpu_count()} CPUs; {args.rounds} interleaved rounds x "
+          f"{seconds:.2f} s per cell; rs_config {json.dumps(rs_config)}; load {load_start:.2f}")
+    cells, ratios = [], []
+    for name in model_names:
+        model_dir = MODEL_BUILDERS[name](out_dir, rows)
+        m_cells = measure_model(name, model_dir, batches_for(name), callers_list, systems, rs_config, rows,
+                                out_dir, exe, args.rounds, seconds)
+        cells += m_cells
+        ratios += compute_ratios(name, m_cells, batches_for(name), callers_list)
+    elapsed = time.time() - t_start
+    print(f"elapsed {elapsed:.1f} s; load average {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end")
+    print("RESULT " + json.dumps({"benchmark": "serving", "quick": args.quick, "seconds_per_round": seconds,
+                                  "rounds": args.rounds, "load_avg_1m_start": load_start,
+                                  "load_avg_1m": os.getloadavg()[0],
+                                  "models": model_names,
+                                  "model": {"dense": N_DENSE, "tables": len(rows), "rows_min": min(rows),
+                                            "rows_max": max(rows), "dim": EMB_DIM, "mlp": [512, 256, 1]},
+                                  "rs_config": rs_config, "cells": cells, "ratios": ratios,
+                                  "elapsed_s": round(elapsed, 1)}))
+    return 0
+
+
+def measure_model(name: str, model_dir: Path, batches: list[int], callers_list: list[int], systems: list[str],
+                  rs_config: dict, rows: list[int], out_dir: Path, exe, rounds: int, seconds: float) -> list[dict]:
+    """Every system on one export of the model, interleaved in rounds; the cells (with "model": name)."""
     import tensorflow as tf
 
     from recstrata.processor import Model
     from recstrata.wire import codec
 
-    rs_config = {"session_num": 2, "select_session_policy": "LEAST_LOADED"}
-    rs_config.update(json.loads(args.config) if args.config else {})
-    exe = compile_c_loop(out_dir) if any(s in C_MODES for s in systems) else None
     model = Model(model_dir, rs_config)
     loaded = tf.saved_model.load(str(model_dir))
     sig = loaded.signatures["serving_default"]
-
-    cells = []
-    print(f"model: Criteo-shaped CTR, {N_DENSE} dense + {N_SPARSE} tables ({min(rows)}-{max(rows)} rows x "
-          f"{EMB_DIM}), MLP 512-256-1; {os.cpu_count()} CPUs; {args.rounds} interleaved rounds x "
-          f"{seconds:.2f} s per cell")
+    print(f"\nmodel {name} ({model_dir.name})")
     print(f"{'batch':>5} {'callers':>7} {'system':<13} {'median ms':>10} {'p99 ms':>9} {'req/s':>9} {'items/s':>10} "
           f"{'best med':>10} {'best req/s':>9}")
     inputs = {}
@@ -406,19 +477,20 @@ def main(argv=None) -> int:
         wire = codec.parse_response(model.predict_bytes(request))["prob"]
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(wire, ref, rtol=1e-4, atol=1e-6)
-        spec = write_c_spec(out_dir, model_dir, feeds, rs_config, request) if exe else None
-        inputs[batch] = spec
+        inputs[batch] = write_c_spec(out_dir, model_dir, feeds, rs_config, request, tag=f"{name}_") if exe else None
     model.close()
     del loaded, sig
 
+    cells = []
     workers: dict[str, Worker] = {}
+    batch_arg = ",".join(str(b) for b in batches)
     try:
         for system in systems:
             if system in C_MODES:
                 cmd = [str(exe), C_MODES[system], str(inputs[batches[0]])]
             else:
-                cmd = [sys.executable, __file__, "--worker", system, "--batches", args.batches,
-                       "--out", str(out_dir), "--rs-config", json.dumps(rs_config)]
+                cmd = [sys.executable, __file__, "--worker", system, "--batches", batch_arg, "--out", str(out_dir),
+                       "--model-dir", str(model_dir), "--rs-config", json.dumps(rs_config)]
             workers[system] = Worker(system, cmd, out_dir)
         for bi, batch in enumerate(batches):
             if bi:
@@ -427,7 +499,7 @@ def main(argv=None) -> int:
             # Systems alternate in every round (rotated order), so the noise of
             # a shared machine spreads over all of them instead of one.
             lat: dict[tuple[str, int], list[list[np.ndarray]]] = {}
-            for r in range(args.rounds):
+            for r in range(rounds):
                 order = systems[r % len(systems):] + systems[:r % len(systems)]
                 for callers in callers_list:
                     for system in order:
@@ -435,7 +507,7 @@ def main(argv=None) -> int:
             for callers in callers_list:
                 for system in systems:
                     s = summarize(lat[(system, callers)], batch)
-                    s.update(batch=batch, callers=callers, system=system)
+                    s.update(model=name, batch=batch, callers=callers, system=system)
                     cells.append(s)
                     print(f"{batch:>5} {callers:>7} {system:<13} {s['median_ms']:>10.3f} {s['p99_ms']:>9.3f} "
                           f"{s['throughput_rps']:>9.1f} {s['throughput_items_s']:>10.0f} "
@@ -443,7 +515,11 @@ def main(argv=None) -> int:
     finally:
         for w in workers.values():
             w.close()
+    return cells
 
+
+def compute_ratios(name: str, cells: list[dict], batches: list[int], callers_list: list[int]) -> list[dict]:
+    """Best-round speedups over tf_python and overheads over the bare C loops, per cell."""
     def cell(system, batch, callers):
         for c in cells:
             if (c["system"], c["batch"], c["callers"]) == (system, batch, callers):
@@ -451,13 +527,13 @@ def main(argv=None) -> int:
         return None
 
     ratios = []
-    print("\nratios from best-round figures: speedup = throughput / tf_python throughput; "
+    print(f"ratios ({name}) from best-round figures: speedup = throughput / tf_python throughput; "
           "overhead = median / baseline median - 1 (baselines: c_tf, c_tf_fresh)")
     for batch in batches:
         for callers in callers_list:
-            r = {"batch": batch, "callers": callers}
+            r = {"model": name, "batch": batch, "callers": callers}
             py = cell("tf_python", batch, callers)
-            for system in ("rs_run", "rs_wire", "c_rs_run", "c_rs_predict"):
+            for system in ("rs_run", "rs_wire", "c_tf", "c_rs_run", "c_rs_predict"):
                 c = cell(system, batch, callers)
                 if c is None:
                     continue
@@ -466,22 +542,13 @@ def main(argv=None) -> int:
                     r[f"{system}_speedup_vs_tf_python_all_calls"] = c["throughput_rps"] / py["throughput_rps"]
                 for base in ("c_tf", "c_tf_fresh"):
                     b = cell(base, batch, callers)
-                    if b and system.startswith("c_"):
+                    if b and system.startswith("c_rs"):
                         r[f"{system}_overhead_vs_{base}"] = c["best_round_median_ms"] / b["best_round_median_ms"] - 1
             ratios.append(r)
             print(f"  batch {batch:>3}, {callers} caller(s): " + ", ".join(
                 f"{k.replace('_speedup_vs_tf_python', ' x').replace('_overhead_vs_', ' +')}={v:.2f}"
                 for k, v in r.items() if isinstance(v, float) and not k.endswith("_all_calls")))
-    elapsed = time.time() - t_start
-    print(f"elapsed {elapsed:.1f} s")
-    print("RESULT " + json.dumps({"benchmark": "serving", "quick": args.quick, "seconds_per_round": seconds,
-                                  "rounds": args.rounds, "load_avg_1m": os.getloadavg()[0],
-                                  "model": {"dense": N_DENSE, "tables": len(rows), "rows_min": min(rows),
-                                            "rows_max": max(rows), "dim": EMB_DIM, "mlp": [512, 256, 1]},
-                                  "rs_config": rs_config, "cells": cells, "ratios": ratios,
-                                  "elapsed_s": round(elapsed, 1)}))
-    return 0
-
+    return ratios
 
 if __name__ == "__main__":
     sys.exit(main())
