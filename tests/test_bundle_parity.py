@@ -10,12 +10,14 @@ and several threads serving the same bundle at once.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
 
+from recstrata.errors import InvalidArgumentError  # noqa: E402
 from recstrata.processor import Model  # noqa: E402
 
 TOL = 1e-5
@@ -130,12 +132,13 @@ def lengths_bundle(trained):
     return _export(trained, "lengths", single_valued_layout="lengths", pooled_layout="per_feature")
 
 
-def _check(model_dir, manifest, trained, sizes=(1, 7, 512), seed=0, single_missing=False):
+def _check(model_dir, manifest, trained, sizes=(1, 7, 512), seed=0, single_missing=False,
+           config=None, while_open=None):
     from recstrata.training.export import bundle_feeds
 
     model, cfg, _ = trained
     worst = 0.0
-    with Model(model_dir) as served:
+    with Model(model_dir, config) if config else Model(model_dir) as served:
         for i, n in enumerate(sizes):
             ex = make_examples(cfg, n, seed + i, single_missing)
             ref = keras_reference(model, cfg, ex)
@@ -147,6 +150,8 @@ def _check(model_dir, manifest, trained, sizes=(1, 7, 512), seed=0, single_missi
             # the logits move too: the model is not saturated, the comparison means something
             assert np.std(out["logit"]) > 0.05 or n == 1
         stats = served.stats()
+        if while_open:
+            while_open()
     return worst, stats
 
 
@@ -166,6 +171,31 @@ def test_parity_ssd_tier_with_small_dram_cache(ssd_bundle, trained):
         assert s["ssd_hits"] > s["dram_hits"], s
     assert b["ssd_hits"] > b["dram_hits"]
     assert b["missing_rows"] == 0
+
+
+def _mapped_store_files(bundle_path):
+    store = str(Path(bundle_path).resolve() / "store")
+    with open("/proc/self/maps") as fh:
+        return [line for line in fh if store in line and line.rstrip().endswith(".dat")]
+
+
+@pytest.mark.parametrize("read_path", ["mmap", "pread"])
+def test_parity_ssd_tier_read_paths(ssd_bundle, trained, read_path):
+    # bundle_read_path picks the store's read path: "pread" maps no data file into the process
+    # (its pages are then not resident memory of the process), "mmap" maps them; same results.
+    seen = {}
+    _check(ssd_bundle["path"], ssd_bundle["manifest"], trained, sizes=(64, 512), seed=30,
+           config={"bundle_read_path": read_path},
+           while_open=lambda: seen.update(maps=_mapped_store_files(ssd_bundle["path"])))
+    if read_path == "pread":
+        assert seen["maps"] == []
+    else:
+        assert seen["maps"], "the mmap read path maps the store's data files"
+
+
+def test_bad_read_path_is_refused(ssd_bundle):
+    with pytest.raises(InvalidArgumentError, match="read_path"):
+        Model(ssd_bundle["path"], {"bundle_read_path": "mmapp"})
 
 
 def test_single_valued_missing_values_with_lengths_layout_per_feature_inputs(lengths_bundle,

@@ -46,6 +46,13 @@ std::string StoreOptionsJson(const recstrata::bundle::StoreSpec& spec,
     json += ",\"cache_policy\":";
     AppendJsonString(json, policy);
   }
+  // "pread" keeps the data files out of the process's address space: rows read from the SSD
+  // tier (and the scan at open) leave no file pages mapped, so they are not counted in the
+  // process's resident memory (they stay in the kernel's page cache). The store validates it.
+  if (!opt.bundle_read_path().empty()) {
+    json += ",\"read_path\":";
+    AppendJsonString(json, opt.bundle_read_path());
+  }
   json += "}";
   return json;
 }
@@ -469,6 +476,19 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
     if (f.pool == Pool::kMean) div = static_cast<float>(cnt);
     else if (f.pool == Pool::kSqrtn) div = std::sqrt(static_cast<float>(cnt));
     float* o = out + b * stride;
+    if (S == 1) {
+      // One sub-table (plain scheme): add its rows straight into the output (same sums, in
+      // the same order, as through `e`; saves a copy per value).
+      const float* base = sub_rows[0];
+      const int32_t* idx = sub_index[0];
+      for (int32_t v = lo; v < hi; ++v) {
+        const float* r = base + static_cast<size_t>(idx[v]) * dim;
+        for (int32_t d = 0; d < dim; ++d) o[d] += r[d];
+      }
+      if (f.pool != Pool::kSum)
+        for (int32_t d = 0; d < dim; ++d) o[d] /= div;
+      continue;
+    }
     for (int32_t v = lo; v < hi; ++v) {
       if (comb == SubCombiner::kConcat) {
         int32_t at = 0;

@@ -10,12 +10,9 @@ namespace rs {
 namespace store {
 namespace {
 
-// Counters below kLfuInit grow on every read; above it logarithmically.
-constexpr uint32_t kLfuInit = 5;
 // A newly admitted row starts low: one clock turn without a second read
 // evicts it, so one-off tail ids do not push out rows that are read again.
 constexpr uint32_t kLfuNew = 1;
-constexpr uint32_t kLfuMax = 255;
 
 inline uint64_t NextRandom() {
   thread_local uint64_t s = 0x9E3779B97F4A7C15ull ^ reinterpret_cast<uintptr_t>(&s);
@@ -46,18 +43,7 @@ DramTier::~DramTier() {
   }
 }
 
-void DramTier::Touch(std::atomic<uint32_t>& m) const {
-  uint32_t v = m.load(std::memory_order_relaxed);
-  if (policy_ == CachePolicy::kLru) {
-    if (v == 0) m.store(1, std::memory_order_relaxed);  // reference bit
-    return;
-  }
-  // Logarithmic counter: the hotter a row, the rarer its increments, so hot
-  // rows are not written (and their cache lines not bounced) on every read.
-  if (v >= kLfuMax) return;
-  uint64_t base = v > kLfuInit ? v - kLfuInit : 0;
-  if (NextRandom() % (base * 8 + 1) == 0) m.store(v + 1, std::memory_order_relaxed);
-}
+uint64_t DramTier::RandomSeed() { return NextRandom() | 1; }
 
 uint32_t DramTier::NewMeta() const { return policy_ == CachePolicy::kLru ? 1 : kLfuNew; }
 

@@ -49,17 +49,22 @@ class DramTier {
 
   // ---- readers (inside an EpochGuard) ----
   void PrefetchIndex(uint64_t h) const { shard(h).index.Prefetch(h); }
-  // Row of `key` or nullptr. Updates policy state in bounded mode.
-  const float* Find(int64_t key, uint64_t h) const {
+  // Row of `key` or nullptr. Updates policy state in bounded mode. `rnd`: a
+  // caller-owned xorshift state (nonzero; one per lookup batch) for the LFU
+  // counter's probabilistic increment; nullptr uses a thread-local one (one
+  // TLS access per hit — the batched read path passes its own).
+  const float* Find(int64_t key, uint64_t h, uint64_t* rnd = nullptr) const {
     const Shard& s = shard(h);
     uint64_t slot = s.index.Find(key, h);
     if (slot == kEmptyVal) return nullptr;
     uint32_t ci, off;
     Locate(static_cast<uint32_t>(slot), &ci, &off);
     const char* c = s.chunks[ci].load(std::memory_order_acquire);
-    if (cap_rows_per_shard_) Touch(MetaAt(c, ci, off));
+    if (cap_rows_per_shard_) Touch(MetaAt(c, ci, off), rnd);
     return reinterpret_cast<const float*>(c) + static_cast<size_t>(off) * dim_;
   }
+  // A seed for Find's `rnd` (thread-local generator; call once per batch).
+  static uint64_t RandomSeed();
 
   // ---- writers (take the shard mutex) ----
   void Put(int64_t key, uint64_t h, const float* row);
@@ -123,7 +128,34 @@ class DramTier {
     return const_cast<std::atomic<uint32_t>*>(reinterpret_cast<const std::atomic<uint32_t>*>(
         chunk + static_cast<size_t>(ChunkRows(c)) * 4 * dim_))[off];
   }
-  void Touch(std::atomic<uint32_t>& m) const;
+  // Counters below kLfuInit grow on every read; above it logarithmically.
+  static constexpr uint32_t kLfuInit = 5;
+  static constexpr uint32_t kLfuMax = 255;
+  // Read-side policy update (inline: it runs on every DRAM hit of a bounded tier).
+  void Touch(std::atomic<uint32_t>& m, uint64_t* rnd) const {
+    uint32_t v = m.load(std::memory_order_relaxed);
+    if (policy_ == CachePolicy::kLru) {
+      if (v == 0) m.store(1, std::memory_order_relaxed);  // reference bit
+      return;
+    }
+    // Logarithmic counter: the hotter a row, the rarer its increments, so hot
+    // rows are not written (and their cache lines not bounced) on every read.
+    if (v >= kLfuMax) return;
+    const uint64_t n = (v > kLfuInit ? v - kLfuInit : 0) * 8 + 1;
+    uint64_t r;
+    if (rnd) {
+      r = *rnd;
+      r ^= r << 13;
+      r ^= r >> 7;
+      r ^= r << 17;
+      *rnd = r;
+    } else {
+      r = RandomSeed();
+    }
+    // Increment with probability ~1/n, without a division: the top 32 bits
+    // times n stay below 2^32 for ceil(2^32 / n) of the 2^32 values.
+    if (((r >> 32) * n) >> 32 == 0) m.store(v + 1, std::memory_order_relaxed);
+  }
   uint32_t NewMeta() const;
   void PutLocked(Shard& s, int64_t key, uint64_t h, const float* row);
   uint32_t AllocSlot(Shard& s);

@@ -97,6 +97,9 @@ void TableImpl::Lookup(const int64_t* keys, size_t n, float* out, uint8_t* found
   sc.misses.clear();
   uint64_t hits = 0;
   EpochGuard guard(*epoch_);
+  // The DRAM tier's LFU increments draw from this batch-local generator (no
+  // thread-local access per hit).
+  uint64_t rnd = DramTier::RandomSeed();
   // Software pipeline over the batch: key i + 2D has its index bucket
   // prefetched while key i + D is probed (and its row prefetched) and key i
   // is copied, so ~2D independent cache misses are in flight at a time.
@@ -110,7 +113,7 @@ void TableImpl::Lookup(const int64_t* keys, size_t n, float* out, uint8_t* found
     dram_->PrefetchIndex(h[i % W]);
   }
   for (size_t i = 0; i < std::min(n, D); ++i) {
-    p[i % W] = dram_->Find(keys[i], h[i % W]);
+    p[i % W] = dram_->Find(keys[i], h[i % W], &rnd);
     if (p[i % W]) PrefetchRow(p[i % W], dim);
   }
   for (size_t i = 0; i < n; ++i) {
@@ -121,7 +124,7 @@ void TableImpl::Lookup(const int64_t* keys, size_t n, float* out, uint8_t* found
     }
     if (i + D < n) {
       const size_t f = (i + D) % W;
-      p[f] = dram_->Find(keys[i + D], h[f]);
+      p[f] = dram_->Find(keys[i + D], h[f], &rnd);
       if (p[f]) PrefetchRow(p[f], dim);
     }
     const float* row = p[i % W];
