@@ -404,6 +404,11 @@ def main(argv=None) -> int:
                     help="recstrata model_config JSON merged over the default "
                          '{"session_num": 2, "select_session_policy": "LEAST_LOADED"}; its thread '
                          "settings also apply to the bare C API loops")
+    ap.add_argument("--configs", default=None,
+                    help="A/B of configs: JSON object label -> model_config (each merged over the --config "
+                         "result); every system except tf_python then runs once per config, as SYSTEM@LABEL, "
+                         "all interleaved in the same rounds, e.g. "
+                         '''{"i1": {"intra_op_parallelism_threads": 1}, "i2": {"intra_op_parallelism_threads": 2}}''')
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--rs-config", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
@@ -429,14 +434,19 @@ def main(argv=None) -> int:
     rows = table_rows(args.quick)
     rs_config = {"session_num": 2, "select_session_policy": "LEAST_LOADED"}
     rs_config.update(json.loads(args.config) if args.config else {})
-    exe = compile_c_loop(out_dir) if any(s in C_MODES for s in systems) else None
+    configs = {"": rs_config}
+    if args.configs:
+        configs = {label: {**rs_config, **cfg} for label, cfg in json.loads(args.configs).items()}
+        systems = [s if s == "tf_python" else f"{s}@{label}" for s in systems
+                   for label in (configs if s != "tf_python" else [""])]
+    exe = compile_c_loop(out_dir) if any(s.split("@")[0] in C_MODES for s in systems) else None
     print(f"Criteo-shaped CTR, {N_DENSE} dense + {N_SPARSE} tables ({min(rows)}-{max(rows)} rows x "
           f"{EMB_DIM}), MLP 512-256-1; {os.cpu_count()} CPUs; {args.rounds} interleaved rounds x "
           f"{seconds:.2f} s per cell; rs_config {json.dumps(rs_config)}; load {load_start:.2f}")
     cells, ratios = [], []
     for name in model_names:
         model_dir = MODEL_BUILDERS[name](out_dir, rows)
-        m_cells = measure_model(name, model_dir, batches_for(name), callers_list, systems, rs_config, rows,
+        m_cells = measure_model(name, model_dir, batches_for(name), callers_list, systems, configs, rows,
                                 out_dir, exe, args.rounds, seconds)
         cells += m_cells
         ratios += compute_ratios(name, m_cells, batches_for(name), callers_list)
@@ -448,24 +458,33 @@ def main(argv=None) -> int:
                                   "models": model_names,
                                   "model": {"dense": N_DENSE, "tables": len(rows), "rows_min": min(rows),
                                             "rows_max": max(rows), "dim": EMB_DIM, "mlp": [512, 256, 1]},
-                                  "rs_config": rs_config, "cells": cells, "ratios": ratios,
+                                  "rs_config": rs_config, "configs": configs if args.configs else None,
+                                  "cells": cells, "ratios": ratios,
                                   "elapsed_s": round(elapsed, 1)}))
     return 0
 
 
 def measure_model(name: str, model_dir: Path, batches: list[int], callers_list: list[int], systems: list[str],
-                  rs_config: dict, rows: list[int], out_dir: Path, exe, rounds: int, seconds: float) -> list[dict]:
-    """Every system on one export of the model, interleaved in rounds; the cells (with "model": name)."""
+                  configs: dict, rows: list[int], out_dir: Path, exe, rounds: int, seconds: float) -> list[dict]:
+    """Every system on one export of the model, interleaved in rounds; the cells (with "model": name).
+
+    configs: label -> recstrata model_config; a system "SYSTEM@LABEL" uses configs[LABEL], a plain
+    one configs[""] (or the only config).
+    """
+    def split(system):
+        base, _, label = system.partition("@")
+        return base, label if label in configs else next(iter(configs))
+
     import tensorflow as tf
 
     from recstrata.processor import Model
     from recstrata.wire import codec
 
-    model = Model(model_dir, rs_config)
+    model = Model(model_dir, next(iter(configs.values())))
     loaded = tf.saved_model.load(str(model_dir))
     sig = loaded.signatures["serving_default"]
     print(f"\nmodel {name} ({model_dir.name})")
-    print(f"{'batch':>5} {'callers':>7} {'system':<13} {'median ms':>10} {'p99 ms':>9} {'req/s':>9} {'items/s':>10} "
+    print(f"{'batch':>5} {'callers':>7} {'system':<18} {'median ms':>10} {'p99 ms':>9} {'req/s':>9} {'items/s':>10} "
           f"{'best med':>10} {'best req/s':>9}")
     inputs = {}
     for batch in batches:
@@ -477,7 +496,9 @@ def measure_model(name: str, model_dir: Path, batches: list[int], callers_list: 
         wire = codec.parse_response(model.predict_bytes(request))["prob"]
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(wire, ref, rtol=1e-4, atol=1e-6)
-        inputs[batch] = write_c_spec(out_dir, model_dir, feeds, rs_config, request, tag=f"{name}_") if exe else None
+        for label, cfg in configs.items():
+            inputs[(label, batch)] = (write_c_spec(out_dir, model_dir, feeds, cfg, request, tag=f"{name}_{label}_")
+                                      if exe else None)
     model.close()
     del loaded, sig
 
@@ -486,16 +507,18 @@ def measure_model(name: str, model_dir: Path, batches: list[int], callers_list: 
     batch_arg = ",".join(str(b) for b in batches)
     try:
         for system in systems:
-            if system in C_MODES:
-                cmd = [str(exe), C_MODES[system], str(inputs[batches[0]])]
+            base, label = split(system)
+            if base in C_MODES:
+                cmd = [str(exe), C_MODES[base], str(inputs[(label, batches[0])])]
             else:
-                cmd = [sys.executable, __file__, "--worker", system, "--batches", batch_arg, "--out", str(out_dir),
-                       "--model-dir", str(model_dir), "--rs-config", json.dumps(rs_config)]
-            workers[system] = Worker(system, cmd, out_dir)
+                cmd = [sys.executable, __file__, "--worker", base, "--batches", batch_arg, "--out", str(out_dir),
+                       "--model-dir", str(model_dir), "--rs-config", json.dumps(configs[label])]
+            workers[system] = Worker(system.replace("@", "_"), cmd, out_dir)
         for bi, batch in enumerate(batches):
             if bi:
                 for system, w in workers.items():
-                    w.command(f"spec {inputs[batch]}" if system in C_MODES else f"batch {batch}")
+                    base, label = split(system)
+                    w.command(f"spec {inputs[(label, batch)]}" if base in C_MODES else f"batch {batch}")
             # Systems alternate in every round (rotated order), so the noise of
             # a shared machine spreads over all of them instead of one.
             lat: dict[tuple[str, int], list[list[np.ndarray]]] = {}
@@ -509,7 +532,7 @@ def measure_model(name: str, model_dir: Path, batches: list[int], callers_list: 
                     s = summarize(lat[(system, callers)], batch)
                     s.update(model=name, batch=batch, callers=callers, system=system)
                     cells.append(s)
-                    print(f"{batch:>5} {callers:>7} {system:<13} {s['median_ms']:>10.3f} {s['p99_ms']:>9.3f} "
+                    print(f"{batch:>5} {callers:>7} {system:<18} {s['median_ms']:>10.3f} {s['p99_ms']:>9.3f} "
                           f"{s['throughput_rps']:>9.1f} {s['throughput_items_s']:>10.0f} "
                           f"{s['best_round_median_ms']:>10.3f} {s['best_round_throughput_rps']:>9.1f}", flush=True)
     finally:
@@ -533,7 +556,11 @@ def compute_ratios(name: str, cells: list[dict], batches: list[int], callers_lis
         for callers in callers_list:
             r = {"model": name, "batch": batch, "callers": callers}
             py = cell("tf_python", batch, callers)
-            for system in ("rs_run", "rs_wire", "c_tf", "c_rs_run", "c_rs_predict"):
+            labels = sorted({c["system"] for c in cells}, key=[c["system"] for c in cells].index)
+            for system in labels:
+                kind, _, label = system.partition("@")
+                if kind not in ("rs_run", "rs_wire", "c_tf", "c_rs_run", "c_rs_predict"):
+                    continue
                 c = cell(system, batch, callers)
                 if c is None:
                     continue
@@ -541,8 +568,8 @@ def compute_ratios(name: str, cells: list[dict], batches: list[int], callers_lis
                     r[f"{system}_speedup_vs_tf_python"] = c["best_round_throughput_rps"] / py["best_round_throughput_rps"]
                     r[f"{system}_speedup_vs_tf_python_all_calls"] = c["throughput_rps"] / py["throughput_rps"]
                 for base in ("c_tf", "c_tf_fresh"):
-                    b = cell(base, batch, callers)
-                    if b and system.startswith("c_rs"):
+                    b = cell(base + (f"@{label}" if label else ""), batch, callers)
+                    if b and kind.startswith("c_rs"):
                         r[f"{system}_overhead_vs_{base}"] = c["best_round_median_ms"] / b["best_round_median_ms"] - 1
             ratios.append(r)
             print(f"  batch {batch:>3}, {callers} caller(s): " + ", ".join(
