@@ -392,7 +392,13 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
   const int32_t* lengths = nullptr;
   if (f.multivalued) lengths = static_cast<const int32_t*>(inputs[f.lengths_input].data);
   s.offsets[0] = 0;
-  for (int64_t b = 0; b < batch; ++b) {
+  if (!f.multivalued && !f.is_string) {
+    // Single-valued int64 ids: one bulk copy (the common case; no per-id push_back).
+    s.ids.resize(static_cast<size_t>(batch));
+    if (batch) std::memcpy(s.ids.data(), ids.data, static_cast<size_t>(batch) * 8);
+    for (int64_t b = 0; b < batch; ++b) s.offsets[b + 1] = static_cast<int32_t>(b + 1);
+  }
+  for (int64_t b = 0; b < batch && (f.multivalued || f.is_string); ++b) {
     int64_t nb = 1;
     if (lengths) {
       int32_t len;
