@@ -43,10 +43,13 @@ selection, output encoding). Every system runs in its own worker process
 rounds so that a busy shared machine penalises all of them alike; the
 1-minute load average is recorded. The last line is `RESULT {json}`.
 
-    python perf/bench_serving.py            # full run, both models (~10 minutes)
+    python perf/bench_serving.py            # full run, both models (~8 minutes)
     python perf/bench_serving.py --quick    # reduced run (< 2 minutes): module at
                                             # batch 1/64/512, keras at batch 1/64
     python perf/bench_serving.py --model keras --batches 64
+    python perf/bench_serving.py --systems c_tf,c_rs_run,tf_python \
+        --configs '{"i1": {"intra_op_parallelism_threads": 1}, "i2": {"intra_op_parallelism_threads": 2}}'
+                                            # interleaved A/B of model_configs
 """
 
 from __future__ import annotations
