@@ -572,7 +572,10 @@ def main(argv=None) -> int:
                                capture_output=True, text=True,
                                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
             if p.returncode != 0:
-                # reported, not fatal: the ONNX peer of that model is then left out
+                # reported, not fatal: the ONNX peer of that model is then left out (exit -9:
+                # the kernel's OOM killer; tf2onnx's constant folding of the embedding tables
+                # peaked near 20 GB for the full-size lean model in one run)
+                dst.unlink(missing_ok=True)
                 say(f"tf2onnx FAILED on {src.name} (exit {p.returncode}): {p.stderr[-1500:]}")
             else:
                 say(f"ONNX model {dst.name} written ({dst.stat().st_size / 2**20:.0f} MiB)")
@@ -618,7 +621,8 @@ def main(argv=None) -> int:
                                  ("onnxruntime", str(onnx_path)),
                                  ("tf_python_keras", str(keras_dir)),
                                  ("onnxruntime_keras", str(keras_onnx))):
-            if name.startswith("onnxruntime") and not Path(model_path).exists():
+            if name.startswith("onnxruntime") and not (Path(model_path).exists()
+                                                       and Path(model_path).stat().st_size):
                 say(f"{name}: no ONNX model (tf2onnx failed), left out")
                 continue
             if name in systems:
