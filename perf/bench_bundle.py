@@ -12,6 +12,8 @@ different requests per batch size.
 Systems (same run, same requests):
   rs_bundle_ssd10   recstrata serving the bundle, store "dram+ssd" with each table's DRAM cache
                     at 10% of its bytes; native caller threads (perf/bundle_loop.c, rs_model_run)
+  rs_bundle_ssd10_pread  rs_bundle_ssd10 with the store's pread read path (model config
+                    bundle_read_path="pread"): no data file is mapped into the process
   rs_bundle_mem     the same bundle layout with the memory-only store; native callers
   rs_bundle_py      rs_bundle_ssd10 called from Python threads (recstrata.processor.Model.run)
   tf_python         (b) TF Python: the in-graph SavedModel (tables inside), signature call
@@ -22,6 +24,11 @@ Systems (same run, same requests):
                     not care which ids they get)
   onnxruntime       (d) ONNX Runtime (default CPU session options) on the in-graph model
                     converted with tf2onnx, called from Python threads
+  *_keras           (b)-(d) on the same model exported the way a Keras user does it: a Keras 3
+                    functional model (Input [B, 1] -> Embedding -> Reshape per feature, the same
+                    dense stage, the same weights) saved with model.export(format=
+                    "tf_saved_model"): ~12 graph nodes per lookup instead of the lean model's 2
+                    (hand-written tf.gather; the lean peers are the stronger ones)
 Every system runs in its own process, so resident memory (VmRSS after the runs, and the peak
 VmHWM) is per system. All systems are loaded first and then measured in interleaved rounds
 (every cell of every system in turn, rotating the order), so that load from other processes on
