@@ -91,19 +91,8 @@ void WriteFileAtomic(const std::string& dir, const std::string& name, const std:
 }
 
 // Effective options with defaults applied and values validated.
-struct Resolved {
+struct Resolved : TierOptions {
   bool create_if_missing = true;
-  bool ssd_tier = false;
-  uint64_t dram_capacity_bytes = 64ull << 20;
-  CachePolicy policy = CachePolicy::kLfu;
-  CompactionMode compaction = CompactionMode::kAsync;
-  double stale_ratio = 0.34;
-  bool fsync = true;
-  uint64_t file_target_bytes = 64ull << 20;
-  bool use_mmap = true;
-  int shard_bits = 4;
-  bool skip_corrupt = false;
-  bool doorkeeper = true;
 };
 
 Resolved Resolve(const pb::StoreOptions& o) {
@@ -391,18 +380,8 @@ class StoreImpl final : public Store {
       Fail(RS_ERR_CORRUPTION, "MANIFEST: bad default_value for table " + c.name);
     }
     c.dir = dir_.empty() ? "" : dir_ + "/t" + std::to_string(e.id());
-    c.ssd_tier = cfg_.ssd_tier;
-    c.dram_capacity_bytes = e.options().has_dram_capacity_bytes() ? e.options().dram_capacity_bytes()
-                                                                  : cfg_.dram_capacity_bytes;
-    c.policy = cfg_.policy;
-    c.compaction = cfg_.compaction;
-    c.stale_ratio = cfg_.stale_ratio;
-    c.fsync = cfg_.fsync;
-    c.file_target_bytes = cfg_.file_target_bytes;
-    c.use_mmap = cfg_.use_mmap;
-    c.shard_bits = cfg_.shard_bits;
-    c.skip_corrupt = cfg_.skip_corrupt;
-    c.doorkeeper = cfg_.doorkeeper;
+    static_cast<TierOptions&>(c) = cfg_;
+    if (e.options().has_dram_capacity_bytes()) c.dram_capacity_bytes = e.options().dram_capacity_bytes();
     std::unique_ptr<TableImpl> t(new TableImpl(std::move(c), &epoch_, &last_seq_));
     t->notify_compactor = [this] {
       {

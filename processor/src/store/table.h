@@ -25,14 +25,11 @@ namespace store {
 
 enum class CompactionMode { kAsync, kSync, kOff };
 
-struct TableConfig {
-  uint32_t id = 0;
-  std::string name;
-  int32_t dim = 0;
-  std::vector<float> default_value;  // dim floats
-  std::string dir;                   // t<id>/ folder; "" = volatile (no files)
-  bool ssd_tier = false;             // tiers "dram+ssd": DRAM is a bounded cache
-  uint64_t dram_capacity_bytes = 0;
+// Tier and file settings shared by every table of a store: the store
+// resolves them once from its options (store.cc) and each table copies them.
+struct TierOptions {
+  bool ssd_tier = false;  // tiers "dram+ssd": DRAM is a bounded cache
+  uint64_t dram_capacity_bytes = 64ull << 20;
   CachePolicy policy = CachePolicy::kLfu;
   CompactionMode compaction = CompactionMode::kAsync;
   double stale_ratio = 0.34;
@@ -42,6 +39,14 @@ struct TableConfig {
   int shard_bits = 4;
   bool skip_corrupt = false;
   bool doorkeeper = true;  // admit SSD rows on their second miss (TinyLFU doorkeeper)
+};
+
+struct TableConfig : TierOptions {
+  uint32_t id = 0;
+  std::string name;
+  int32_t dim = 0;
+  std::vector<float> default_value;  // dim floats
+  std::string dir;                   // t<id>/ folder; "" = volatile (no files)
 };
 
 class TableImpl final : public Table {
