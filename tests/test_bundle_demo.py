@@ -49,7 +49,7 @@ def test_export_cli_from_checkpoint(demo_run, tmp_path, capsys):
                  "--single-valued-layout", "lengths"]) == 0
     assert "bundle" in capsys.readouterr().out
     manifest = read_manifest(out)
-    assert json.loads(json.dumps(manifest))["format_version"] == 1
+    assert json.loads(json.dumps(manifest))["format_version"] == 2
     model, cfg = load_trained(str(work / "checkpoints"))
     blk = synthetic.Teacher(cfg).block("eval", 0, 300)
     ref = model.predict_batch(encode(cfg, blk, np.ones(300, bool), 300, 0))

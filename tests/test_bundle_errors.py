@@ -167,8 +167,8 @@ def test_empty_and_truncated_manifest(bundle, built, served):
 
 def test_future_format_version(bundle, built, served):
     p = copy_bundle(bundle, built[2], "future")
-    _edit_manifest(p, lambda m: m.update(format_version=2, new_thing=1))
-    _refused(p, errors.IncompatibleError, "format version 2", served)
+    _edit_manifest(p, lambda m: m.update(format_version=3, new_thing=1))
+    _refused(p, errors.IncompatibleError, "format version 3", served)
 
 
 def test_unknown_manifest_field(bundle, built, served):
@@ -187,12 +187,33 @@ def test_manifest_inconsistencies(bundle, built, served):
     _refused(p, errors.InvalidArgumentError, "sub-table 0", served)
     shutil.rmtree(p)
     p = copy_bundle(bundle, built[2], "inconsistent")
-    _edit_manifest(p, lambda m: m["sparse_features"][0].update(dense_input="pooled_9"))
-    _refused(p, errors.InvalidArgumentError, "dense input .pooled", served)
+    _edit_manifest(p, lambda m: m["sparse_features"][0]["slices"][0].update(dense_input="pooled_9"))
+    _refused(p, errors.InvalidArgumentError, "no input 'pooled_9'", served)
     shutil.rmtree(p)
     p = copy_bundle(bundle, built[2], "inconsistent")
-    _edit_manifest(p, lambda m: m["sparse_features"][1].update(dense_offset=3))
+    _edit_manifest(p, lambda m: m["sparse_features"][1]["slices"][0].update(dense_offset=3))
     _refused(p, errors.InvalidArgumentError, "do not tile", served)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda f: f["slices"][1].update(first_column=3), "overlapping slices"),
+    (lambda f: f["slices"].pop(), "do not cover all 5 columns"),
+    (lambda f: f["slices"][1].update(width=2), "outside its table's 5 columns"),
+    (lambda f: f["slices"][0].update(width=-1), "outside its table's 5 columns"),
+    (lambda f: f["slices"][1].update(dense_input=""), "feeds no dense input"),
+])
+def test_bad_pooled_slices(bundle, built, served, edit, message):
+    # format version 2: a pooled [dim + 1] vector's columns split over two dense inputs
+    p = copy_bundle(bundle, built[2], "slices")
+    _edit_manifest(p, lambda m: edit(m["sparse_features"][0]))
+    _refused(p, errors.InvalidArgumentError, message, served)
+    shutil.rmtree(p)
+
+
+def test_slices_need_format_version_2(bundle, built, served):
+    p = copy_bundle(bundle, built[2], "slices_v1")
+    _edit_manifest(p, lambda m: m.update(format_version=1))
+    _refused(p, errors.InvalidArgumentError, "need format version 2", served)
 
 
 def test_half_written_bundle_without_manifest(bundle, built, served):

@@ -204,6 +204,65 @@ def test_single_valued_missing_values_with_lengths_layout_per_feature_inputs(len
            seed=20, single_missing=True)
 
 
+@pytest.fixture(scope="module")
+def concat_bundle(trained):
+    # the format-version-1 layout: one pooled input, split inside the dense graph
+    return _export(trained, "concat", pooled_layout="concat")
+
+
+def test_parity_concat_layout(concat_bundle, trained):
+    assert concat_bundle["manifest"]["format_version"] == 1
+    _check(concat_bundle["path"], concat_bundle["manifest"], trained, sizes=(3, 64), seed=40)
+
+
+def test_blocks_layout_feeds_embeddings_and_first_order_columns(dram_bundle):
+    # the default layout: each pooled [dim + 1] vector is split by the processor, columns
+    # [0, dim) side by side into "embeddings", column dim into "first_order" (deepfm)
+    m = dram_bundle["manifest"]
+    assert m["format_version"] == 2
+    emb_off = 0
+    for i, f in enumerate(m["sparse_features"]):
+        assert f["slices"] == [
+            {"first_column": 0, "width": 8, "dense_input": "embeddings", "dense_offset": emb_off},
+            {"first_column": 8, "width": 1, "dense_input": "first_order", "dense_offset": i}]
+        emb_off += 8
+    with Model(dram_bundle["path"]) as served:
+        dense_sig = served.describe()["dense_signature"]
+    assert {t["name"] for t in dense_sig["inputs"]} == {"embeddings", "first_order", "dense"}
+
+
+@pytest.mark.parametrize("kind", ["wdl", "dlrm"])
+def test_parity_other_model_types(kind, tmp_path):
+    # the blocks layout for the other dense stages (wdl: first-order column; dlrm: none)
+    from recstrata.training.export import bundle_feeds, export_bundle
+    from recstrata.training.models import RecModel
+    from recstrata.training.spec import parse_config
+
+    conf = {"name": kind, "label": "label",
+            "sparse": [{"name": f"f{i}", "dim": 4, "max_values": 1 + i % 2,
+                        "embedding": {"kind": "plain", "rows": 500 + i}} for i in range(5)],
+            "dense": [{"name": "d0"}, {"name": "d1", "transform": "log1p"}],
+            "model": {"type": kind, "hidden": [16, 8]},
+            "data": {"format": "synthetic", "synthetic": {"num_train": 10, "num_eval": 10}}}
+    if kind == "dlrm":
+        conf["model"]["bottom"] = [8]
+    cfg = parse_config(conf)
+    model = RecModel(cfg, name="rec_model")
+    model.build_with_dummy()
+    rng = np.random.default_rng(5)
+    for layer in model.embedding_stage.tables.values():
+        for t in layer.subtables:
+            t.assign(rng.normal(0, 0.3, t.shape).astype(np.float32))
+    info = export_bundle(model, tmp_path / kind)
+    slices = [len(f["slices"]) for f in info["manifest"]["sparse_features"]]
+    assert slices == [2 if kind == "wdl" else 1] * 5
+    ex = make_examples(cfg, 50, 7)
+    ref = keras_reference(model, cfg, ex)
+    with Model(info["path"]) as served:
+        got = served.run(bundle_feeds(info["manifest"], ex), outputs=["prob"])["prob"]
+    assert np.abs(got - ref).max() <= TOL
+
+
 def test_manifest_declares_every_scheme(dram_bundle):
     m = dram_bundle["manifest"]
     kinds = {t["key_scheme"]["kind"] for t in m["tables"]}
@@ -248,3 +307,52 @@ def test_concurrent_callers_get_identical_results(dram_bundle, trained):
         for th in threads:
             th.join()
     assert not errors, errors[:3]
+
+
+def test_batch_split_matches_unsplit_call(dram_bundle, trained):
+    # A large call that has the model to itself is cut into row ranges served at once; the
+    # joined outputs are the rows of the unsplit call, in order.
+    from recstrata.training.export import bundle_feeds
+
+    model, cfg, _ = trained
+    ex = make_examples(cfg, 301, 77)
+    feeds = bundle_feeds(dram_bundle["manifest"], ex)
+    ref = keras_reference(model, cfg, ex)
+    with Model(dram_bundle["path"], split_min_batch=0) as whole:
+        want = whole.run(feeds)
+        assert whole.stats()["split_calls"] == 0
+        assert whole.describe()["batch_split"]["min_batch"] == 0
+    with Model(dram_bundle["path"], split_min_batch=32, split_parts=3) as split:
+        assert split.describe()["batch_split"] == {"min_batch": 32, "parts": 3}
+        got = split.run(feeds)
+        small = split.run(bundle_feeds(dram_bundle["manifest"], make_examples(cfg, 20, 78)))
+        assert split.stats()["split_calls"] == 1          # 301 rows split, 20 rows not
+    assert small["prob"].shape == (20,)
+    for k in ("prob", "logit"):
+        assert got[k].shape == want[k].shape == (301,)
+        np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-6)
+    assert np.abs(got["prob"] - ref).max() <= TOL
+
+
+def test_batch_split_reports_a_bad_row_in_any_part(dram_bundle, trained):
+    # the error of a part run on a worker thread reaches the caller; the model keeps serving
+    from recstrata.training.export import bundle_feeds
+
+    model, cfg, _ = trained
+    feeds = bundle_feeds(dram_bundle["manifest"], make_examples(cfg, 200, 79))
+    feeds["tags_lengths"] = feeds["tags_lengths"].copy()
+    feeds["tags_lengths"][190] = 99                        # in the last part
+    with Model(dram_bundle["path"], split_min_batch=32, split_parts=4) as served:
+        # (numbered as the caller numbers the rows, not within the part)
+        with pytest.raises(InvalidArgumentError, match=r"tags_lengths'\[190\] = 99"):
+            served.run(feeds)
+        feeds["tags_lengths"][190] = 1
+        assert served.run(feeds)["prob"].shape == (200,)
+        assert served.stats()["split_calls"] == 1
+
+
+def test_batch_split_config_is_validated(dram_bundle):
+    with pytest.raises(InvalidArgumentError, match="split_parts"):
+        Model(dram_bundle["path"], split_parts=0)
+    with pytest.raises(InvalidArgumentError, match="split_min_batch"):
+        Model(dram_bundle["path"], split_min_batch=-1)

@@ -150,7 +150,10 @@ typedef struct rs_tensor {
  * Threading: rs_model_run, rs_model_predict, rs_model_describe_json and the
  * signature accessors may be called by any number of threads at once on the
  * same model. rs_model_close must not overlap any other call on that model
- * (the host must stop its callers first). Different models are independent. */
+ * (the host must stop its callers first). Different models are independent.
+ * A bundle model owns split_parts - 1 worker threads (see split_min_batch):
+ * a large call that finds no other call of the model in flight runs parts
+ * of its rows on them while the calling thread runs the first part. */
 typedef struct rs_model rs_model;
 
 /* Opens a model.
@@ -165,7 +168,11 @@ typedef struct rs_model rs_model;
  *   inter_op_parallelism_threads (-1: ops run inline in the caller's
  *   thread), intra_op_parallelism_threads (1), warmup_file_name (a
  *   serialized PredictRequest), warmup_runs (5; 0 disables),
- *   serialize_protocol ("protobuf"), savedmodel_dir, tags ("serve").
+ *   serialize_protocol ("protobuf"), savedmodel_dir, tags ("serve"),
+ *   and for bundles split_min_batch (64: calls of at least this many rows
+ *   that have the model to themselves are cut into row ranges served at
+ *   once, with identical outputs; 0 never splits) and split_parts (the CPUs
+ *   the process may use, at most 8; 1 never splits).
  *   Unknown DeepRec keys are accepted and ignored; malformed values are an
  *   RS_ERR_INVALID_ARGUMENT. docs/processor.md explains every key.
  * Warmup runs on every session before this returns (generated inputs that

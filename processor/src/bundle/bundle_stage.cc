@@ -79,6 +79,9 @@ struct Scratch {
   std::vector<int32_t> index;      // [S][n] value -> its unique key's position
   std::vector<int64_t> slot_key;   // open-addressing table for de-duplication (-1 = empty)
   std::vector<int32_t> slot_pos;
+  std::vector<float*> outs;        // Transform: each dense input's data
+  std::vector<int64_t> strides;    // ... and its row stride (floats)
+  std::vector<BundleInputStage::Segment> segs;  // one feature's output slices
 };
 
 // De-duplicates n row keys (all >= 0): uniq receives the distinct keys in first-seen order,
@@ -186,10 +189,44 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
     else if (f.combiner() == "sqrtn") rt->pool = Pool::kSqrtn;
     else BadManifest("feature '" + f.name() + "' has combiner '" + f.combiner() +
                      "' (sum, mean or sqrtn)");
-    if (f.dense_input().empty()) BadManifest("feature '" + f.name() + "' feeds no dense input");
-    rt->dense_input = f.dense_input();
-    rt->dense_offset = f.dense_offset();
-    if (rt->dense_offset < 0) BadManifest("feature '" + f.name() + "' has dense_offset < 0");
+    if (f.slices_size() == 0) {
+      if (f.dense_input().empty()) BadManifest("feature '" + f.name() + "' feeds no dense input");
+      FeatureRt::Slice sl;
+      sl.first_column = 0;
+      sl.width = rt->table->dim;
+      sl.dense_input = f.dense_input();
+      sl.dense_offset = f.dense_offset();
+      rt->slices.push_back(std::move(sl));
+    } else {
+      if (m.format_version() < 2)
+        BadManifest("feature '" + f.name() + "' has slices, which need format version 2");
+      // The slices must cover columns [0, dim) exactly once.
+      std::vector<char> used(static_cast<size_t>(rt->table->dim), 0);
+      for (const auto& ps : f.slices()) {
+        if (ps.dense_input().empty())
+          BadManifest("feature '" + f.name() + "' has a slice that feeds no dense input");
+        if (ps.width() <= 0 || ps.first_column() < 0 ||
+            ps.first_column() > rt->table->dim - ps.width())
+          BadManifest("feature '" + f.name() + "' has a slice [" +
+                      std::to_string(ps.first_column()) + ", +" + std::to_string(ps.width()) +
+                      ") outside its table's " + std::to_string(rt->table->dim) + " columns");
+        for (int32_t c = ps.first_column(); c < ps.first_column() + ps.width(); ++c) {
+          if (used[c]) BadManifest("feature '" + f.name() + "' has overlapping slices");
+          used[c] = 1;
+        }
+        FeatureRt::Slice sl;
+        sl.first_column = ps.first_column();
+        sl.width = ps.width();
+        sl.dense_input = ps.dense_input();
+        sl.dense_offset = ps.dense_offset();
+        rt->slices.push_back(std::move(sl));
+      }
+      if (std::find(used.begin(), used.end(), 0) != used.end())
+        BadManifest("feature '" + f.name() + "': its slices do not cover all " +
+                    std::to_string(rt->table->dim) + " columns of its table");
+    }
+    for (const auto& sl : rt->slices)
+      if (sl.dense_offset < 0) BadManifest("feature '" + f.name() + "' has dense_offset < 0");
     rt->multivalued = f.multivalued();
     rt->max_values = f.max_values();
     if (rt->max_values < 0) BadManifest("feature '" + f.name() + "' has max_values < 0");
@@ -265,13 +302,24 @@ void BundleInputStage::Bind(const Signature& dense) {
   std::map<std::string, std::string> first_feeder;
   for (size_t i = 0; i < features_.size(); ++i) {
     const FeatureRt& f = *features_[i];
-    parts[f.dense_input].push_back({true, i, f.dense_offset, f.table->dim});
-    first_feeder.emplace(f.dense_input, "sparse feature '" + f.name + "'");
+    for (size_t k = 0; k < f.slices.size(); ++k) {
+      const FeatureRt::Slice& sl = f.slices[k];
+      parts[sl.dense_input].push_back({true, i, sl.dense_offset, sl.width, k});
+      first_feeder.emplace(sl.dense_input, "sparse feature '" + f.name + "'");
+    }
   }
   for (size_t i = 0; i < dense_features_.size(); ++i) {
     const DenseFeatureRt& d = dense_features_[i];
     parts[d.dense_input].push_back({false, i, d.dense_offset, d.width});
     first_feeder.emplace(d.dense_input, "dense feature '" + d.name + "'");
+  }
+  // A feature feeding an input the dense stage lacks is the clearer error: check it first.
+  for (const auto& kv : parts) {
+    bool known = false;
+    for (const auto& in : dense.inputs) known = known || in.name == kv.first;
+    if (!known)
+      Fail(RS_ERR_INVALID_ARGUMENT, "bundle " + bundle_dir_ + ": the dense stage has no input '" +
+                                        kv.first + "' (fed by " + first_feeder[kv.first] + ")");
   }
   dense_sources_.clear();
   for (const auto& in : dense.inputs) {
@@ -310,6 +358,8 @@ void BundleInputStage::Bind(const Signature& dense) {
                                         "' does not take the [B" +
                                         (ds.ndim == 2 ? ", " + std::to_string(ds.width) : "") +
                                         "] tensor of " + who);
+    for (const DensePart& p : ds.parts)
+      if (p.sparse) features_[p.index]->slices[p.slice].source = dense_sources_.size();
     dense_sources_.push_back(std::move(ds));
     parts.erase(it);
   }
@@ -346,19 +396,33 @@ void BundleInputStage::Transform(const rs_tensor* inputs, size_t n,
   if (batch > INT32_MAX / 2) Fail(RS_ERR_INVALID_ARGUMENT, "batch too large");
   requests_.fetch_add(1, std::memory_order_relaxed);
 
+  // Every dense input tensor first (the caller owns and frees what is pushed,
+  // also when a later step fails), then the dense features, then the pooled
+  // sparse features written straight into their slices of those tensors.
   dense_inputs.reserve(dense_sources_.size());
-  for (const DenseSource& ds : dense_sources_) {
+  Scratch& scratch = tls_scratch;
+  std::vector<float*>& outs = scratch.outs;
+  std::vector<int64_t>& strides = scratch.strides;
+  outs.resize(dense_sources_.size());
+  strides.resize(dense_sources_.size());
+  for (size_t k = 0; k < dense_sources_.size(); ++k) {
+    const DenseSource& ds = dense_sources_[k];
     int64_t dims[2] = {batch, ds.width};
     const int64_t stride = ds.ndim == 2 ? ds.width : 1;
     const size_t count = static_cast<size_t>(batch) * stride;
     TF_Tensor* t = TF_AllocateTensor(TF_FLOAT, dims, ds.ndim, count * sizeof(float));
     if (!t) Fail(RS_ERR_RESOURCE_EXHAUSTED, "bundle: cannot allocate a dense input tensor");
     dense_inputs.push_back(t);
-    float* out = static_cast<float*>(TF_TensorData(t));
+    outs[k] = static_cast<float*>(TF_TensorData(t));
+    strides[k] = stride;
+  }
+  for (size_t k = 0; k < dense_sources_.size(); ++k) {
+    const DenseSource& ds = dense_sources_[k];
+    const int64_t stride = strides[k];
+    const size_t count = static_cast<size_t>(batch) * stride;
+    float* out = outs[k];
     for (const DensePart& p : ds.parts) {
-      if (p.sparse) {
-        PoolFeature(*features_[p.index], inputs, batch, out + p.offset, stride);
-      } else {
+      if (!p.sparse) {
         const rs_tensor& src = inputs[dense_features_[p.index].input];
         const int32_t w = ds.ndim == 2 ? p.width : 1;
         const char* from = static_cast<const char*>(src.data);
@@ -372,10 +436,19 @@ void BundleInputStage::Transform(const rs_tensor* inputs, size_t n,
       }
     }
   }
+  std::vector<Segment>& segs = scratch.segs;
+  for (const auto& fp : features_) {
+    const FeatureRt& f = *fp;
+    segs.clear();
+    for (const FeatureRt::Slice& sl : f.slices)
+      segs.push_back({outs[sl.source] + sl.dense_offset, strides[sl.source], sl.first_column,
+                      sl.width});
+    PoolFeature(f, inputs, batch, segs.data(), segs.size());
+  }
 }
 
 void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, int64_t batch,
-                                   float* out, int64_t stride) {
+                                   const Segment* segs, size_t nseg) {
   const TableRt& table = *f.table;
   const int32_t dim = table.dim;
   const rs_tensor& ids = inputs[f.ids_input];
@@ -424,10 +497,14 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
   }
   const size_t nv = s.ids.size();
   f.values.fetch_add(nv, std::memory_order_relaxed);
-  if (stride == dim) {
-    std::memset(out, 0, sizeof(float) * static_cast<size_t>(batch) * dim);
-  } else {
-    for (int64_t b = 0; b < batch; ++b) std::memset(out + b * stride, 0, sizeof(float) * dim);
+  for (size_t g = 0; g < nseg; ++g) {
+    const Segment& sg = segs[g];
+    if (sg.stride == sg.width) {
+      std::memset(sg.out, 0, sizeof(float) * static_cast<size_t>(batch) * sg.width);
+    } else {
+      for (int64_t b = 0; b < batch; ++b)
+        std::memset(sg.out + b * sg.stride, 0, sizeof(float) * sg.width);
+    }
   }
   if (nv == 0) return;
 
@@ -472,6 +549,21 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
   s.emb.resize(dim);
   float* e = s.emb.data();
   const SubCombiner comb = table.scheme.combiner();
+  // Adds one value's combined vector r[0, dim) into example b's segments.
+  auto accumulate = [segs, nseg](const float* r, int64_t b) {
+    for (size_t g = 0; g < nseg; ++g) {
+      const Segment& sg = segs[g];
+      float* o = sg.out + b * sg.stride;
+      const float* src = r + sg.from;
+      for (int32_t d = 0; d < sg.width; ++d) o[d] += src[d];
+    }
+  };
+  auto divide = [segs, nseg](float div, int64_t b) {
+    for (size_t g = 0; g < nseg; ++g) {
+      float* o = segs[g].out + b * segs[g].stride;
+      for (int32_t d = 0; d < segs[g].width; ++d) o[d] /= div;
+    }
+  };
   for (int64_t b = 0; b < batch; ++b) {
     const int32_t lo = s.offsets[b], hi = s.offsets[b + 1];
     const int32_t cnt = hi - lo;
@@ -481,18 +573,13 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
     float div = 1.f;
     if (f.pool == Pool::kMean) div = static_cast<float>(cnt);
     else if (f.pool == Pool::kSqrtn) div = std::sqrt(static_cast<float>(cnt));
-    float* o = out + b * stride;
     if (S == 1) {
       // One sub-table (plain scheme): add its rows straight into the output (same sums, in
       // the same order, as through `e`; saves a copy per value).
       const float* base = sub_rows[0];
       const int32_t* idx = sub_index[0];
-      for (int32_t v = lo; v < hi; ++v) {
-        const float* r = base + static_cast<size_t>(idx[v]) * dim;
-        for (int32_t d = 0; d < dim; ++d) o[d] += r[d];
-      }
-      if (f.pool != Pool::kSum)
-        for (int32_t d = 0; d < dim; ++d) o[d] /= div;
+      for (int32_t v = lo; v < hi; ++v) accumulate(base + static_cast<size_t>(idx[v]) * dim, b);
+      if (f.pool != Pool::kSum) divide(div, b);
       continue;
     }
     for (int32_t v = lo; v < hi; ++v) {
@@ -516,10 +603,9 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
           }
         }
       }
-      for (int32_t d = 0; d < dim; ++d) o[d] += e[d];
+      accumulate(e, b);
     }
-    if (f.pool != Pool::kSum)
-      for (int32_t d = 0; d < dim; ++d) o[d] /= div;
+    if (f.pool != Pool::kSum) divide(div, b);
   }
 }
 

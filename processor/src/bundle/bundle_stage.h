@@ -48,6 +48,15 @@ class BundleInputStage final : public InputStage {
   // Exposed for the loader: the dense SavedModel directory (absolute).
   const std::string& dense_dir() const { return dense_dir_; }
 
+  // Where PoolFeature writes one slice: columns [from, from + width) of example
+  // b's pooled vector go to out[b * stride + 0 .. width).
+  struct Segment {
+    float* out;
+    int64_t stride;
+    int32_t from;
+    int32_t width;
+  };
+
  private:
   struct SubTableRt {
     const rs::store::Table* table = nullptr;
@@ -72,8 +81,16 @@ class BundleInputStage final : public InputStage {
     const TableRt* table = nullptr;
     int ids_input = -1;       // index in public_.inputs
     int lengths_input = -1;   // multivalued only
-    std::string dense_input;
-    int32_t dense_offset = 0;
+    // Where the pooled [B, dim] vector goes: column slices of it, each into a
+    // dense input (one slice covering every column in format version 1).
+    struct Slice {
+      int32_t first_column = 0;
+      int32_t width = 0;
+      std::string dense_input;
+      int32_t dense_offset = 0;
+      size_t source = 0;  // index in dense_sources_ (set by Bind)
+    };
+    std::vector<Slice> slices;
     mutable std::atomic<uint64_t> values{0};  // ids looked up
   };
   struct DenseFeatureRt {
@@ -89,6 +106,7 @@ class BundleInputStage final : public InputStage {
     size_t index = 0;  // into features_ or dense_features_
     int32_t offset = 0;
     int32_t width = 0;
+    size_t slice = 0;  // sparse: which of the feature's slices
   };
   // What feeds one dense stage input ([B, width], or [B] when ndim == 1).
   struct DenseSource {
@@ -97,9 +115,9 @@ class BundleInputStage final : public InputStage {
     int32_t ndim = 2;
   };
 
-  // Pools feature f into out[b * stride + 0 .. dim) for every example b.
-  void PoolFeature(const FeatureRt& f, const rs_tensor* inputs, int64_t batch, float* out,
-                   int64_t stride);
+  // Pools feature f for every example into its segments (zeros for no values).
+  void PoolFeature(const FeatureRt& f, const rs_tensor* inputs, int64_t batch,
+                   const Segment* segs, size_t nseg);
 
   std::string bundle_dir_;
   std::string dense_dir_;

@@ -66,13 +66,13 @@ recstrata::bundle::Manifest LoadManifest(const std::string& bundle_dir) {
   if (m.format_version() == 0 || m.format_version() > kFormatVersion)
     Fail(RS_ERR_INCOMPATIBLE, "bundle " + bundle_dir + " has format version " +
                                   std::to_string(m.format_version()) +
-                                  "; this library reads version " +
+                                  "; this library reads versions 1 to " +
                                   std::to_string(kFormatVersion));
   if (m.key_schema_version() != 1)
     Fail(RS_ERR_INCOMPATIBLE, "bundle " + bundle_dir + " uses key schema version " +
                                   std::to_string(m.key_schema_version()) +
                                   "; this library implements version 1");
-  // Pass 2, strict: a version-1 manifest has no fields we do not know.
+  // Pass 2, strict: a manifest of a version we know has no fields we do not know.
   m.Clear();
   ParseJson(text, &m, /*ignore_unknown=*/false, RS_ERR_CORRUPTION,
             "bundle manifest " + path + " is malformed");

@@ -17,7 +17,7 @@ namespace rs {
 namespace bundle {
 
 inline constexpr const char* kFormatName = "recstrata.bundle";
-inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr uint32_t kFormatVersion = 2;  // newest format this reader knows
 // Largest manifest we read (a bundle with thousands of features is ~1 MiB).
 inline constexpr size_t kMaxManifestBytes = 64u << 20;
 

@@ -120,6 +120,16 @@ ModelConfig ParseModelConfig(const char* json) {
       Fail(RS_ERR_INVALID_ARGUMENT, "config: warmup_runs must be in 0..10000");
     cfg.warmup_runs = pb.warmup_runs();
   }
+  if (pb.has_split_min_batch()) {
+    if (pb.split_min_batch() < 0)
+      Fail(RS_ERR_INVALID_ARGUMENT, "config: split_min_batch must be >= 0");
+    cfg.split_min_batch = pb.split_min_batch();
+  }
+  if (pb.has_split_parts()) {
+    if (pb.split_parts() < 1 || pb.split_parts() > 64)
+      Fail(RS_ERR_INVALID_ARGUMENT, "config: split_parts must be in 1..64");
+    cfg.split_parts = pb.split_parts();
+  }
   if (!pb.serialize_protocol().empty() && pb.serialize_protocol() != "protobuf")
     Fail(RS_ERR_INVALID_ARGUMENT,
          "config: serialize_protocol \"" + pb.serialize_protocol() + "\" is not supported (only \"protobuf\")");

@@ -26,6 +26,8 @@ struct ModelConfig {
   int intra_op_threads = 1;
   std::string warmup_file_name;
   int warmup_runs = 5;
+  int split_min_batch = 64;  // bundles: split calls of >= this many rows (0: never)
+  int split_parts = 0;       // parts per split call (0: allowed CPUs, max 8; 1: never)
   std::vector<std::string> tags = {"serve"};
   std::string raw_json;  // the text given (for bundle loaders)
 };

@@ -169,6 +169,18 @@ std::unique_ptr<Model> Model::Open(const char* model_dir, const char* config_jso
     m->public_sig_ = dense;
   }
   for (size_t i = 0; i < m->public_sig_->outputs.size(); ++i) m->all_outputs_.push_back(static_cast<int>(i));
+  if (m->stage_ && m->cfg_.split_min_batch > 0) {
+    int parts = m->cfg_.split_parts;
+    if (parts == 0) {
+      cpu_set_t allowed;
+      parts = sched_getaffinity(0, sizeof(allowed), &allowed) == 0 ? CPU_COUNT(&allowed) : 1;
+      parts = std::min(parts, 8);
+    }
+    if (parts > 1) {
+      m->split_parts_ = parts;
+      m->split_pool_ = std::make_unique<SplitPool>(parts - 1);
+    }
+  }
   m->load_ms_ = MsSince(t0);
   auto t1 = Clock::now();
   m->Warmup();
@@ -226,12 +238,111 @@ void Model::Warmup() {
   }
 }
 
+void Model::RunStaged(const rs_tensor* staged, size_t n, const int* out_idx, size_t n_out, int s,
+                      TF_Tensor** outs, const TF_Buffer* run_options, TF_Buffer* run_metadata) {
+  const Signature& dense = *group_->signature();
+  TensorList in;
+  try {
+    stage_->Transform(staged, n, in.v);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {
+    Fail(RS_ERR_INTERNAL, std::string("bundle input stage failed: ") + e.what());
+  }
+  if (in.v.size() != dense.inputs.size())
+    Fail(RS_ERR_INTERNAL, "bundle input stage produced " + std::to_string(in.v.size()) +
+                              " dense inputs, the model has " + std::to_string(dense.inputs.size()));
+  for (size_t i = 0; i < in.v.size(); ++i) CheckTFTensor(dense.inputs[i], in.v[i]);
+  // The stage's tensors are TF-owned (nothing borrowed): outputs need no alias check.
+  group_->Run(s, in.v.data(), out_idx, n_out, outs, run_options, run_metadata);
+}
+
+void Model::RunSplit(const std::vector<rs_tensor>& staged, int64_t batch, const int* out_idx,
+                     size_t n_out, TF_Tensor** outs) {
+  const int64_t min_rows = std::max<int64_t>(16, cfg_.split_min_batch / 2);
+  const int parts = static_cast<int>(std::min<int64_t>(split_parts_, batch / min_rows));
+  const size_t n = staged.size();
+  // Row ranges of every input: part p gets rows [batch*p/parts, batch*(p+1)/parts).
+  std::vector<rs_tensor> in(static_cast<size_t>(parts) * n);
+  std::vector<int64_t> shapes;
+  size_t shape_len = 0;
+  for (const rs_tensor& t : staged) shape_len += static_cast<size_t>(t.ndim);
+  shapes.resize(static_cast<size_t>(parts) * shape_len);
+  for (int p = 0; p < parts; ++p) {
+    const int64_t lo = batch * p / parts, hi = batch * (p + 1) / parts;
+    int64_t* sh = shapes.data() + static_cast<size_t>(p) * shape_len;
+    for (size_t i = 0; i < n; ++i) {
+      const rs_tensor& t = staged[i];
+      rs_tensor& part = in[static_cast<size_t>(p) * n + i];
+      part = t;
+      std::copy(t.shape, t.shape + t.ndim, sh);
+      sh[0] = hi - lo;
+      part.shape = sh;
+      sh += t.ndim;
+      const size_t row_bytes = t.byte_size / static_cast<size_t>(batch);  // validated sizes
+      part.data = static_cast<const char*>(t.data) + static_cast<size_t>(lo) * row_bytes;
+      part.byte_size = static_cast<size_t>(hi - lo) * row_bytes;
+    }
+  }
+  TensorList part_outs;
+  part_outs.v.assign(static_cast<size_t>(parts) * n_out, nullptr);
+  const int s0 = group_->Select();
+  const int sessions = static_cast<int>(group_->size());
+  split_pool_->Run(parts, [&](int p) {
+    RunStaged(in.data() + static_cast<size_t>(p) * n, n, out_idx, n_out, (s0 + p) % sessions,
+              part_outs.v.data() + static_cast<size_t>(p) * n_out, nullptr, nullptr);
+  });
+  // Join each output's parts in row order.
+  for (size_t k = 0; k < n_out; ++k) {
+    TF_Tensor* first = part_outs.v[k];
+    const TF_DataType type = TF_TensorType(first);
+    const int nd = TF_NumDims(first);
+    if (type == TF_STRING || nd < 1)
+      Fail(RS_ERR_INTERNAL, "a split call produced an output that cannot be joined by rows");
+    std::vector<int64_t> dims(static_cast<size_t>(nd));
+    int64_t rows = 0;
+    size_t bytes = 0;
+    for (int p = 0; p < parts; ++p) {
+      TF_Tensor* t = part_outs.v[static_cast<size_t>(p) * n_out + k];
+      if (TF_TensorType(t) != type || TF_NumDims(t) != nd)
+        Fail(RS_ERR_INTERNAL, "the parts of a split call disagree on an output's type or rank");
+      for (int d = 1; d < nd; ++d)
+        if (TF_Dim(t, d) != TF_Dim(first, d))
+          Fail(RS_ERR_INTERNAL, "the parts of a split call disagree on an output's shape");
+      rows += TF_Dim(t, 0);
+      bytes += TF_TensorByteSize(t);
+    }
+    if (rows != batch)
+      Fail(RS_ERR_INTERNAL, "a split call's output has " + std::to_string(rows) + " rows, not " +
+                                std::to_string(batch));
+    for (int d = 0; d < nd; ++d) dims[static_cast<size_t>(d)] = d == 0 ? rows : TF_Dim(first, d);
+    TF_Tensor* joined = TF_AllocateTensor(type, dims.data(), nd, bytes);
+    if (!joined) Fail(RS_ERR_RESOURCE_EXHAUSTED, "cannot allocate a joined output");
+    outs[k] = joined;
+    char* dst = static_cast<char*>(TF_TensorData(joined));
+    for (int p = 0; p < parts; ++p) {
+      TF_Tensor* t = part_outs.v[static_cast<size_t>(p) * n_out + k];
+      const size_t b = TF_TensorByteSize(t);
+      if (b) std::memcpy(dst, TF_TensorData(t), b);
+      dst += b;
+    }
+  }
+  split_calls_.fetch_add(1, std::memory_order_relaxed);
+}
+
 std::unique_ptr<rs_result> Model::Run(const rs_tensor* inputs, size_t n, const int* out_idx, size_t n_out,
                                       int session, const TF_Buffer* run_options, TF_Buffer* run_metadata) {
   auto t0 = Clock::now();
+  // Calls in flight (batch splitting only uses idle capacity).
+  struct Active {
+    std::atomic<int>& c;
+    explicit Active(std::atomic<int>& a) : c(a) { c.fetch_add(1, std::memory_order_acq_rel); }
+    ~Active() { c.fetch_sub(1, std::memory_order_acq_rel); }
+  } active(active_calls_);
   try {
     const Signature& sig = *public_sig_;
-    const Signature& dense = *group_->signature();
     Scratch& sc = tls_scratch;
     OrderInputs(sig, inputs, n, sc.ordered);
     if (n_out == 0) {
@@ -242,25 +353,49 @@ std::unique_ptr<rs_result> Model::Run(const rs_tensor* inputs, size_t n, const i
       if (out_idx[k] < 0 || static_cast<size_t>(out_idx[k]) >= sig.outputs.size())
         Fail(RS_ERR_OUT_OF_RANGE, "output index out of range");
 
-    TensorList in;
-    sc.borrowed.clear();
     if (stage_) {
       sc.staged.resize(sc.ordered.size());
       for (size_t i = 0; i < sc.ordered.size(); ++i) sc.staged[i] = *sc.ordered[i];
-      try {
-        stage_->Transform(sc.staged.data(), sc.staged.size(), in.v);
-      } catch (const Error&) {
-        throw;
-      } catch (const std::bad_alloc&) {
-        throw;
-      } catch (const std::exception& e) {
-        Fail(RS_ERR_INTERNAL, std::string("bundle input stage failed: ") + e.what());
+      auto result = std::make_unique<rs_result>();
+      result->signature = public_sig_;
+      result->output_index.assign(out_idx, out_idx + n_out);
+      result->tensors.assign(n_out, nullptr);
+      // Split only a call that has the model to itself, has one batch size
+      // across its inputs (else the stage reports the mismatch) and is large.
+      int64_t batch = -1;
+      bool split = split_pool_ && session < 0 && !run_options && !run_metadata &&
+                   active_calls_.load(std::memory_order_acquire) == 1;
+      for (size_t i = 0; split && i < sc.staged.size(); ++i) {
+        const rs_tensor& t = sc.staged[i];
+        if (t.ndim < 1 || (batch >= 0 && t.shape[0] != batch)) split = false;
+        else batch = t.shape[0];
       }
-      if (in.v.size() != dense.inputs.size())
-        Fail(RS_ERR_INTERNAL, "bundle input stage produced " + std::to_string(in.v.size()) +
-                                  " dense inputs, the model has " + std::to_string(dense.inputs.size()));
-      for (size_t i = 0; i < in.v.size(); ++i) CheckTFTensor(dense.inputs[i], in.v[i]);
-    } else {
+      if (split && batch >= cfg_.split_min_batch &&
+          batch / std::max<int64_t>(16, cfg_.split_min_batch / 2) >= 2) {
+        try {
+          RunSplit(sc.staged, batch, out_idx, n_out, result->tensors.data());
+        } catch (const Error&) {
+          // Rerun unsplit, so that an error names rows as the caller numbers them.
+          for (TF_Tensor*& t : result->tensors) {
+            if (t) TF_DeleteTensor(t);
+            t = nullptr;
+          }
+          RunStaged(sc.staged.data(), sc.staged.size(), out_idx, n_out, group_->Select(),
+                    result->tensors.data(), nullptr, nullptr);
+        }
+      } else {
+        RunStaged(sc.staged.data(), sc.staged.size(), out_idx, n_out,
+                  session >= 0 ? session : group_->Select(), result->tensors.data(), run_options,
+                  run_metadata);
+      }
+      result->Finish();
+      stats_.Record(static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count()));
+      return result;
+    }
+    TensorList in;
+    sc.borrowed.clear();
+    {
       in.v.reserve(sc.ordered.size());
       size_t stage_bytes = 0;
       for (const rs_tensor* t : sc.ordered)
@@ -341,7 +476,11 @@ std::string Model::DescribeJson() const {
   char buf[96];
   std::snprintf(buf, sizeof buf, ",\"ms\":%.1f},\"load_ms\":%.1f", warmup_ms_, load_ms_);
   out += buf;
-  if (stage_) out += ",\"bundle\":" + stage_->DescribeJson();
+  if (stage_) {
+    out += ",\"batch_split\":{\"min_batch\":" + std::to_string(split_pool_ ? cfg_.split_min_batch : 0) +
+           ",\"parts\":" + std::to_string(split_parts_) + "}";
+    out += ",\"bundle\":" + stage_->DescribeJson();
+  }
   out += "}";
   return out;
 }
@@ -349,6 +488,7 @@ std::string Model::DescribeJson() const {
 std::string Model::StatsJson() const {
   std::string out = "{" + stats_.JsonFields();
   out += ",\"session_group\":" + group_->StatsJson();
+  if (stage_) out += ",\"split_calls\":" + std::to_string(split_calls_.load());
   if (stage_) out += ",\"bundle\":" + stage_->StatsJson();
   out += "}";
   return out;

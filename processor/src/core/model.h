@@ -3,6 +3,14 @@
 //
 // Threading: Run/Describe/Stats/Trace may be called concurrently; the model
 // is immutable after Open except for atomic counters.
+//
+// Batch splitting (bundles): a call of at least cfg.split_min_batch rows that
+// finds no other call of this model in flight is cut into row ranges that
+// run at once, each through the input stage and a session (the caller's
+// thread plus a SplitPool), and the outputs are joined in row order. The
+// result is the same as unsplit (every row is computed independently); one
+// large request then uses cores that would otherwise idle (TensorFlow's
+// oneDNN kernels keep matmuls of these sizes on one thread).
 #ifndef RECSTRATA_CORE_MODEL_H_
 #define RECSTRATA_CORE_MODEL_H_
 
@@ -15,6 +23,7 @@
 #include "core/input_stage.h"
 #include "core/result.h"
 #include "core/session_group.h"
+#include "core/split_pool.h"
 #include "core/signature.h"
 #include "core/stats.h"
 
@@ -49,6 +58,13 @@ class Model {
  private:
   Model() = default;
   void Warmup();
+  // Bundle path: input stage + session `s` on one (part of a) request.
+  void RunStaged(const rs_tensor* staged, size_t n, const int* out_idx, size_t n_out, int s,
+                 TF_Tensor** outs, const TF_Buffer* run_options, TF_Buffer* run_metadata);
+  // Splits a bundle request of `batch` rows into parts run concurrently;
+  // outs[k] receives the joined output k.
+  void RunSplit(const std::vector<rs_tensor>& staged, int64_t batch, const int* out_idx,
+                size_t n_out, TF_Tensor** outs);
   // Generated batch-1 inputs for warmup/trace (storage kept in `store`).
   struct GeneratedInputs;
   void Generate(GeneratedInputs& g) const;
@@ -64,6 +80,10 @@ class Model {
   std::string warmup_error_;
   double warmup_ms_ = 0, load_ms_ = 0;
   RunStats stats_;
+  std::unique_ptr<SplitPool> split_pool_;  // bundles with splitting enabled
+  int split_parts_ = 1;
+  alignas(64) std::atomic<int> active_calls_{0};
+  std::atomic<uint64_t> split_calls_{0};
 };
 
 }  // namespace rs

@@ -69,29 +69,50 @@ class DenseStage(keras.Model):
         return x
 
     def call(self, inputs, training=False):
-        cdt = self.compute_dtype
-        dense = self.norm(inputs["dense"])
+        """``{feature: [B, width], "dense": [B, D]}`` -> logits [B] (see :meth:`call_blocks`)."""
         pooled = [tf.cast(inputs[n], tf.float32) for n in self.feature_names]
-        vecs = [p[:, :d] for p, d in zip(pooled, self.dims)]
-        if self.kind in ("wdl", "deepfm"):
-            first = tf.add_n([p[:, d] for p, d in zip(pooled, self.dims)])
-            if self.num_dense:
-                first = first + tf.cast(self.dense_linear(dense)[:, 0], tf.float32)
+        emb = tf.concat([p[:, :d] for p, d in zip(pooled, self.dims)], axis=1)
+        first = (tf.concat([p[:, d:d + 1] for p, d in zip(pooled, self.dims)], axis=1)
+                 if self.has_first_order else None)
+        return self.call_blocks(emb, first, inputs["dense"], training=training)
+
+    @property
+    def has_first_order(self) -> bool:
+        """Whether tables carry a first-order column (wdl, deepfm)."""
+        return self.kind in ("wdl", "deepfm")
+
+    def call_blocks(self, emb, first, dense, training=False):
+        """The dense stage on block inputs -> logits [B].
+
+        emb [B, sum(dims)]: every feature's embedding side by side, in feature order;
+        first [B, F] (wdl / deepfm, else None): every feature's first-order weight;
+        dense [B, D]: raw dense features. This is what a bundle's dense stage computes: the
+        processor pools rows straight into these blocks, so the graph needs no per-feature
+        split or slice ops (the per-feature :meth:`call` builds the blocks and calls this).
+        """
+        cdt = self.compute_dtype
+        dense = self.norm(dense)
+        emb = tf.cast(emb, tf.float32)
+        nf = len(self.dims)
         if self.kind == "dlrm":
             bottom = self._run(self.bottom, tf.cast(dense, cdt), training)
-            t = tf.stack([tf.cast(bottom, tf.float32)] + vecs, axis=1)           # [B, F+1, d]
+            v = tf.reshape(emb, [-1, nf, self.dims[0]])                          # [B, F, d]
+            t = tf.concat([tf.cast(bottom, tf.float32)[:, None, :], v], axis=1)  # [B, F+1, d]
             z = tf.matmul(t, t, transpose_b=True)
-            n = len(vecs) + 1
+            n = nf + 1
             iu = np.triu_indices(n, 1)
             flat = tf.gather(tf.reshape(z, [-1, n * n]), iu[0] * n + iu[1], axis=1)
             x = tf.concat([tf.cast(bottom, tf.float32), flat], axis=1)
             return tf.cast(self.out(self._run(self.deep, tf.cast(x, cdt), training))[:, 0],
                            tf.float32)
-        x = tf.concat(vecs + ([dense] if self.num_dense else []), axis=1)
+        x = tf.concat([emb, dense], axis=1) if self.num_dense else emb
         deep = tf.cast(self.out(self._run(self.deep, tf.cast(x, cdt), training))[:, 0], tf.float32)
-        logit = deep + first
+        lin = tf.reduce_sum(tf.cast(first, tf.float32), axis=1)
+        if self.num_dense:
+            lin = lin + tf.cast(self.dense_linear(dense)[:, 0], tf.float32)
+        logit = deep + lin
         if self.kind == "deepfm":
-            v = tf.stack(vecs, axis=1)                                         # [B, F, d]
+            v = tf.reshape(emb, [-1, nf, self.dims[0]])                          # [B, F, d]
             sq = tf.reduce_sum(v, axis=1)
             logit = logit + 0.5 * tf.reduce_sum(sq * sq - tf.reduce_sum(v * v, axis=1), axis=1)
         return logit
