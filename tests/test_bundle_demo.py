@@ -4,6 +4,7 @@ and `recstrata export CHECKPOINT OUT_DIR` from the demo's checkpoint directory."
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -50,12 +51,21 @@ def test_export_cli_from_checkpoint(demo_run, tmp_path, capsys):
     assert "bundle" in capsys.readouterr().out
     manifest = read_manifest(out)
     assert json.loads(json.dumps(manifest))["format_version"] == 2
+    assert not os.listdir(out / "dense" / "variables")          # frozen dense stage
+    # the format-version-1 layout with the weights kept as variables serves the same
+    old = tmp_path / "exported_v1"
+    assert main(["export", str(work / "checkpoints"), str(old), "--pooled-layout", "concat",
+                 "--no-freeze-dense", "--single-valued-layout", "lengths"]) == 0
+    old_manifest = read_manifest(old)
+    assert old_manifest["format_version"] == 1
+    assert os.listdir(old / "dense" / "variables")
     model, cfg = load_trained(str(work / "checkpoints"))
     blk = synthetic.Teacher(cfg).block("eval", 0, 300)
     ref = model.predict_batch(encode(cfg, blk, np.ones(300, bool), 300, 0))
-    with Model(str(out)) as served:
-        got = served.run(bundle_feeds(manifest, blk))["prob"]
-    assert np.abs(got - ref).max() <= 1e-5
+    for path, m in ((out, manifest), (old, old_manifest)):
+        with Model(str(path)) as served:
+            got = served.run(bundle_feeds(m, blk))["prob"]
+        assert np.abs(got - ref).max() <= 1e-5
     # refusing to overwrite without --overwrite: one clear line, exit code 1
     assert main(["export", str(work / "checkpoints"), str(out)]) == 1
     assert "exists" in capsys.readouterr().err

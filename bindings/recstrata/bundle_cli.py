@@ -28,6 +28,13 @@ def register(subparsers) -> None:
     e.add_argument("--single-valued-layout", choices=("single", "lengths"), default="single",
                    help="request layout of single-valued features: ids [B], or ids [B,1] + "
                         "lengths [B] (lets a request say 'missing')")
+    e.add_argument("--pooled-layout", choices=("blocks", "concat", "per_feature"),
+                   default="blocks",
+                   help="how pooled vectors feed the dense stage: 'blocks' (default, format "
+                        "version 2: embeddings and first-order weights in one input each), "
+                        "'concat' or 'per_feature' (format version 1, for older processors)")
+    e.add_argument("--no-freeze-dense", action="store_true",
+                   help="keep the dense stage's weights as variables (default: graph constants)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     e.set_defaults(func=_export)
 
@@ -59,6 +66,8 @@ def _export(args) -> int:
                              dram_capacity_bytes=args.dram_capacity_bytes,
                              cache_policy=args.cache_policy,
                              single_valued_layout=args.single_valued_layout,
+                             pooled_layout=args.pooled_layout,
+                             freeze_dense=not args.no_freeze_dense,
                              overwrite=args.overwrite, log=print)
     except FileExistsError as exc:   # a user mistake: one clear line from the CLI
         raise ValueError(str(exc)) from None
