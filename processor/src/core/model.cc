@@ -261,8 +261,14 @@ void Model::RunStaged(const rs_tensor* staged, size_t n, const int* out_idx, siz
 
 void Model::RunSplit(const std::vector<rs_tensor>& staged, int64_t batch, const int* out_idx,
                      size_t n_out, TF_Tensor** outs) {
+  // Parts of at least min_rows rows; one per thread, or more (up to 4 per
+  // thread) of ~kChunkRows rows for large calls, which the threads then take as
+  // they finish, so a thread slowed down by other work on its core takes fewer.
+  constexpr int64_t kChunkRows = 128;
   const int64_t min_rows = std::max<int64_t>(16, cfg_.split_min_batch / 2);
-  const int parts = static_cast<int>(std::min<int64_t>(split_parts_, batch / min_rows));
+  const int64_t wanted = std::min<int64_t>(std::max<int64_t>(split_parts_, batch / kChunkRows),
+                                           4 * static_cast<int64_t>(split_parts_));
+  const int parts = static_cast<int>(std::min<int64_t>(wanted, batch / min_rows));
   const size_t n = staged.size();
   // Row ranges of every input: part p gets rows [batch*p/parts, batch*(p+1)/parts).
   std::vector<rs_tensor> in(static_cast<size_t>(parts) * n);
