@@ -33,6 +33,7 @@ def _rows(keys, salt):
 class StoreModel(RuleBasedStateMachine):
     OPTIONS: dict = {}
     PERSISTENT = True
+    DENSE_KEYS = 0      # > 0: keys 0 .. DENSE_KEYS-1 use the direct index, the rest hashing
 
     def __init__(self):
         super().__init__()
@@ -40,7 +41,8 @@ class StoreModel(RuleBasedStateMachine):
         self.model: dict[int, np.ndarray] = {}
         self.salt = 0
         self.store = Store(self.dir, **self.OPTIONS)
-        self.table = self.store.create_table("t", DIM, default_value=[-1, -2, -3])
+        self.table = self.store.create_table("t", DIM, default_value=[-1, -2, -3],
+                                             dense_keys=self.DENSE_KEYS)
 
     def teardown(self):
         self.store.close()
@@ -126,11 +128,22 @@ class SsdPreadLruModel(StoreModel):
                    compaction_stale_ratio=0.3, shard_bits=0)
 
 
+class SsdDirectIndexModel(SsdModel):
+    DENSE_KEYS = 25     # half of the small key pool, plus the extreme keys, stay hashed
+
+
+class DramDirectIndexModel(DramModel):
+    DENSE_KEYS = 41     # the whole small key pool
+
+
 TestVolatile = VolatileModel.TestCase
 TestDram = DramModel.TestCase
 TestSsd = SsdModel.TestCase
 TestSsdPreadLru = SsdPreadLruModel.TestCase
-for _case in (TestVolatile, TestDram, TestSsd, TestSsdPreadLru):
+TestSsdDirectIndex = SsdDirectIndexModel.TestCase
+TestDramDirectIndex = DramDirectIndexModel.TestCase
+for _case in (TestVolatile, TestDram, TestSsd, TestSsdPreadLru, TestSsdDirectIndex,
+              TestDramDirectIndex):
     _case.settings = SETTINGS
 
 
@@ -198,3 +211,34 @@ def test_closed_store_refuses_calls_and_stats_count(tmp_path):
         t.lookup([1])
     with pytest.raises(FailedPreconditionError):
         t.upsert([1], np.ones((1, 2), np.float32))
+
+
+def test_direct_index_memory_and_reopen(tmp_path):
+    # 100k row-indexed keys: the direct index takes 8 bytes per key, the hash index several
+    # times that; both answer the same, also after a reopen (recovery rebuilds either index).
+    n = 100_000
+    keys = np.arange(n, dtype=np.int64)
+    rows = _rows(keys, 3)
+    opts = dict(tiers="dram+ssd", dram_capacity_bytes=1 << 16, durability="none")
+    with Store(str(tmp_path / "s"), **opts) as s:
+        direct = s.create_table("direct", DIM, dense_keys=n)
+        hashed = s.create_table("hashed", DIM)
+        direct.bulk_load(keys, rows)
+        hashed.bulk_load(keys, rows)
+        direct.upsert(np.array([-5, n + 3], np.int64), _rows([-5, n + 3], 4))  # outside: hashed
+        stats = s.stats()["tables"]
+        assert stats["direct"]["index_bytes"] <= n * 8 + 16 * 1024      # + small hash shards
+        assert stats["hashed"]["index_bytes"] >= 4 * stats["direct"]["index_bytes"]
+    with Store(str(tmp_path / "s"), **opts) as s:
+        probe = np.array([0, 17, n - 1, -5, n + 3, n + 4], np.int64)
+        got, found = s.table("direct").lookup(probe)
+        assert found.tolist() == [True, True, True, True, True, False]
+        np.testing.assert_array_equal(got[:3], rows[[0, 17, n - 1]])
+        np.testing.assert_array_equal(got[3:5], _rows([-5, n + 3], 4))
+        np.testing.assert_array_equal(s.table("hashed").lookup(probe[:3])[0], rows[[0, 17, n - 1]])
+
+
+def test_dense_keys_is_validated(tmp_path):
+    with Store(str(tmp_path / "s")) as s:
+        with pytest.raises(InvalidArgumentError, match="dense_keys"):
+            s.create_table("huge", 2, dense_keys=1 << 40)

@@ -133,9 +133,17 @@ class Store:
             raise FailedPreconditionError("store is closed", 4)
 
     def create_table(self, name: str, dim: int, default_value=None,
-                     dram_capacity_bytes: int | None = None) -> Table:
+                     dram_capacity_bytes: int | None = None, dense_keys: int = 0) -> Table:
+        """Creates table ``name`` of ``dim``-wide float32 rows.
+
+        dense_keys: keys ``0 .. dense_keys-1`` get a direct index (8 bytes of memory per key,
+        allocated up front) instead of the hash index (32-64 bytes per present key); meant for
+        tables keyed by row index. Other keys still work.
+        """
         self._check_open()
         opts: dict[str, Any] = {}
+        if dense_keys:
+            opts["dense_keys"] = int(dense_keys)
         if default_value is not None:
             opts["default_value"] = [float(x) for x in np.asarray(default_value).reshape(-1)]
         if dram_capacity_bytes is not None:

@@ -74,7 +74,7 @@ bool TableImpl::CompactOnce() {
       const bool tomb = (rv.meta & kTombstoneBit) != 0;
       const uint64_t loc = MakeLoc(victim->slot, off, tomb);
       const uint64_t h = HashKey(rv.key);
-      if (ssd(h).Find(rv.key, h) != loc) continue;  // stale
+      if (IndexFind(rv.key, h) != loc) continue;  // stale
       const uint64_t seq = victim->base_seq() + (rv.meta & kSeqDeltaMax);
       Moved m{rv.key, loc, seq, rv.meta & kTombstoneBit, off};
       if (tomb && seq < min_other_seq) {
@@ -154,9 +154,9 @@ bool TableImpl::CompactOnce() {
       for (size_t i = 0; i < keep.size(); ++i) {
         const Moved& m = keep[i];
         const uint64_t h = HashKey(m.key);
-        if (ssd(h).Find(m.key, h) != m.old_loc) continue;  // rewritten meanwhile
+        if (IndexFind(m.key, h) != m.old_loc) continue;  // rewritten meanwhile
         uint64_t loc = MakeLoc(o->slot, kFileHeaderSize + i * rec_size_, m.meta_flags != 0);
-        ssd(h).Upsert(m.key, h, loc);
+        IndexUpsert(m.key, h, loc);
         o->live++;
         victim->live--;
       }
@@ -164,7 +164,7 @@ bool TableImpl::CompactOnce() {
     }
     for (const Moved& m : drop) {
       const uint64_t h = HashKey(m.key);
-      if (ssd(h).Find(m.key, h) == m.old_loc) ssd(h).Erase(m.key, h);
+      if (IndexFind(m.key, h) == m.old_loc) IndexErase(m.key, h);
     }
     victim->UnlinkNow();
     RetireFile(victim);

@@ -101,7 +101,7 @@ uint64_t TableImpl::Recover() {
       if (rv.meta & kBatchEndBit) {
         for (const Pending& p : batch) {
           const uint64_t h = HashKey(p.key);
-          const uint64_t old = ssd(h).Find(p.key, h);
+          const uint64_t old = IndexFind(p.key, h);
           if (old != kEmptyVal && SeqOfLoc(old) > p.seq) continue;  // older than indexed
           IndexRecord(p.key, h, p.loc, f);
           max_seq = std::max(max_seq, p.seq);

@@ -216,6 +216,8 @@ class StoreImpl final : public Store {
       Fail(RS_ERR_INVALID_ARGUMENT, "default_value must have dim (" + std::to_string(dim) +
                                         ") values, got " + std::to_string(topts.default_value_size()));
     }
+    if (topts.dense_keys() > (uint64_t{1} << 36))
+      Fail(RS_ERR_INVALID_ARGUMENT, "dense_keys must be at most 2^36 (8 bytes of memory each)");
     std::lock_guard<std::mutex> lock(mu_);
     if (tables_.count(name)) Fail(RS_ERR_ALREADY_EXISTS, "table '" + name + "' already exists");
     pb::TableEntry entry;
@@ -309,6 +311,7 @@ class StoreImpl final : public Store {
       AppendKV(j, "compactions", t.compactions);
       AppendKV(j, "compaction_bytes_written", t.compaction_bytes_written);
       AppendKV(j, "corrupt_records", t.corrupt_records);
+      AppendKV(j, "index_bytes", t.index_bytes);
       AppendKV(j, "recovered_records", t.recovered_records);
       AppendKV(j, "truncated_bytes", t.truncated_bytes, false);
       j += "}";
@@ -382,6 +385,9 @@ class StoreImpl final : public Store {
     c.dir = dir_.empty() ? "" : dir_ + "/t" + std::to_string(e.id());
     static_cast<TierOptions&>(c) = cfg_;
     if (e.options().has_dram_capacity_bytes()) c.dram_capacity_bytes = e.options().dram_capacity_bytes();
+    c.dense_keys = e.options().dense_keys();
+    if (c.dense_keys > (uint64_t{1} << 36))
+      Fail(RS_ERR_CORRUPTION, "MANIFEST: dense_keys of table " + c.name + " is implausible");
     std::unique_ptr<TableImpl> t(new TableImpl(std::move(c), &epoch_, &last_seq_));
     t->notify_compactor = [this] {
       {

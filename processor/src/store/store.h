@@ -79,6 +79,7 @@ struct TableStats {
   uint64_t corrupt_records = 0;        // checksum failures seen (recovery + reads)
   uint64_t recovered_records = 0;      // records applied when the store was opened
   uint64_t truncated_bytes = 0;        // torn tail bytes cut off at open
+  uint64_t index_bytes = 0;            // memory of the SSD-tier index (direct + hash)
 };
 
 struct StoreStats {

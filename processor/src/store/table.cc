@@ -35,6 +35,7 @@ TableImpl::TableImpl(TableConfig cfg, EpochDomain* epoch, std::atomic<uint64_t>*
   if (has_files()) {
     size_t n = size_t{1} << cfg_.shard_bits;
     for (size_t i = 0; i < n; ++i) ssd_.emplace_back(new ShardIndex(epoch_));
+    if (cfg_.dense_keys) direct_.reset(new DirectIndex(cfg_.dense_keys));
     files_.reset(new std::atomic<DataFile*>[kMaxFiles]);
     for (uint32_t i = 0; i < kMaxFiles; ++i) files_[i].store(nullptr);
   }
@@ -157,10 +158,10 @@ void TableImpl::Lookup(const int64_t* keys, size_t n, float* out, uint8_t* found
       const size_t cnt = std::min(MB, nm - base);
       for (size_t j = 0; j < cnt; ++j) {
         mh[j] = HashKey(keys[sc.misses[base + j]]);
-        ssd(mh[j]).Prefetch(mh[j]);
+        IndexPrefetch(keys[sc.misses[base + j]], mh[j]);
       }
       for (size_t j = 0; j < cnt; ++j) {
-        mloc[j] = ssd(mh[j]).Find(keys[sc.misses[base + j]], mh[j]);
+        mloc[j] = IndexFind(keys[sc.misses[base + j]], mh[j]);
         if (mloc[j] != kEmptyVal && !LocIsTombstone(mloc[j])) {
           if (DataFile* pf = file(LocSlot(mloc[j]))) pf->Prefetch(LocOffset(mloc[j]), rec_size_);
         }
@@ -192,7 +193,7 @@ void TableImpl::Lookup(const int64_t* keys, size_t n, float* out, uint8_t* found
         // points at what we read (a writer may have replaced the row
         // meanwhile; see DramTier::AdmitIf).
         if (DoorkeeperPass(h, &door_added)) {
-          dram_->AdmitIf(key, h, dst, [&] { return ssd(h).Find(key, h) == loc; });
+          dram_->AdmitIf(key, h, dst, [&] { return IndexFind(key, h) == loc; });
         }
       }
     }
@@ -266,7 +267,7 @@ uint64_t TableImpl::SeqOfLoc(uint64_t loc) const {
 }
 
 void TableImpl::IndexRecord(int64_t key, uint64_t h, uint64_t loc, DataFile* f) {
-  uint64_t old = ssd(h).Upsert(key, h, loc);
+  uint64_t old = IndexUpsert(key, h, loc);
   f->live++;
   if (old != kEmptyVal) {
     DataFile* of = file(LocSlot(old));
@@ -293,7 +294,7 @@ void TableImpl::Write(const int64_t* keys, size_t n, const float* rows, WriteKin
       for (size_t i = 0; i < n; ++i) {
         uint64_t h = HashKey(keys[i]);
         bool exists = has_files() ? [&] {
-          uint64_t loc = ssd(h).Find(keys[i], h);
+          uint64_t loc = IndexFind(keys[i], h);
           return loc != kEmptyVal && !LocIsTombstone(loc);
         }() : dram_->Find(keys[i], h) != nullptr;
         if (exists) present.push_back(keys[i]);
@@ -363,8 +364,11 @@ void TableImpl::Write(const int64_t* keys, size_t n, const float* rows, WriteKin
       }
       f->records += n;
       last_seq_->store(seq, std::memory_order_relaxed);
-      if (kind == kBulk) {
-        for (auto& s : ssd_) s->Reserve(n >> cfg_.shard_bits);
+      if (kind == kBulk) {  // presize the hash shards for the keys the direct index does not cover
+        size_t hashed = 0;
+        for (size_t i = 0; i < n; ++i) hashed += InDirect(keys[i]) ? 0 : 1;
+        if (hashed)
+          for (auto& s : ssd_) s->Reserve(hashed >> cfg_.shard_bits);
       }
       for (size_t i = 0; i < n; ++i) {
         const uint64_t h = HashKey(keys[i]);
@@ -439,17 +443,17 @@ void TableImpl::ReclaimFiles() {
 void TableImpl::LoadAllIntoDram() {
   std::vector<char> scratch(rec_size_);
   std::vector<float> row(cfg_.dim);
-  for (auto& s : ssd_) {
-    s->ForEach([&](int64_t key, uint64_t loc) {
-      if (LocIsTombstone(loc)) return;
-      DataFile* f = file(LocSlot(loc));
-      const char* rec = f ? f->RecordPtr(LocOffset(loc), rec_size_, scratch.data()) : nullptr;
-      RecordView rv;
-      if (!rec || !DecodeRecord(rec, cfg_.dim, &rv)) CorruptRecord(key, loc);
-      std::memcpy(row.data(), rv.vec, 4ull * cfg_.dim);
-      dram_->Put(key, HashKey(key), row.data());
-    });
-  }
+  auto load = [&](int64_t key, uint64_t loc) {
+    if (LocIsTombstone(loc)) return;
+    DataFile* f = file(LocSlot(loc));
+    const char* rec = f ? f->RecordPtr(LocOffset(loc), rec_size_, scratch.data()) : nullptr;
+    RecordView rv;
+    if (!rec || !DecodeRecord(rec, cfg_.dim, &rv)) CorruptRecord(key, loc);
+    std::memcpy(row.data(), rv.vec, 4ull * cfg_.dim);
+    dram_->Put(key, HashKey(key), row.data());
+  };
+  if (direct_) direct_->ForEach(load);
+  for (auto& s : ssd_) s->ForEach(load);
 }
 
 // ------------------------------------------------------------------ stats --
@@ -477,6 +481,11 @@ TableStats TableImpl::Stats() const {
   s.compactions = compactions_.load();
   s.compaction_bytes_written = compaction_written_.load();
   s.corrupt_records = corrupt_records_.load();
+  if (has_files()) {
+    std::lock_guard<std::mutex> lock(write_mu_);
+    s.index_bytes = direct_ ? direct_->bytes() : 0;
+    for (const auto& shard : ssd_) s.index_bytes += shard->bytes();
+  }
   if (has_files()) {
     std::lock_guard<std::mutex> lock(write_mu_);
     s.recovered_records = recovered_records_;

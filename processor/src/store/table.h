@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "store/data_file.h"
+#include "store/direct_index.h"
 #include "store/dram_tier.h"
 #include "store/epoch.h"
 #include "store/hash_index.h"
@@ -46,6 +47,7 @@ struct TableConfig : TierOptions {
   std::string name;
   int32_t dim = 0;
   std::vector<float> default_value;  // dim floats
+  uint64_t dense_keys = 0;           // keys [0, dense_keys) use a DirectIndex (0: none)
   std::string dir;                   // t<id>/ folder; "" = volatile (no files)
 };
 
@@ -85,6 +87,21 @@ class TableImpl final : public Table {
   const ShardIndex& ssd(uint64_t h) const {
     return *ssd_[cfg_.shard_bits ? h >> (64 - cfg_.shard_bits) : 0];
   }
+  // The SSD index of a key: the direct array for dense keys, else the hash shards.
+  bool InDirect(int64_t key) const { return direct_ && direct_->Covers(key); }
+  uint64_t IndexFind(int64_t key, uint64_t h) const {
+    return InDirect(key) ? direct_->Find(key) : ssd(h).Find(key, h);
+  }
+  void IndexPrefetch(int64_t key, uint64_t h) const {
+    if (InDirect(key)) direct_->Prefetch(key);
+    else ssd(h).Prefetch(h);
+  }
+  uint64_t IndexUpsert(int64_t key, uint64_t h, uint64_t loc) {
+    return InDirect(key) ? direct_->Upsert(key, loc) : ssd(h).Upsert(key, h, loc);
+  }
+  uint64_t IndexErase(int64_t key, uint64_t h) {
+    return InDirect(key) ? direct_->Erase(key) : ssd(h).Erase(key, h);
+  }
   DataFile* file(uint32_t slot) const { return files_[slot].load(std::memory_order_acquire); }
   uint32_t AllocFileSlot();
   std::string FilePath(uint64_t file_no, bool tmp) const;
@@ -107,6 +124,7 @@ class TableImpl final : public Table {
   uint32_t rec_size_;
   std::unique_ptr<DramTier> dram_;
   std::vector<std::unique_ptr<ShardIndex>> ssd_;
+  std::unique_ptr<DirectIndex> direct_;  // cfg_.dense_keys > 0
   std::unique_ptr<std::atomic<DataFile*>[]> files_;
   std::vector<uint32_t> free_file_slots_;
   uint32_t file_slots_used_ = 0;

@@ -316,7 +316,8 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
                 for j, arr in enumerate(t["subtables"]):
                     arr = np.asarray(arr, dtype=np.float32)
                     store_name = f"t{ti}_s{j}"
-                    opts: dict[str, Any] = {}
+                    # row keys are the row indices: a direct index (8 bytes per row)
+                    opts: dict[str, Any] = {"dense_keys": int(arr.shape[0])}
                     if tiers == "dram+ssd":
                         if dram_capacity_bytes is not None:
                             opts["dram_capacity_bytes"] = int(dram_capacity_bytes)
