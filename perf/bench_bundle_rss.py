@@ -64,8 +64,10 @@ how the memory of the systems that map their tables grows with the touched rows 
 same values, ids do not change what an in-graph table holds). The headline figure is VmRSS after
 serving the Zipf requests; ratios are peer RSS / recstrata RSS (> 1: recstrata smaller).
 The served outputs of TF Python, ONNX Runtime and recstrata (Model.run, in one more process
-after the measurements, which also reports the store's DRAM-tier bytes) are compared with the
-RecModel's and the in-graph model's on the verification requests.
+after the measurements, which also reports the store's DRAM-tier bytes after the Zipf requests,
+the sweep and a fill of every cache to capacity) are compared with the RecModel's and the
+in-graph model's on the verification requests. A last process opens the store alone
+(recstrata.store, pread) for its key-index bytes and the memory of the store by itself.
 
     python perf/bench_bundle_rss.py                 # ~3 GiB of tables
     python perf/bench_bundle_rss.py --quick         # ~0.4 GiB, < 3 minutes with cached artifacts
@@ -120,20 +122,6 @@ def table_rows(size_gib: float) -> list[int]:
 
 def table_bytes(rows: list[int]) -> int:
     return sum(r * WIDTH * 4 for r in rows)
-
-
-def index_estimate_bytes(rows: list[int], shards: int = 16) -> int:
-    """The store's SSD-tier key index as processor/src/store/hash_index.h sizes it after a bulk
-    load: per table 16 shards, each an open-addressing array of 16-byte entries with a
-    power-of-two capacity >= 2 * keys + 16 (the sizing of ShardIndex::Rebuild)."""
-    total = 0
-    for r in rows:
-        per = -(-r // shards)
-        cap = 16
-        while cap < 2 * per + 16:
-            cap <<= 1
-        total += shards * (16 + cap * 16)
-    return total
 
 
 # ----------------------------------------------------------------------------- memory
@@ -391,6 +379,25 @@ def step_onnx(out: Path, rows: list[int]) -> dict:
             "ok": ok, "row_count_constants_patched": sum(patched.values()),
             "onnx_mib": model_path.stat().st_size / 2**20,
             "small_onnx_mib": (onnx_dir / "small.onnx").stat().st_size / 2**20}
+
+
+def step_store_stats(out: Path) -> dict:
+    """The store of the pread copy opened alone (recstrata.store, pread): its own index_bytes
+    (SSD-tier key index: direct arrays + hash shards) and the memory of a process holding just
+    the store (plus the libraries recstrata loads)."""
+    from recstrata.store import Store
+
+    before = bb.rss_mib()
+    t = time.perf_counter()
+    store = Store(str(out / "bundle_ssd10_pread" / "store"), read_path="pread")
+    open_s = time.perf_counter() - t
+    tables = list(store.stats()["tables"].values())
+    info = {"open_s": open_s, "index_bytes": sum(x.get("index_bytes", 0) for x in tables),
+            "rows": sum(x["rows"] for x in tables),
+            "dram_capacity_bytes": sum(x["dram_capacity_bytes"] for x in tables),
+            "memory_before_open": before, "memory_open": bb.rss_mib()}
+    store.close()
+    return info
 
 
 def run_step(name: str, out: Path, size_gib: float, say) -> dict:
@@ -676,7 +683,8 @@ def main(argv=None) -> int:
         out = Path(args.out_dir)
         fn = {"model": lambda: step_model(out, rows), "export": lambda: step_export(out, rows),
               "ingraph": lambda: step_ingraph(out, rows), "convert": lambda: step_convert(out),
-              "tfref": lambda: step_tfref(out), "onnx": lambda: step_onnx(out, rows)}[args.step]
+              "tfref": lambda: step_tfref(out), "onnx": lambda: step_onnx(out, rows),
+              "store_stats": lambda: step_store_stats(out)}[args.step]
         print(json.dumps(fn()), flush=True)
         return 0
     if args.worker:
@@ -774,6 +782,9 @@ def main(argv=None) -> int:
             "memory and DRAM-tier bytes after the Zipf requests, the sweep, and a cache fill")
         rs_py = _py_system("rs_parity", str(out / "bundle_ssd10_pread"), req_root, 0.0, sweep,
                            str(out / "bundle_ssd10_pread") + "/")
+    store_info = {}
+    if any(s in results for s in RS_SYSTEMS):
+        store_info = run_step("store_stats", out, size_gib, say)
     refs = {n: np.load(out / "verify" / f"ref_{n}.npy") for n in ("keras", "tf")
             if (out / "verify" / f"ref_{n}.npy").exists()}
     if "keras" in refs and "tf" in refs:
@@ -823,9 +834,13 @@ def main(argv=None) -> int:
         print(f"target {k}: {v}")
     for k, v in parity.items():
         print(f"parity {k}: {v:.2e}")
-    est = index_estimate_bytes(rows)
-    print(f"store key index (estimate from hash_index.h sizing): {est / 2**20:.0f} MiB for "
-          f"{sum(rows):,} keys; DRAM caches: capacity {0.10 * tbytes / 2**20:.0f} MiB")
+    if store_info:
+        mo, mb = store_info["memory_open"], store_info["memory_before_open"]
+        print(f"store alone (recstrata.store, pread): key index {store_info['index_bytes'] / 2**20:.0f}"
+              f" MiB for {store_info['rows']:,} rows; DRAM caches: capacity "
+              f"{store_info['dram_capacity_bytes'] / 2**20:.0f} MiB; process RSS "
+              f"{mb['rss_mib']:.0f} -> {mo['rss_mib']:.0f} MiB at open (anon {mb['anon_mib']:.0f} -> "
+              f"{mo['anon_mib']:.0f}), open {store_info['open_s']:.1f} s")
     if rs_py:
         for ph, what in (("loaded", "at open"), ("served", "after the Zipf requests"),
                          ("swept", "after the sweep"), ("filled", "after filling it")):
@@ -839,7 +854,7 @@ def main(argv=None) -> int:
                "dram_fraction": 0.10, "batch": BATCH, "requests": nreq, "seconds": seconds,
                "sweep": {"requests": SWEEP_REQUESTS, "batch": SWEEP_BATCH} if sweep else None,
                "results": results, "ratios": ratios, "targets": targets, "parity": parity,
-               "index_estimate_mib": est / 2**20, "rs_model_run_process": rs_py,
+               "store_alone": store_info, "rs_model_run_process": rs_py,
                "disk_mib": disk, "build": build,
                "built_this_run": not cached, "machine_start": machine_start,
                "machine_before_system": notes, "machine_end": machine_notes(),

@@ -73,6 +73,9 @@ thread_local Scratch tls_scratch;
 
 inline bool Aligned64(const void* p) { return reinterpret_cast<uintptr_t>(p) % 64 == 0; }
 
+// A call splits only if no two calls overlapped within this window (2 ms).
+constexpr int64_t kSplitQuietNs = 2'000'000;
+
 }  // namespace
 
 struct Model::GeneratedInputs {
@@ -341,12 +344,18 @@ void Model::RunSplit(const std::vector<rs_tensor>& staged, int64_t batch, const 
 std::unique_ptr<rs_result> Model::Run(const rs_tensor* inputs, size_t n, const int* out_idx, size_t n_out,
                                       int session, const TF_Buffer* run_options, TF_Buffer* run_metadata) {
   auto t0 = Clock::now();
-  // Calls in flight (batch splitting only uses idle capacity).
+  // Calls in flight, and when calls last overlapped: batch splitting only
+  // uses idle capacity, so it stays off while callers overlap (and for
+  // kSplitQuietNs after), not just at the instants one caller is between calls.
   struct Active {
-    std::atomic<int>& c;
-    explicit Active(std::atomic<int>& a) : c(a) { c.fetch_add(1, std::memory_order_acq_rel); }
-    ~Active() { c.fetch_sub(1, std::memory_order_acq_rel); }
-  } active(active_calls_);
+    Model& m;
+    explicit Active(Model& model) : m(model) {
+      if (m.active_calls_.fetch_add(1, std::memory_order_acq_rel) > 0) m.MarkOverlap();
+    }
+    ~Active() {
+      if (m.active_calls_.fetch_sub(1, std::memory_order_acq_rel) > 1) m.MarkOverlap();
+    }
+  } active(*this);
   try {
     const Signature& sig = *public_sig_;
     Scratch& sc = tls_scratch;
@@ -370,7 +379,8 @@ std::unique_ptr<rs_result> Model::Run(const rs_tensor* inputs, size_t n, const i
       // across its inputs (else the stage reports the mismatch) and is large.
       int64_t batch = -1;
       bool split = split_pool_ && session < 0 && !run_options && !run_metadata &&
-                   active_calls_.load(std::memory_order_acquire) == 1;
+                   active_calls_.load(std::memory_order_acquire) == 1 &&
+                   NowNs() - last_overlap_ns_.load(std::memory_order_relaxed) > kSplitQuietNs;
       for (size_t i = 0; split && i < sc.staged.size(); ++i) {
         const rs_tensor& t = sc.staged[i];
         if (t.ndim < 1 || (batch >= 0 && t.shape[0] != batch)) split = false;

@@ -15,6 +15,8 @@
 #define RECSTRATA_CORE_MODEL_H_
 
 #include <atomic>
+#include <chrono>
+#include <climits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -83,6 +85,12 @@ class Model {
   std::unique_ptr<SplitPool> split_pool_;  // bundles with splitting enabled
   int split_parts_ = 1;
   alignas(64) std::atomic<int> active_calls_{0};
+  std::atomic<int64_t> last_overlap_ns_{INT64_MIN / 2};  // steady clock, ns
+  static int64_t NowNs() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch()).count();
+  }
+  void MarkOverlap() { last_overlap_ns_.store(NowNs(), std::memory_order_relaxed); }
   std::atomic<uint64_t> split_calls_{0};
 };
 
