@@ -11,19 +11,25 @@ different requests per batch size.
 
 Systems (same run, same requests):
   rs_bundle_ssd10   recstrata serving the bundle, store "dram+ssd" with each table's DRAM cache
-                    at 10% of its bytes; native caller threads (perf/bundle_loop.c, rs_model_run)
+                    at 10% of its bytes; native caller threads (perf/bundle_loop.c, rs_model_run);
+                    default config: inline TF threading, and batch splitting (a call of >= 64
+                    rows that has the model to itself runs its row ranges on both cores)
   rs_bundle_ssd10_pread  rs_bundle_ssd10 with the store's pread read path (model config
                     bundle_read_path="pread"): no data file is mapped into the process
+  rs_bundle_ssd10_nosplit  rs_bundle_ssd10 with batch splitting off (split_min_batch 0): one
+                    thread per call, as the TF C API peer; shows what splitting adds
   rs_bundle_mem     the same bundle layout with the memory-only store; native callers
   rs_bundle_py      rs_bundle_ssd10 called from Python threads (recstrata.processor.Model.run)
   tf_python         (b) TF Python: the in-graph SavedModel (tables inside), signature call
                     from Python threads on numpy inputs, TF's default thread pools
   tf_c_api          (c) a bare TF C API loop on the in-graph SavedModel (perf/serving_loop.c
                     "tf_fresh": input tensors built per call; native threads, intra_op=1 /
-                    inter_op inline; the same request values repeated: in-graph gathers do
+                    inter_op inline (TF's oneDNN matmuls stay on one thread at these sizes
+                    whatever intra_op says: docs/processor.md); the same request values repeated: in-graph gathers do
                     not care which ids they get)
-  onnxruntime       (d) ONNX Runtime (default CPU session options) on the in-graph model
-                    converted with tf2onnx, called from Python threads
+  onnxruntime       (d) ONNX Runtime (default CPU session options: an intra-op pool of one
+                    thread per core) on the in-graph model converted with tf2onnx, called from
+                    Python threads
   *_keras           (b)-(d) on the same model exported the way a Keras user does it: a Keras 3
                     functional model (Input [B, 1] -> Embedding -> Reshape per feature, the same
                     dense stage, the same weights) saved with model.export(format=
@@ -62,7 +68,8 @@ BATCHES = (1, 64, 512)
 CALLERS = (1, 2)
 RS_CONFIG = {"session_num": 1, "intra_op_parallelism_threads": 1,
              "inter_op_parallelism_threads": -1}
-SYSTEMS = ("rs_bundle_ssd10", "rs_bundle_ssd10_pread", "rs_bundle_mem", "rs_bundle_py",
+SYSTEMS = ("rs_bundle_ssd10", "rs_bundle_ssd10_pread", "rs_bundle_ssd10_nosplit", "rs_bundle_mem",
+           "rs_bundle_py",
            "tf_python", "tf_c_api", "onnxruntime",
            "tf_python_keras", "tf_c_api_keras", "onnxruntime_keras")
 # peers on the lean hand-written tf.gather SavedModel, and on the Keras model.export one
@@ -565,9 +572,6 @@ def main(argv=None) -> int:
             f"embeddings, MLP 512-256-1")
         info = export_bundle(model, ssd_dir, tiers="dram+ssd", dram_fraction=0.10)
         export_bundle(model, mem_dir, tiers="dram")
-        # a store directory is open in one process at a time: rs_bundle_py gets its own copy
-        shutil.copytree(ssd_dir, out / "bundle_ssd10_py")
-        shutil.copytree(ssd_dir, out / "bundle_ssd10_pread")
         say(f"bundles exported ({info['seconds']['total']:.1f} s for one)")
         build_ingraph(model, cfg, ingraph)
         build_keras_ingraph(model, cfg, keras_dir)
@@ -587,6 +591,10 @@ def main(argv=None) -> int:
             else:
                 say(f"ONNX model {dst.name} written ({dst.stat().st_size / 2**20:.0f} MiB)")
         (out / "stamp").write_text(stamp)
+    # a store directory is open in one process at a time: the other rs systems get copies
+    for copy in ("bundle_ssd10_py", "bundle_ssd10_pread", "bundle_ssd10_nosplit"):
+        if not (out / copy).exists():
+            shutil.copytree(ssd_dir, out / copy)
     ssd = {"path": str(ssd_dir)}
     mem = {"path": str(mem_dir)}
     for d in (out / "requests",):
@@ -606,9 +614,12 @@ def main(argv=None) -> int:
         if any(s in systems for s in ("rs_bundle_ssd10", "rs_bundle_mem")):
             exe = compile_bundle_loop(out)
             pread_cfg = dict(RS_CONFIG, bundle_read_path="pread")
+            nosplit_cfg = dict(RS_CONFIG, split_min_batch=0)
             for name, bundle, rcfg in (("rs_bundle_ssd10", ssd["path"], RS_CONFIG),
                                        ("rs_bundle_ssd10_pread", out / "bundle_ssd10_pread",
                                         pread_cfg),
+                                       ("rs_bundle_ssd10_nosplit", out / "bundle_ssd10_nosplit",
+                                        nosplit_cfg),
                                        ("rs_bundle_mem", mem["path"], RS_CONFIG)):
                 if name in systems:
                     live[name] = BundleSystem(exe, Path(bundle), req_root, all_reqs, out, name,
