@@ -395,7 +395,7 @@ def step_store_stats(out: Path) -> dict:
     info = {"open_s": open_s, "index_bytes": sum(x.get("index_bytes", 0) for x in tables),
             "rows": sum(x["rows"] for x in tables),
             "dram_capacity_bytes": sum(x["dram_capacity_bytes"] for x in tables),
-            "memory_before_open": before, "memory_open": bb.rss_mib()}
+            "memory_before_open": before, "memory_open": bb.rss_mib(), "peak_mib": _peak()}
     store.close()
     return info
 
@@ -503,7 +503,7 @@ def worker_main(args) -> int:
         cap = [max(1, int(0.10 * r * WIDTH * 4)) // DRAM_ROW_COST for r in rows]
         span = [min(r, int(c * 1.25) + 1) for r, c in zip(rows, cap)]
         rng = np.random.default_rng(3)
-        fb = 4096
+        fb = SWEEP_BATCH       # the sweep's batch size: TF's buffers for it already exist
         for j in range(-(-max(span) // fb)):
             feeds = {f"C{i + 1}": (np.arange(j * fb, (j + 1) * fb) % span[i]).astype(np.int64)
                      for i in range(len(rows))}
