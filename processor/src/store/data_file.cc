@@ -111,6 +111,20 @@ const char* DataFile::RecordPtr(uint64_t offset, uint32_t record_size, char* scr
   return scratch;
 }
 
+bool DataFile::ReadAt(uint64_t offset, uint64_t n, char* out) const {
+  if (offset + n > size()) return false;
+  uint64_t done = 0;
+  while (done < n) {
+    ssize_t r = ::pread(fd_, out + done, n - done, static_cast<off_t>(offset + done));
+    if (r <= 0) {
+      if (r < 0 && errno == EINTR) continue;
+      return false;
+    }
+    done += static_cast<uint64_t>(r);
+  }
+  return true;
+}
+
 void DataFile::WriteAt(uint64_t offset, const char* data, size_t n) {
   size_t done = 0;
   while (done < n) {

@@ -45,6 +45,9 @@ class DataFile {
   // The record at `offset`: a pointer into the mapping, or `scratch` filled
   // by pread (RecordSize bytes). Returns nullptr if the read fails.
   const char* RecordPtr(uint64_t offset, uint32_t record_size, char* scratch) const;
+  // Reads [offset, offset + n) with pread, also for mapped files (a scan then
+  // leaves no pages mapped into the process). False on a short read.
+  bool ReadAt(uint64_t offset, uint64_t n, char* out) const;
   // Starts loading a mapped record into the CPU cache (no-op for pread).
   void Prefetch(uint64_t offset, uint32_t record_size) const {
     if (map_ == nullptr || offset + record_size > map_len_) return;

@@ -29,11 +29,25 @@ DramTier::DramTier(int32_t dim, int shard_bits, uint64_t capacity_bytes, CachePo
     : dim_(dim), shard_bits_(shard_bits), capacity_bytes_(capacity_bytes), policy_(policy),
       epoch_(epoch) {
   size_t nshards = size_t{1} << shard_bits;
-  uint64_t cap_rows = capacity_bytes ? std::max<uint64_t>(1, capacity_bytes / RowCost(dim)) : 0;
-  cap_rows_per_shard_ = cap_rows ? std::max<uint64_t>(1, cap_rows / nshards) : 0;
   nshards_ = nshards;
+  if (capacity_bytes) {
+    // The most rows per shard whose rows and (presized) index fit the shard's share.
+    const uint64_t budget = capacity_bytes / nshards;
+    uint64_t r = std::max<uint64_t>(1, budget / (RowBytes(dim) + 32));
+    while (r > 1 && r * RowBytes(dim) + ShardIndex::BytesFor(r) > budget) r -= std::max<uint64_t>(1, r / 64);
+    cap_rows_per_shard_ = r;
+  } else {
+    cap_rows_per_shard_ = 0;
+  }
   shards_.reset(new Shard[nshards]);
-  for (size_t i = 0; i < nshards; ++i) shards_[i].index.set_epoch(epoch);
+  for (size_t i = 0; i < nshards; ++i) {
+    shards_[i].index.set_epoch(epoch);
+    if (cap_rows_per_shard_) {
+      shards_[i].index.Reserve(cap_rows_per_shard_);
+      shards_[i].slot_key.reserve(cap_rows_per_shard_ + 64);
+      shards_[i].resident.reserve(cap_rows_per_shard_ + 64);
+    }
+  }
 }
 
 DramTier::~DramTier() {
@@ -172,6 +186,12 @@ void DramTier::Clear() {
     }
     s.rows.store(0, std::memory_order_relaxed);
   }
+}
+
+uint64_t DramTier::bytes() const {
+  uint64_t b = rows() * RowBytes(dim_);
+  for (size_t k = 0; k < nshards_; ++k) b += shards_[k].index.bytes();
+  return b;
 }
 
 uint64_t DramTier::rows() const {

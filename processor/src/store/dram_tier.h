@@ -6,8 +6,10 @@
 // write), and the old slot is reused only after an epoch grace period, so a
 // reader copies either the whole old row or the whole new one.
 //
-// Bounded mode (capacity_bytes > 0, tiers "dram+ssd"): rows are charged
-// RowCost(dim) bytes; inserting past a shard's share of the capacity evicts
+// Bounded mode (capacity_bytes > 0, tiers "dram+ssd"): the capacity covers
+// the rows (RowBytes(dim) each: vector, policy word, slot bookkeeping) and the
+// shards' hash indexes, which are sized for the row limit up front (no growth
+// while the cache fills); inserting past a shard's row limit evicts
 // with a clock hand sweeping the shard's slots in order (sequential memory,
 // amortized O(1)): LFU = GCLOCK over a logarithmic, probabilistically
 // incremented counter (the hand halves it, a row is evicted at 0, so a row
@@ -41,8 +43,11 @@ class DramTier {
   DramTier(const DramTier&) = delete;
   DramTier& operator=(const DramTier&) = delete;
 
-  // Bytes charged per resident row: vector, key, policy word, index share.
-  static uint64_t RowCost(int32_t dim) { return 4ull * dim + 8 + 4 + 24; }
+  // Bytes per resident row besides the index: vector, policy word (4), the
+  // slot's key (8) and live flag (1).
+  static uint64_t RowBytes(int32_t dim) { return 4ull * dim + 4 + 8 + 1; }
+  // Row limit of the whole tier in bounded mode (0: unbounded).
+  uint64_t capacity_rows() const { return cap_rows_per_shard_ * nshards_; }
 
   int32_t dim() const { return dim_; }
   bool bounded() const { return cap_rows_per_shard_ != 0; }
@@ -89,7 +94,8 @@ class DramTier {
   void Clear();
 
   uint64_t rows() const;
-  uint64_t bytes() const { return rows() * RowCost(dim_); }
+  // Memory of the resident rows plus the shards' indexes.
+  uint64_t bytes() const;
   uint64_t capacity_bytes() const { return capacity_bytes_; }
   uint64_t evictions() const { return evictions_.load(std::memory_order_relaxed); }
   uint64_t admissions() const { return admissions_.load(std::memory_order_relaxed); }

@@ -124,6 +124,12 @@ class ShardIndex {
   uint64_t bytes() const {
     return (arr_.load(std::memory_order_relaxed)->mask + 1) * sizeof(Entry);
   }
+  // Bytes of the array that Reserve(n) on an empty index allocates.
+  static uint64_t BytesFor(uint64_t n) {
+    uint64_t cap = 16;
+    while (cap < n * 2 + 16) cap <<= 1;
+    return cap * sizeof(Entry) + sizeof(Array);
+  }
   // Presizes for n live keys (writer side, e.g. before a bulk load).
   void Reserve(uint64_t n) {
     Array* a = arr_.load(std::memory_order_relaxed);

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "api/status.h"
 #include "store/table.h"
@@ -78,10 +79,27 @@ uint64_t TableImpl::Recover() {
     const uint64_t size = f->size();
     uint64_t off = kFileHeaderSize, batch_start = off;
     uint64_t cut = 0;  // offset to truncate the tail at (0 = none)
-    std::vector<char> scratch(rec_size_);
+    // The scan reads ~1 MiB blocks with pread in both read paths: few system
+    // calls, and with mmap no page of the file gets mapped into the process
+    // (its resident memory then counts only the records served later).
+    const uint64_t block_cap = std::max<uint64_t>(1, (1u << 20) / rec_size_) * rec_size_;
+    std::vector<char> block(block_cap);
+    uint64_t block_off = 0, block_len = 0;
+    auto record_at = [&](uint64_t at) -> const char* {
+      if (at + rec_size_ > size) return nullptr;
+      if (at < block_off || at + rec_size_ > block_off + block_len) {
+        block_off = at;
+        block_len = std::min(block_cap, (size - at) / rec_size_ * rec_size_);
+        if (!f->ReadAt(at, block_len, block.data())) {
+          block_len = 0;
+          return nullptr;
+        }
+      }
+      return block.data() + (at - block_off);
+    };
     batch.clear();
     for (; off < size; off += rec_size_) {
-      const char* rec = off + rec_size_ <= size ? f->RecordPtr(off, rec_size_, scratch.data()) : nullptr;
+      const char* rec = record_at(off);
       RecordView rv;
       if (rec == nullptr || !DecodeRecord(rec, cfg_.dim, &rv)) {
         if (is_tail) {

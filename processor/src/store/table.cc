@@ -41,7 +41,7 @@ TableImpl::TableImpl(TableConfig cfg, EpochDomain* epoch, std::atomic<uint64_t>*
   }
   if (cfg_.default_value.empty()) cfg_.default_value.assign(cfg_.dim, 0.0f);
   if (cfg_.ssd_tier && cfg_.doorkeeper) {
-    uint64_t cap_rows = std::max<uint64_t>(1, cap / DramTier::RowCost(cfg_.dim));
+    uint64_t cap_rows = std::max<uint64_t>(1, dram_->capacity_rows());
     door_bits_ = 16;
     while (door_bits_ < 26 && (1ull << door_bits_) < 8 * cap_rows) ++door_bits_;
     door_reset_ = (1ull << door_bits_) / 4;
