@@ -14,8 +14,9 @@ Systems (same run, same requests):
                     at 10% of its bytes; native caller threads (perf/bundle_loop.c, rs_model_run);
                     default config: inline TF threading, and batch splitting (a call of >= 64
                     rows that has the model to itself runs its row ranges on both cores)
-  rs_bundle_ssd10_pread  rs_bundle_ssd10 with the store's pread read path (model config
-                    bundle_read_path="pread"): no data file is mapped into the process
+  rs_bundle_ssd10_mmap  rs_bundle_ssd10 with the store's mmap read path (model config
+                    bundle_read_path="mmap"; the default for "dram+ssd" bundles is "pread",
+                    which maps no data file into the process)
   rs_bundle_ssd10_nosplit  rs_bundle_ssd10 with batch splitting off (split_min_batch 0): one
                     thread per call, as the TF C API peer; shows what splitting adds
   rs_bundle_mem     the same bundle layout with the memory-only store; native callers
@@ -68,7 +69,7 @@ BATCHES = (1, 64, 512)
 CALLERS = (1, 2)
 RS_CONFIG = {"session_num": 1, "intra_op_parallelism_threads": 1,
              "inter_op_parallelism_threads": -1}
-SYSTEMS = ("rs_bundle_ssd10", "rs_bundle_ssd10_pread", "rs_bundle_ssd10_nosplit", "rs_bundle_mem",
+SYSTEMS = ("rs_bundle_ssd10", "rs_bundle_ssd10_mmap", "rs_bundle_ssd10_nosplit", "rs_bundle_mem",
            "rs_bundle_py",
            "tf_python", "tf_c_api", "onnxruntime",
            "tf_python_keras", "tf_c_api_keras", "onnxruntime_keras")
@@ -592,7 +593,7 @@ def main(argv=None) -> int:
                 say(f"ONNX model {dst.name} written ({dst.stat().st_size / 2**20:.0f} MiB)")
         (out / "stamp").write_text(stamp)
     # a store directory is open in one process at a time: the other rs systems get copies
-    for copy in ("bundle_ssd10_py", "bundle_ssd10_pread", "bundle_ssd10_nosplit"):
+    for copy in ("bundle_ssd10_py", "bundle_ssd10_mmap", "bundle_ssd10_nosplit"):
         if not (out / copy).exists():
             shutil.copytree(ssd_dir, out / copy)
     ssd = {"path": str(ssd_dir)}
@@ -613,11 +614,11 @@ def main(argv=None) -> int:
     try:
         if any(s in systems for s in ("rs_bundle_ssd10", "rs_bundle_mem")):
             exe = compile_bundle_loop(out)
-            pread_cfg = dict(RS_CONFIG, bundle_read_path="pread")
+            mmap_cfg = dict(RS_CONFIG, bundle_read_path="mmap")
             nosplit_cfg = dict(RS_CONFIG, split_min_batch=0)
             for name, bundle, rcfg in (("rs_bundle_ssd10", ssd["path"], RS_CONFIG),
-                                       ("rs_bundle_ssd10_pread", out / "bundle_ssd10_pread",
-                                        pread_cfg),
+                                       ("rs_bundle_ssd10_mmap", out / "bundle_ssd10_mmap",
+                                        mmap_cfg),
                                        ("rs_bundle_ssd10_nosplit", out / "bundle_ssd10_nosplit",
                                         nosplit_cfg),
                                        ("rs_bundle_mem", mem["path"], RS_CONFIG)):
@@ -728,9 +729,9 @@ def main(argv=None) -> int:
             targets["b64_speedup_vs_best_c_d" + suffix] = best / results[base]["b64_c1"]["median_ms"]
         targets["lower_rss_than_every_peer" + suffix] = all(
             memory[base]["rss_mib"] < memory[p]["rss_mib"] for p in ps)
-        if "rs_bundle_ssd10_pread" in memory:
-            targets["lower_rss_than_every_peer_pread" + suffix] = all(
-                memory["rs_bundle_ssd10_pread"]["rss_mib"] < memory[p]["rss_mib"] for p in ps)
+        if "rs_bundle_ssd10_mmap" in memory:
+            targets["lower_rss_than_every_peer_mmap" + suffix] = all(
+                memory["rs_bundle_ssd10_mmap"]["rss_mib"] < memory[p]["rss_mib"] for p in ps)
     summary = {"bench": "bundle", "quick": quick, "seconds_per_cell": seconds,
                "tables": N_SPARSE, "rows": int(sum(rows)), "table_mib": table_bytes / 2**20,
                "dram_fraction": 0.10, "requests_per_batch": nreq, "results": results,

@@ -23,7 +23,7 @@ initialisation leaves ~2x its tables behind), so one process doing everything wo
                         the dense-stage weights to dense_weights.npz, and the RecModel's own
                         predictions on the verification requests (the reference for everything)
   export                bundle_ssd10 = export_bundle(M, tiers="dram+ssd", dram_fraction=0.10)
-                        and its copy bundle_ssd10_pread (a store directory is opened by one
+                        and its copy bundle_ssd10_mmap (a store directory is opened by one
                         process at a time). M is a stand-in for the RecModel (_StandIn): the same
                         config, the same table values (memory maps of the files above), the same
                         dense-stage weights (set on a RecModel of the same config with tiny
@@ -48,8 +48,9 @@ initialisation leaves ~2x its tables behind), so one process doing everything wo
 
 Systems, measured ONE AT A TIME, each in its own process (never two loaded together):
   rs_bundle_ssd10        recstrata serving the bundle (store "dram+ssd", 10% DRAM caches,
-                         default mmap read path) from native threads: perf/bundle_loop.c
-  rs_bundle_ssd10_pread  the same with model config bundle_read_path="pread"
+                         default config: the pread read path) from native threads:
+                         perf/bundle_loop.c
+  rs_bundle_ssd10_mmap   the same with model config bundle_read_path="mmap"
   tf_c_api               (c) perf/serving_loop.c "tf_fresh" on the in-graph SavedModel
   tf_python              (b) TF Python, signature call on the in-graph SavedModel
   onnxruntime            (d) ONNX Runtime (default CPU session) on onnx/model.onnx
@@ -71,7 +72,7 @@ in-graph model's on the verification requests. A last process opens the store al
 
     python perf/bench_bundle_rss.py                 # ~3 GiB of tables
     python perf/bench_bundle_rss.py --quick         # ~0.4 GiB, < 3 minutes with cached artifacts
-    python perf/bench_bundle_rss.py --size-gib 6 --systems rs_bundle_ssd10_pread,onnxruntime
+    python perf/bench_bundle_rss.py --size-gib 6 --systems rs_bundle_ssd10,onnxruntime
 Last line: ``RESULT {json}``.
 """
 
@@ -100,8 +101,8 @@ import bench_bundle as bb  # noqa: E402  (numpy only at import)
 N_SPARSE, DIM = bb.N_SPARSE, bb.DIM
 WIDTH = DIM + 1                       # WDL: 16 embedding columns + 1 first-order column
 BATCH = 64
-SYSTEMS = ("rs_bundle_ssd10", "rs_bundle_ssd10_pread", "tf_c_api", "tf_python", "onnxruntime")
-RS_SYSTEMS = ("rs_bundle_ssd10", "rs_bundle_ssd10_pread")
+SYSTEMS = ("rs_bundle_ssd10", "rs_bundle_ssd10_mmap", "tf_c_api", "tf_python", "onnxruntime")
+RS_SYSTEMS = ("rs_bundle_ssd10", "rs_bundle_ssd10_mmap")
 PEERS = ("tf_c_api", "tf_python", "onnxruntime")
 # Per-feature cardinalities of the Criteo Kaggle (DAC) data set, C1..C26.
 CRITEO_CARDINALITIES = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683,
@@ -263,7 +264,7 @@ def _stand_ins(out: Path, rows: list[int]):
 
 
 def step_export(out: Path, rows: list[int]) -> dict:
-    """export_bundle (tiers dram+ssd, DRAM caches at 10%), then the copy for the pread system."""
+    """export_bundle (tiers dram+ssd, DRAM caches at 10%), then the copy for the mmap system."""
     from recstrata.training.export import export_bundle
 
     t0 = time.perf_counter()
@@ -271,7 +272,7 @@ def step_export(out: Path, rows: list[int]) -> dict:
     bi = export_bundle(full, out / "bundle_ssd10", tiers="dram+ssd", dram_fraction=0.10)
     info = {"export_seconds": dict(bi["seconds"]), "peak_after_export_mib": _peak()}
     t = time.perf_counter()
-    shutil.copytree(out / "bundle_ssd10", out / "bundle_ssd10_pread")
+    shutil.copytree(out / "bundle_ssd10", out / "bundle_ssd10_mmap")
     info.update(copy_s=time.perf_counter() - t, seconds=time.perf_counter() - t0, peak_mib=_peak())
     print(f"  bundle exported and copied ({info['seconds']:.0f} s, peak {info['peak_mib']:.0f} MiB)",
           flush=True)
@@ -382,14 +383,14 @@ def step_onnx(out: Path, rows: list[int]) -> dict:
 
 
 def step_store_stats(out: Path) -> dict:
-    """The store of the pread copy opened alone (recstrata.store, pread): its own index_bytes
+    """The bundle's store opened alone (recstrata.store, pread): its own index_bytes
     (SSD-tier key index: direct arrays + hash shards) and the memory of a process holding just
     the store (plus the libraries recstrata loads)."""
     from recstrata.store import Store
 
     before = bb.rss_mib()
     t = time.perf_counter()
-    store = Store(str(out / "bundle_ssd10_pread" / "store"), read_path="pread")
+    store = Store(str(out / "bundle_ssd10" / "store"), read_path="pread")
     open_s = time.perf_counter() - t
     tables = list(store.stats()["tables"].values())
     info = {"open_s": open_s, "index_bytes": sum(x.get("index_bytes", 0) for x in tables),
@@ -475,7 +476,7 @@ def worker_main(args) -> int:
     elif system == "rs_parity":
         from recstrata.processor import Model
 
-        m = Model(model, dict(bb.RS_CONFIG, bundle_read_path="pread"))
+        m = Model(model, dict(bb.RS_CONFIG))   # bundles default to the pread read path
 
         def call(feeds):
             return m.run(feeds, outputs=["prob"])["prob"]
@@ -597,9 +598,9 @@ def measure(system: str, out: Path, req_root: Path, zipf: list[dict], seconds: f
             sweep: bool) -> dict:
     """One system, loaded, measured and ended in its own process."""
     if system in RS_SYSTEMS:
-        bundle = out / ("bundle_ssd10" if system == "rs_bundle_ssd10" else "bundle_ssd10_pread")
+        bundle = out / ("bundle_ssd10" if system == "rs_bundle_ssd10" else "bundle_ssd10_mmap")
         rcfg = dict(bb.RS_CONFIG) if system == "rs_bundle_ssd10" else dict(
-            bb.RS_CONFIG, bundle_read_path="pread")
+            bb.RS_CONFIG, bundle_read_path="mmap")
         exe = bb.compile_bundle_loop(out)
         sets = [(req_root / "zipf", zipf)]
         if sweep:
@@ -778,10 +779,10 @@ def main(argv=None) -> int:
     # --- parity of the served outputs on the verification requests
     parity, rs_py = {}, {}
     if not args.no_parity and any(s in results for s in RS_SYSTEMS):
-        say("parity: recstrata Model.run (pread copy) on the verification requests, then its "
+        say("parity: recstrata Model.run (default config) on the verification requests, then its "
             "memory and DRAM-tier bytes after the Zipf requests, the sweep, and a cache fill")
-        rs_py = _py_system("rs_parity", str(out / "bundle_ssd10_pread"), req_root, 0.0, sweep,
-                           str(out / "bundle_ssd10_pread") + "/")
+        rs_py = _py_system("rs_parity", str(out / "bundle_ssd10"), req_root, 0.0, sweep,
+                           str(out / "bundle_ssd10") + "/")
     store_info = {}
     if any(s in results for s in RS_SYSTEMS):
         store_info = run_step("store_stats", out, size_gib, say)
