@@ -743,6 +743,8 @@ def main(argv=None) -> int:
             say(f"ONNX model does NOT match TF: max abs diff {build['onnx']['max_abs_diff_vs_tf']:.2e}")
         (out / "build.json").write_text(json.dumps(build))
         (out / "stamp").write_text(stamp)
+    if not (out / "bundle_ssd10_mmap").exists():     # artifacts of an older layout of this script
+        shutil.copytree(out / "bundle_ssd10", out / "bundle_ssd10_mmap")
     shutil.rmtree(req_root, ignore_errors=True)
     bb.save_requests(zipf, req_root / "zipf")
     bb.save_requests(verify, req_root / "verify")
