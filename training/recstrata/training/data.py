@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import queue
+import threading
 from typing import Iterator
 
 import numpy as np
@@ -317,20 +319,66 @@ def make_dataset(cfg: Config, source, layout: Layout, skip: int = 0, limit: int 
 
     tf.data wraps exceptions raised by the generator into TF errors; when ``errors`` is given,
     the original exception is stored under ``errors["error"]`` so callers can re-raise it
-    (see :func:`iterate`)."""
+    (see :func:`iterate`).
+
+    Prefetching happens in a Python thread (two batches ahead), not with ``Dataset.prefetch``:
+    a tf.data prefetch thread calls the generator through a PyFunc, and when the iterator is
+    destroyed while that thread waits for the GIL (e.g. after a bad row raised), the destructor
+    waits for the thread forever — a process hang seen in about one in ten failing runs."""
     import tensorflow as tf
 
     def gen():
+        q: queue.Queue = queue.Queue(maxsize=2)
+        stop = threading.Event()
+        end = object()
+
+        def produce():
+            try:
+                for item in worker_batches(cfg, source, layout, skip, limit):
+                    while not stop.is_set():
+                        try:
+                            q.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                q.put(end)
+            except BaseException as exc:  # handed to the consumer below
+                q.put(_Failure(exc))
+
+        worker = threading.Thread(target=produce, name="recstrata-batches", daemon=True)
+        worker.start()
         try:
-            yield from worker_batches(cfg, source, layout, skip, limit)
-        except Exception as exc:
-            if errors is not None:
-                errors["error"] = exc
-            raise
+            while True:
+                item = q.get()
+                if item is end:
+                    return
+                if isinstance(item, _Failure):
+                    if errors is not None:
+                        errors["error"] = item.exc
+                    raise item.exc
+                yield item
+        finally:
+            stop.set()              # the consumer stopped early: let the producer end
+            while worker.is_alive():
+                try:
+                    q.get(timeout=0.1)
+                except queue.Empty:
+                    pass
 
     ds = tf.data.Dataset.from_generator(
         gen, output_signature=output_signature(cfg, layout.worker_rows))
-    return ds.prefetch(2)
+    options = tf.data.Options()
+    options.experimental_optimization.inject_prefetch = False   # see above: no tf.data thread
+    return ds.with_options(options)
+
+
+class _Failure:
+    """An exception raised in the batch producer thread, passed to the consumer."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
 
 
 def iterate(cfg: Config, source, layout: Layout, skip: int = 0, limit: int = 0):
