@@ -24,6 +24,9 @@ def register(subparsers) -> None:
                    help="with dram+ssd: DRAM cache per table as a share of its bytes (e.g. 0.1)")
     e.add_argument("--dram-capacity-bytes", type=int,
                    help="with dram+ssd: DRAM cache bytes per table")
+    e.add_argument("--dram-min-bytes", type=int, default=0,
+                   help="with --dram-fraction: no table's DRAM cache below this many bytes "
+                        "(small tables are then cached whole)")
     e.add_argument("--cache-policy", choices=("lfu", "lru"))
     e.add_argument("--single-valued-layout", choices=("single", "lengths"), default="single",
                    help="request layout of single-valued features: ids [B], or ids [B,1] + "
@@ -64,6 +67,7 @@ def _export(args) -> int:
         info = export_bundle(args.model, args.out_dir, tiers=args.tiers,
                              dram_fraction=args.dram_fraction,
                              dram_capacity_bytes=args.dram_capacity_bytes,
+                             dram_min_bytes=args.dram_min_bytes,
                              cache_policy=args.cache_policy,
                              single_valued_layout=args.single_valued_layout,
                              pooled_layout=args.pooled_layout,

@@ -28,6 +28,13 @@ DramTier::DramTier(int32_t dim, int shard_bits, uint64_t capacity_bytes, CachePo
                    EpochDomain* epoch)
     : dim_(dim), shard_bits_(shard_bits), capacity_bytes_(capacity_bytes), policy_(policy),
       epoch_(epoch) {
+  // A small budget is not split into many tiny shards (each would hold a few
+  // rows beside a minimum-size index): at least ~64 rows per shard.
+  if (capacity_bytes) {
+    const uint64_t rows_est = capacity_bytes / (RowBytes(dim) + 48);
+    while (shard_bits > 0 && (rows_est >> shard_bits) < 64) --shard_bits;
+    shard_bits_ = shard_bits;
+  }
   size_t nshards = size_t{1} << shard_bits;
   nshards_ = nshards;
   if (capacity_bytes) {

@@ -101,10 +101,12 @@ def _run(work, num_train, num_eval, dram_fraction, latency_requests, progress, s
     say(f"      Keras model eval AUC {keras_eval['auc']:.4f}, logloss {keras_eval['logloss']:.4f}")
     model = trainer.model
 
-    say(f"[3/4] exporting a bundle (DRAM cache = {dram_fraction:.0%} of each table, "
-        f"the rest on the SSD tier)")
+    say(f"[3/4] exporting a bundle (DRAM cache = {dram_fraction:.0%} of each table, at least "
+        f"64 KiB; the rest on the SSD tier)")
     bundle_dir = os.path.join(work, "bundle")
+    # small sub-tables (compressed schemes) get at least 64 KiB: cached whole
     info = export_bundle(model, bundle_dir, tiers="dram+ssd", dram_fraction=dram_fraction,
+                         dram_min_bytes=64 << 10,
                          single_valued_layout="lengths", overwrite=True,
                          log=lambda s: say("      " + s))
     table_mib = info["table_bytes"] / 2**20

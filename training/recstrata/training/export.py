@@ -246,6 +246,7 @@ def _load(model_or_path):
 
 def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str = "dram",
                   dram_fraction: float | None = None, dram_capacity_bytes: int | None = None,
+                  dram_min_bytes: int = 0,
                   cache_policy: str | None = None, single_valued_layout: str = "single",
                   pooled_layout: str = "blocks", freeze_dense: bool = True,
                   overwrite: bool = False,
@@ -254,6 +255,9 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
 
     model_or_path: a ``RecModel`` or a training checkpoint directory (config.json + checkpoint).
     tiers: the store's tiers, "dram" (everything in memory) or "dram+ssd".
+    dram_min_bytes: with dram_fraction, no sub-table's DRAM cache is below this many bytes
+      (small sub-tables, e.g. of compressed schemes, are then cached whole: 5% of a 300-row
+      table would hold a handful of rows beside its index).
     dram_fraction: with "dram+ssd", each sub-table's DRAM cache is this share of its bytes
       (e.g. 0.05); dram_capacity_bytes instead gives one byte budget per sub-table.
     single_valued_layout: "single" (ids [B], every example has one id) or "lengths"
@@ -322,7 +326,8 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
                         if dram_capacity_bytes is not None:
                             opts["dram_capacity_bytes"] = int(dram_capacity_bytes)
                         elif dram_fraction is not None:
-                            opts["dram_capacity_bytes"] = max(1, int(dram_fraction * arr.nbytes))
+                            opts["dram_capacity_bytes"] = max(1, int(dram_min_bytes),
+                                                              int(dram_fraction * arr.nbytes))
                     say(f"bulk-loading table {tname} sub-table {j}: {arr.shape[0]:,} x {arr.shape[1]}")
                     writer.bulk_load(store_name, arr, opts)
                     table_bytes += arr.nbytes
