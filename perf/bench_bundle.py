@@ -238,6 +238,39 @@ def rss_mib(pid: int | str = "self") -> dict:
 
 # ----------------------------------------------------------------------------- workers
 
+def make_call(system: str, model: str):
+    """(call(feeds) -> probabilities, the loaded object) of a Python-driven system: TF Python
+    signature call, ONNX Runtime session or recstrata Model (names may end in "_keras")."""
+    kind = system.removesuffix("_keras")
+    if kind == "tf_python":
+        import tensorflow as tf
+
+        fn_sig = tf.saved_model.load(model).signatures["serving_default"]
+
+        def call(feeds):
+            out = fn_sig(**{k: tf.constant(v) for k, v in feeds.items()})
+            return (out["prob"] if "prob" in out else next(iter(out.values()))).numpy()
+        return call, fn_sig
+    if kind == "onnxruntime":
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        alias = {i.name.split(":")[0]: i.name for i in sess.get_inputs()}
+
+        def call(feeds):
+            return sess.run(None, {alias[k]: v for k, v in feeds.items()})[0]
+        return call, sess
+    if kind.startswith("rs_"):
+        from recstrata.processor import Model
+
+        m = Model(model, dict(RS_CONFIG))   # bundles default to the pread read path
+
+        def call(feeds):
+            return m.run(feeds, outputs=["prob"])["prob"]
+        return call, m
+    raise SystemExit(f"unknown worker system {system}")
+
+
 def worker_main(args) -> int:
     """One Python-driven system in its own process: loads, prints "ready", then serves
     `run BATCH CALLERS SECONDS LAT_FILE` commands (latencies to LAT_FILE as .npz, one JSON
@@ -246,33 +279,7 @@ def worker_main(args) -> int:
     reqs = {b: load_requests(req_root / f"b{b}") for b in BATCHES}
     if system.endswith("_keras"):
         reqs = {b: [keras_feeds(r) for r in rs] for b, rs in reqs.items()}
-    if system in ("tf_python", "tf_python_keras"):
-        import tensorflow as tf
-
-        loaded = tf.saved_model.load(model)
-        fn_sig = loaded.signatures["serving_default"]
-
-        def call(feeds):
-            out = fn_sig(**{k: tf.constant(v) for k, v in feeds.items()})
-            return (out["prob"] if "prob" in out else next(iter(out.values()))).numpy()
-    elif system in ("onnxruntime", "onnxruntime_keras"):
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-        names = [i.name for i in sess.get_inputs()]
-        alias = {n.split(":")[0]: n for n in names}
-
-        def call(feeds):
-            return sess.run(None, {alias[k]: v for k, v in feeds.items()})[0]
-    elif system == "rs_bundle_py":
-        from recstrata.processor import Model
-
-        m = Model(model, dict(RS_CONFIG))
-
-        def call(feeds):
-            return m.run(feeds, outputs=["prob"])["prob"]
-    else:
-        raise SystemExit(f"unknown worker system {system}")
+    call, _ = make_call(system, model)
     outputs = {b: np.concatenate([np.asarray(call(r)).reshape(-1) for r in reqs[b]])
                for b in BATCHES}
     np.save(req_root / f"out_{system}.npy", outputs[64])
@@ -359,12 +366,14 @@ def bundle_spec(model_dir: Path, sets: list[tuple[Path, list[dict]]], path: Path
     return path
 
 
-class NativeLoop:
-    """A bundle_loop process (one loaded model, several request sets) driven over stdin."""
+class StdinLoop:
+    """A perf/*_loop.c process driven over stdin: it prints "ready" once loaded, answers
+    `run ... LAT_FILE` with "done" after writing the latencies there, and ends on `quit`."""
 
-    def __init__(self, exe: Path, spec: Path, lat_file: Path):
+    def __init__(self, exe: Path, args: list[str], lat_file: Path):
         self.lat_file = lat_file
-        self.proc = subprocess.Popen([str(exe), "rs_run", str(spec)], stdin=subprocess.PIPE,
+        self.label = Path(exe).name
+        self.proc = subprocess.Popen([str(exe), *args], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
         self._expect("ready")
@@ -373,16 +382,16 @@ class NativeLoop:
         line = self.proc.stdout.readline().strip()
         if line != word:
             err = self.proc.stderr.read() if self.proc.poll() is not None else ""
-            raise RuntimeError(f"bundle_loop: expected {word!r}, got {line!r} {err[-2000:]}")
+            raise RuntimeError(f"{self.label}: expected {word!r}, got {line!r} {err[-2000:]}")
 
-    def run(self, set_index: int, callers: int, seconds: float) -> list[np.ndarray]:
-        self.proc.stdin.write(f"run {set_index} {callers} {seconds} {self.lat_file}\n")
+    def request(self, *fields) -> list[np.ndarray]:
+        """`run FIELDS... LAT_FILE`; returns one latency array (seconds) per caller."""
+        self.proc.stdin.write("run " + " ".join(str(f) for f in fields) + f" {self.lat_file}\n")
         self.proc.stdin.flush()
         self._expect("done")
         raw = np.fromfile(self.lat_file, dtype=np.int64)
         n = int(raw[0])
-        counts = raw[1:1 + n]
-        return np.split(raw[1 + n:] / 1e9, np.cumsum(counts)[:-1])
+        return np.split(raw[1 + n:] / 1e9, np.cumsum(raw[1:1 + n])[:-1])
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -392,6 +401,16 @@ class NativeLoop:
                 self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+class NativeLoop(StdinLoop):
+    """A bundle_loop process (one loaded model, several request sets)."""
+
+    def __init__(self, exe: Path, spec: Path, lat_file: Path):
+        super().__init__(exe, ["rs_run", str(spec)], lat_file)
+
+    def run(self, set_index: int, callers: int, seconds: float) -> list[np.ndarray]:
+        return self.request(set_index, callers, seconds)
 
 
 class BundleSystem:
@@ -417,36 +436,14 @@ class BundleSystem:
         self.loop.close()
 
 
-class _ServingLoop:
+class _ServingLoop(StdinLoop):
     """One perf/serving_loop.c process (stdin protocol: run CALLERS SECONDS LAT_FILE)."""
 
     def __init__(self, exe: Path, mode: str, spec: Path, lat_file: Path):
-        self.lat_file = lat_file
-        self.proc = subprocess.Popen([str(exe), mode, str(spec)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-        line = self.proc.stdout.readline().strip()
-        if line != "ready":
-            raise RuntimeError(f"serving_loop {mode}: {line} {self.proc.stderr.read()[-2000:]}")
+        super().__init__(exe, [mode, str(spec)], lat_file)
 
     def run(self, callers: int, seconds: float) -> list[np.ndarray]:
-        self.proc.stdin.write(f"run {callers} {seconds} {self.lat_file}\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline().strip()
-        if line != "done":
-            raise RuntimeError(f"serving_loop: {line} {self.proc.stderr.read()[-2000:]}")
-        raw = np.fromfile(self.lat_file, dtype=np.int64)
-        n = int(raw[0])
-        return np.split(raw[1 + n:] / 1e9, np.cumsum(raw[1:1 + n])[:-1])
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.flush()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        return self.request(callers, seconds)
 
 
 class ServingLoopSystem:

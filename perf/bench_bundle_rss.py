@@ -111,7 +111,9 @@ CRITEO_CARDINALITIES = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93
 MIN_ROWS = 3
 SMALL_ROWS = [1000 + 7 * i for i in range(N_SPARSE)]   # the tf2onnx stand-in (distinct counts)
 SWEEP_REQUESTS, SWEEP_BATCH = 256, 512
-DRAM_ROW_COST = 4 * WIDTH + 8 + 4 + 24    # bytes the DRAM tier charges per row (dram_tier.h)
+# Fewest bytes the DRAM tier charges per row (DramTier::RowBytes; its index comes on top), so
+# budget // this bounds the rows a cache can hold from above (used to size the cache fill).
+DRAM_ROW_COST = 4 * WIDTH + 13
 
 
 def table_rows(size_gib: float) -> list[int]:
@@ -458,30 +460,7 @@ def worker_main(args) -> int:
     prefix = args.data_prefix
     reqs = bb.load_requests(req_root / "zipf")
     verify = bb.load_requests(req_root / "verify")
-    if system == "tf_python":
-        import tensorflow as tf
-
-        fn_sig = tf.saved_model.load(model).signatures["serving_default"]
-
-        def call(feeds):
-            return fn_sig(**{k: tf.constant(v) for k, v in feeds.items()})["prob"].numpy()
-    elif system == "onnxruntime":
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-        alias = {i.name.split(":")[0]: i.name for i in sess.get_inputs()}
-
-        def call(feeds):
-            return sess.run(None, {alias[k]: v for k, v in feeds.items()})[0]
-    elif system == "rs_parity":
-        from recstrata.processor import Model
-
-        m = Model(model, dict(bb.RS_CONFIG))   # bundles default to the pread read path
-
-        def call(feeds):
-            return m.run(feeds, outputs=["prob"])["prob"]
-    else:
-        raise SystemExit(f"unknown worker system {system}")
+    call, m = bb.make_call(system, model)   # m: the recstrata Model for rs_parity
     print(json.dumps({"phase": "loaded", **proc_memory("self", prefix)}), flush=True)
     outs = np.stack([np.asarray(call(r)).reshape(-1) for r in verify])
     np.save(req_root / f"out_{system}.npy", outs)
@@ -512,21 +491,10 @@ def worker_main(args) -> int:
             call(feeds)
             call(feeds)
         print(json.dumps({"phase": "filled", **proc_memory("self", prefix), **dram(),
-                          "dram_capacity_rows": sum(cap)}), flush=True)
+                          "dram_rows_upper_bound": sum(cap)}), flush=True)
         return 0
-    for r in reqs:                             # warm-up pass
-        call(r)
-    lat, i = [], 0
-    end = time.perf_counter() + args.seconds
-    while True:
-        t0 = time.perf_counter()
-        call(reqs[i % len(reqs)])
-        t1 = time.perf_counter()
-        lat.append(t1 - t0)
-        i += 1
-        if t1 >= end:
-            break
-    np.save(req_root / f"lat_{system}.npy", np.array(lat))
+    lat = bb.run_threads(call, reqs, 1, args.seconds)[0]   # a warm-up pass, then one caller
+    np.save(req_root / f"lat_{system}.npy", lat)
     print(json.dumps({"phase": "served", **proc_memory("self", prefix)}), flush=True)
     if args.sweep:
         for r in bb.load_requests(req_root / "sweep"):
