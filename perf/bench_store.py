@@ -90,8 +90,7 @@ def build_harness(out_dir: Path) -> tuple[Path | None, str]:
     """Builds the native harness; returns (binary, note). RocksDB optional."""
     import recstrata
 
-    pkg = Path(recstrata.__file__).resolve().parent
-    inc, lib = pkg / "include", pkg / "lib"
+    inc, lib = Path(recstrata.include_dir()), Path(recstrata.library_path()).parent
     have_rocks = Path("/usr/include/rocksdb/db.h").exists()
     exe = out_dir / ("harness_rocks" if have_rocks else "harness_norocks")
     stamp = f"{HARNESS_SRC.stat().st_mtime}-{(lib / 'librecstrata.so').stat().st_mtime}"

@@ -62,6 +62,10 @@ class LibraryVersionError(RecstrataError, ImportError):
     """The loaded librecstrata.so is not the version this package was built for."""
 
 
+class NotBuiltError(RecstrataError, ImportError):
+    """A built native file (library, header, generated module) is not where the install put it."""
+
+
 _BY_CODE = {
     cls.code: cls
     for cls in (

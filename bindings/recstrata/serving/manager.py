@@ -1,10 +1,4 @@
-"""ModelManager: named models, versioned directories, availability-preserving reloads.
-
-Layout (TF Serving's)::
-
-    BASE/1/saved_model.pb ...      # version 1: a SavedModel
-    BASE/2/bundle.json ...         # version 2: a recstrata bundle
-    BASE/3.tmp/                    # ignored: not an integer name
+"""The manager: named models, aspired versions, availability-preserving swaps.
 
     mgr = ModelManager({"ctr": "/models/ctr"}, poll_seconds=5)
     out = mgr.predict("ctr", {"x": x})          # newest available version
@@ -12,20 +6,24 @@ Layout (TF Serving's)::
     print(mgr.status())
     mgr.close()
 
+TF Serving's split: :mod:`recstrata.serving.source` says which versions exist
+and which the policy wants (the *aspired* versions); :mod:`recstrata.serving.loader`
+opens and closes one version; this module decides when to load, publishes,
+retires, drains and reports.
+
 Contracts
-- **Discovery.** A version is a sub-directory whose name is a non-negative
-  integer. It is *complete* once it holds ``saved_model.pb`` (or
+- **Discovery** (the source). A version is a sub-directory whose name is a
+  non-negative integer, complete once it holds ``saved_model.pb`` (or
   ``saved_model.pbtxt``) or ``bundle.json``; incomplete directories (a copy in
   progress) are listed in :meth:`status` and never loaded. Writers should copy
   to a temporary name and rename it into place; a copy in place works too, as
   a load that fails on half-written files is retried (below).
 - **Policies** (:class:`VersionPolicy`): ``latest`` (the newest N complete
   versions, N=1 by default), ``all``, ``specific`` (a fixed list).
-- **Load before traffic.** A new version is opened (``recstrata.Model`` loads
-  and warms up every session inside its constructor) entirely off the request
-  path; only then is it published, by replacing the model's version table in
-  one assignment under the manager lock. Requests without a version go to the
-  newest published version.
+- **Load before traffic.** A new version is opened by the loader entirely off
+  the request path; only then is it published, by replacing the model's
+  version table in one assignment under the manager lock. Requests without a
+  version go to the newest published version.
 - **Drain before close.** Every request holds a reference to the version it
   uses (taken and dropped under the lock; no lock is held while the model
   runs). A replaced version is *retired*: it gets no new requests and is
@@ -35,15 +33,9 @@ Contracts
   serving, is reported in :meth:`status` (``state: "FAILED"`` and the
   library's message), and is retried at a later poll when the directory
   changed or after ``retry_seconds``.
-- **Loader priority.** Loads run on a short-lived loader thread. With the
-  default inline session config (``inter_op_parallelism_threads < 0``,
-  ``intra_op_parallelism_threads <= 1``: every TF op runs in the calling
-  thread) all loading and warm-up work happens on that thread, which lowers its
-  own scheduling priority by ``load_nice`` and may pin itself to
-  ``load_cpus``, so a reload yields the CPU to serving threads. With pooled
-  session configs TF creates its pools during the load and they would inherit
-  the loader's priority and affinity for their whole life, so the loader then
-  runs at normal priority (reported as ``loader`` in :meth:`status`).
+- **Loader priority** (the loader): loads run on a short-lived thread at
+  ``load_nice`` / ``load_cpus`` when the session config runs every op inline,
+  at normal priority otherwise (reported as ``loader`` in :meth:`status`).
   ``load_config`` holds config overrides applied only to versions opened by a
   *reload* (not the first load of a model), e.g. ``{"warmup_runs": 2}``.
 - **Thread safety.** Every public method may be called from any thread.
@@ -56,9 +48,7 @@ Contracts
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -66,12 +56,12 @@ from os import PathLike, fspath
 from typing import Any, Callable, Iterable, Mapping
 
 from recstrata.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from recstrata.serving.loader import VersionLoader
+from recstrata.serving.source import VersionPolicy, VersionSource, fingerprint
 
 __all__ = ["ModelManager", "VersionPolicy", "UnavailableError"]
 
 log = logging.getLogger("recstrata.serving")
-
-_MARKERS = ("saved_model.pb", "saved_model.pbtxt", "bundle.json")
 
 # Version states reported by status() (TF Serving's names).
 LOADING, AVAILABLE, UNLOADING, END, FAILED = "LOADING", "AVAILABLE", "UNLOADING", "END", "FAILED"
@@ -79,75 +69,6 @@ LOADING, AVAILABLE, UNLOADING, END, FAILED = "LOADING", "AVAILABLE", "UNLOADING"
 
 class UnavailableError(FailedPreconditionError):
     """The model exists but no version of it is serving (yet, or any more)."""
-
-
-@dataclass(frozen=True)
-class VersionPolicy:
-    """Which complete versions of a model to serve.
-
-    ``VersionPolicy.latest(n=1)``, ``VersionPolicy.all()``,
-    ``VersionPolicy.specific([1, 3])``, or :meth:`parse` of ``"latest"``,
-    ``"latest:2"``, ``"all"``, ``"specific:1,3"``.
-    """
-
-    kind: str = "latest"
-    num_latest: int = 1
-    versions: tuple[int, ...] = ()
-
-    def __post_init__(self):
-        if self.kind not in ("latest", "all", "specific"):
-            raise InvalidArgumentError(f"unknown version policy {self.kind!r} (latest, all, specific)")
-        if self.kind == "latest" and self.num_latest < 1:
-            raise InvalidArgumentError("latest policy needs num_latest >= 1")
-        if self.kind == "specific" and (not self.versions or any(v < 0 for v in self.versions)):
-            raise InvalidArgumentError("specific policy needs a non-empty list of versions >= 0")
-
-    @classmethod
-    def latest(cls, n: int = 1) -> "VersionPolicy":
-        return cls("latest", num_latest=int(n))
-
-    @classmethod
-    def all(cls) -> "VersionPolicy":
-        return cls("all")
-
-    @classmethod
-    def specific(cls, versions: Iterable[int]) -> "VersionPolicy":
-        return cls("specific", versions=tuple(sorted({int(v) for v in versions})))
-
-    @classmethod
-    def parse(cls, spec: "str | VersionPolicy | None") -> "VersionPolicy":
-        if spec is None:
-            return cls.latest()
-        if isinstance(spec, VersionPolicy):
-            return spec
-        kind, _, arg = str(spec).partition(":")
-        try:
-            if kind == "latest":
-                return cls.latest(int(arg) if arg else 1)
-            if kind == "all" and not arg:
-                return cls.all()
-            if kind == "specific":
-                return cls.specific(int(v) for v in arg.split(",") if v.strip())
-        except ValueError:
-            pass
-        raise InvalidArgumentError(
-            f"bad version policy {spec!r}: use latest, latest:N, all or specific:V1,V2")
-
-    def select(self, available: Iterable[int]) -> set[int]:
-        """The versions to serve out of the complete ones on disk."""
-        avail = sorted(set(available))
-        if self.kind == "latest":
-            return set(avail[-self.num_latest:])
-        if self.kind == "all":
-            return set(avail)
-        return set(avail) & set(self.versions)
-
-    def describe(self) -> str:
-        if self.kind == "latest":
-            return "latest" if self.num_latest == 1 else f"latest:{self.num_latest}"
-        if self.kind == "all":
-            return "all"
-        return "specific:" + ",".join(map(str, self.versions))
 
 
 class _Servable:
@@ -182,8 +103,7 @@ class _VersionRecord:
 @dataclass
 class _ModelState:
     name: str
-    base: str
-    policy: VersionPolicy
+    source: VersionSource
     config: dict
     serving: dict = field(default_factory=dict)      # version -> _Servable (replaced, never mutated)
     records: dict = field(default_factory=dict)      # version -> _VersionRecord
@@ -249,10 +169,8 @@ class ModelManager:
         self._config = dict(config or {})
         self._load_config = dict(load_config or {})
         self._retry_seconds = float(retry_seconds)
-        self._load_nice = int(load_nice)
-        self._load_cpus = None if load_cpus is None else sorted(set(load_cpus))
+        self._loader = VersionLoader(nice=load_nice, cpus=load_cpus, factory=model_factory)
         self._reload = reload
-        self._factory = model_factory
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._poll_seconds: float | None = None
@@ -274,7 +192,7 @@ class ModelManager:
         """Adds a model to serve; with ``poll`` its versions are loaded now."""
         if not isinstance(name, str) or not name or "/" in name or ":" in name:
             raise InvalidArgumentError(f"model name must be a non-empty string without '/' or ':': {name!r}")
-        st = _ModelState(name, os.path.abspath(fspath(base_path)), VersionPolicy.parse(policy),
+        st = _ModelState(name, VersionSource(fspath(base_path), policy),
                          {**self._config, **dict(config or {})})
         with self._lock:
             if self._closed:
@@ -349,7 +267,7 @@ class ModelManager:
         elif st.base_error:
             msg += f" ({st.base_error})"
         elif not st.records:
-            msg += f" (no complete version directory under {st.base})"
+            msg += f" (no complete version directory under {st.source.base})"
         return msg
 
     # ---- polling ----------------------------------------------------------
@@ -390,31 +308,14 @@ class ModelManager:
             self.polls += 1
         return actions
 
-    def _scan(self, st: _ModelState) -> dict[int, str] | None:
-        try:
-            entries = list(os.scandir(st.base))
-        except OSError as exc:
-            st.base_error = f"cannot list base path {st.base}: {exc.strerror or exc}"
-            return None
-        st.base_error = None
-        complete, incomplete = {}, []
-        for e in entries:
-            if not e.name.isdigit() or not e.is_dir():  # '3.tmp', '.3', files: ignored
-                continue
-            v = int(e.name)
-            if any(os.path.isfile(os.path.join(e.path, m)) for m in _MARKERS):
-                complete[v] = e.path
-            else:
-                incomplete.append(v)
-        st.incomplete = sorted(incomplete)
-        return complete
-
     def _poll_model(self, st: _ModelState, actions: list[str]) -> None:
         st.last_poll = time.time()
-        on_disk = self._scan(st)
-        if on_disk is None:
+        scan = st.source.scan()
+        st.base_error = scan.error
+        if scan.error is not None:
             return
-        wanted = st.policy.select(on_disk)
+        st.incomplete = list(scan.incomplete)
+        on_disk, wanted = scan.complete, scan.aspired
         for v in sorted(wanted, reverse=True):  # newest first: it gets traffic soonest
             if v in st.serving or self._stop.is_set():
                 continue
@@ -439,25 +340,25 @@ class ModelManager:
     def _should_retry(self, rec: _VersionRecord) -> bool:
         if time.time() - rec.last_attempt >= self._retry_seconds:
             return True
-        return _fingerprint(rec.path) != rec.fingerprint  # the directory changed since
+        return fingerprint(rec.path) != rec.fingerprint  # the directory changed since
 
     def _load(self, st: _ModelState, rec: _VersionRecord, actions: list[str]) -> None:
         rec.state, rec.error = LOADING, None
         rec.last_attempt = time.time()
-        rec.fingerprint = _fingerprint(rec.path)
+        rec.fingerprint = fingerprint(rec.path)
         config = dict(st.config)
         if st.loaded_once:
             config.update(self._load_config)
-        t0 = time.perf_counter()
-        model, error, rec.loader = self._open_on_loader_thread(rec.path, config)
-        if error is not None:
-            rec.state, rec.error = FAILED, error
+        res = self._loader.load(rec.path, config)
+        rec.loader = res.loader
+        if res.error is not None:
+            rec.state, rec.error = FAILED, res.error
             rec.failures += 1
-            actions.append(f"{st.name}: version {rec.version} failed to load: {error}")
-            log.warning("model %s version %s failed to load: %s", st.name, rec.version, error)
+            actions.append(f"{st.name}: version {rec.version} failed to load: {res.error}")
+            log.warning("model %s version %s failed to load: %s", st.name, rec.version, res.error)
             return
-        rec.load_ms = (time.perf_counter() - t0) * 1e3
-        s = _Servable(st.name, rec.version, rec.path, model)
+        rec.load_ms = res.load_ms
+        s = _Servable(st.name, rec.version, rec.path, res.model)
         with self._lock:
             if self._closed:  # close() ran while we loaded: do not publish
                 closed = True
@@ -466,41 +367,12 @@ class ModelManager:
                 st.serving = {**st.serving, rec.version: s}  # the atomic publish
                 st.loaded_once = True
         if closed:
-            model.close()
+            self._loader.unload(res.model, f"model {st.name} version {rec.version}")
             rec.state = END
             return
         rec.state, rec.loaded_at = AVAILABLE, time.time()
         actions.append(f"{st.name}: version {rec.version} available ({rec.load_ms:.0f} ms)")
         log.info("model %s version %s available (%.0f ms)", st.name, rec.version, rec.load_ms)
-
-    def _open_on_loader_thread(self, path: str, config: dict):
-        """Opens a Model on a fresh thread with lowered priority; (model, error, loader)."""
-        result: dict[str, Any] = {}
-        try:
-            inline = (int(config.get("inter_op_parallelism_threads", -1)) < 0
-                      and int(config.get("intra_op_parallelism_threads", 1)) == 1
-                      and not config.get("use_per_session_threads", False))
-        except (TypeError, ValueError):  # a malformed value: the library will report it
-            inline = False
-        loader = "normal priority (pooled session config)"
-        if inline:
-            loader = f"nice +{self._load_nice}" + (f", cpus {self._load_cpus}" if self._load_cpus else "")
-
-        def run():
-            if inline:
-                _lower_this_thread(self._load_nice, self._load_cpus)
-            try:
-                factory = self._factory
-                if factory is None:
-                    from recstrata.processor import Model as factory
-                result["model"] = factory(path, config)
-            except Exception as exc:  # the library's message goes to status()
-                result["error"] = f"{type(exc).__name__}: {exc}"
-
-        t = threading.Thread(target=run, name="recstrata-loader", daemon=True)
-        t.start()
-        t.join()
-        return result.get("model"), result.get("error"), loader
 
     def _retire_versions(self, st: _ModelState, versions: list[int], actions: list[str]) -> None:
         if not versions:
@@ -536,11 +408,7 @@ class ModelManager:
         t.start()
 
     def _close_servable(self, s: _Servable) -> None:
-        try:
-            s.model.close()
-        except Exception:
-            log.exception("closing model %s version %s failed", s.name, s.version)
-        _malloc_trim()
+        self._loader.unload(s.model, f"model {s.name} version {s.version}")
         with self._lock:
             self._draining.discard(s)
             st = self._models.get(s.name)
@@ -615,49 +483,9 @@ class ModelManager:
                 "in_flight": s.refs if s else 0, "requests": s.requests if s else 0,
             })
         return {
-            "name": st.name, "base_path": st.base, "policy": st.policy.describe(),
+            "name": st.name, "base_path": st.source.base, "policy": st.source.policy.describe(),
             "serving": sorted(serving), "default_version": max(serving) if serving else None,
             "available": bool(serving), "versions": versions,
             "incomplete_versions": list(st.incomplete), "base_error": st.base_error,
             "last_poll": st.last_poll,
         }
-
-
-def _lower_this_thread(nice: int, cpus: list[int] | None) -> None:
-    """Lowers the calling thread's priority and/or pins it (Linux: both are per thread)."""
-    try:
-        if nice > 0:
-            tid = threading.get_native_id()
-            cur = os.getpriority(os.PRIO_PROCESS, tid)
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, cur + nice))
-        if cpus:
-            os.sched_setaffinity(0, cpus)  # pid 0 = the calling thread
-    except (OSError, AttributeError, ValueError) as exc:  # not fatal: load at normal priority
-        log.warning("could not lower the loader thread's priority: %s", exc)
-
-
-def _malloc_trim() -> None:
-    """Returns freed heap pages to the OS after an unload (glibc keeps them otherwise).
-
-    glibc raises its mmap threshold after large frees, so a model's tensors
-    often live on the heap and stay in RSS after the model is closed; without
-    this, every reload leaves the process as large as at its peak.
-    """
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
-
-
-def _fingerprint(path: str):
-    """(relative path, size, mtime) of every file under ``path``: changes while a copy runs."""
-    items = []
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            p = os.path.join(root, f)
-            with contextlib.suppress(OSError):
-                st = os.stat(p)
-                items.append((os.path.relpath(p, path), st.st_size, st.st_mtime_ns))
-    return tuple(sorted(items))
