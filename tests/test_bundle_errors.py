@@ -266,6 +266,7 @@ def test_corrupt_store_records_are_never_served(bundle, built, served):
 
 
 def test_interrupted_export_leaves_nothing_behind(built, monkeypatch):
+    from recstrata.store import Table
     from recstrata.training import export as E
 
     model, _cfg, root = built
@@ -273,7 +274,7 @@ def test_interrupted_export_leaves_nothing_behind(built, monkeypatch):
     def boom(self, *a, **k):
         raise RuntimeError("simulated crash while writing the store")
 
-    monkeypatch.setattr(E._StoreWriter, "bulk_load", boom)
+    monkeypatch.setattr(Table, "bulk_load", boom)   # the exporter writes through recstrata.store
     target = root / "interrupted"
     with pytest.raises(RuntimeError, match="simulated"):
         E.export_bundle(model, target)
@@ -305,3 +306,25 @@ def test_plain_savedmodel_still_works(built, tmp_path):
     tf.saved_model.save(m, str(tmp_path / "plain"), signatures={"serving_default": m.serve})
     with Model(str(tmp_path / "plain")) as served:
         np.testing.assert_allclose(served.run({"x": np.ones((2, 1), np.float32)})["y"], 2.0)
+
+
+def test_manifest_is_the_shared_schema(bundle):
+    """The exporter writes recstrata.bundle.Manifest (the schema the processor parses)."""
+    from recstrata.bundle import format as F
+    from recstrata.bundle import manifest as mf
+
+    path = os.path.join(bundle["path"], F.MANIFEST_FILE)
+    with open(path) as fh:
+        on_disk = json.load(fh)
+    m = mf.read(bundle["path"])                    # strict: unknown fields would raise
+    assert isinstance(m, mf.Manifest)
+    assert on_disk == mf.to_dict(m) == bundle["manifest"]
+    assert (m.format, m.format_version, m.key_schema_version) == (
+        F.FORMAT, F.FORMAT_VERSION, F.KEY_SCHEMA_VERSION)
+    assert m.dense.dir == F.DENSE_DIR and m.store.dir == F.STORE_DIR
+    assert all(st.rows > 0 for t in m.tables for st in t.subtables)   # int64, not strings
+    assert sum(f.size for f in m.files) > 0
+    # a field the schema does not have is refused, not dropped
+    bad = dict(on_disk, surprise=1)
+    with pytest.raises(Exception, match="surprise"):
+        mf.from_json(json.dumps(bad))

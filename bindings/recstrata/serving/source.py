@@ -25,12 +25,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from recstrata.bundle.format import MANIFEST_FILE
 from recstrata.errors import InvalidArgumentError
 
 __all__ = ["MARKERS", "VersionPolicy", "Scan", "VersionSource", "scan_versions", "fingerprint"]
 
 # A version directory is complete once one of these files is in it.
-MARKERS = ("saved_model.pb", "saved_model.pbtxt", "bundle.json")
+MARKERS = ("saved_model.pb", "saved_model.pbtxt", MANIFEST_FILE)
 
 
 @dataclass(frozen=True)

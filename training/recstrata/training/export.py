@@ -21,12 +21,14 @@ Contracts
   (``freeze_dense=False``; no Keras ``model.export``, which stores each variable twice).
 - Row keys are the training package's (recstrata.training.keys); the processor derives them
   natively and bit-identically, so the tables are stored exactly as trained.
-- Needs TensorFlow and the native library (the store is written through its C ABI).
+- The manifest is a ``recstrata.bundle.Manifest`` message (the schema the processor parses,
+  processor/proto/recstrata/bundle/manifest.proto); names and versions of the format come from
+  ``recstrata.bundle.format``.
+- Needs TensorFlow and the native library (the tables are written with ``recstrata.store``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -35,11 +37,17 @@ from typing import Any, Callable
 
 import numpy as np
 
-FORMAT = "recstrata.bundle"
-FORMAT_VERSION = 2   # written when a feature's pooled vector feeds several inputs ("blocks")
-MANIFEST = "bundle.json"
-DENSE_DIR = "dense"
-STORE_DIR = "store"
+from recstrata.bundle import manifest as mf
+from recstrata.bundle.format import (
+    DENSE_DIR,
+    FORMAT,
+    FORMAT_VERSION,
+    FORMAT_VERSION_NO_SLICES,
+    KEY_SCHEMA_VERSION,
+    SIGNATURE,
+    STORE_DIR,
+)
+
 OUTPUTS = ("prob", "logit")
 POOLED = "pooled"   # the dense stage input holding every pooled vector (layout "concat")
 EMBEDDINGS = "embeddings"    # layout "blocks": every pooled embedding, side by side
@@ -156,50 +164,8 @@ def _save_frozen(concrete, out_path: str) -> None:
             builder = tf.compat.v1.saved_model.Builder(out_path)
             builder.add_meta_graph_and_variables(
                 sess, [tf.saved_model.SERVING],
-                signature_def_map={"serving_default": sig}, strip_default_attrs=True)
+                signature_def_map={SIGNATURE: sig}, strip_default_attrs=True)
             builder.save()
-
-
-# ----------------------------------------------------------------------------- store (C ABI)
-
-class _StoreWriter:
-    """Minimal writer over the store's C ABI (rs_store_*), used only by the exporter."""
-
-    def __init__(self, path: str, options: dict):
-        from recstrata import _native
-
-        self._n = _native
-        self.lib = _native.lib()
-        self.ffi = _native.ffi
-        box = self.ffi.new("rs_store**")
-        err = self.ffi.new("rs_error**")
-        _native.check(self.lib.rs_store_open(path.encode(), json.dumps(options).encode(), box, err), err)
-        self.store = box[0]
-
-    def bulk_load(self, name: str, rows: np.ndarray, options: dict) -> None:
-        ffi, lib = self.ffi, self.lib
-        rows = np.ascontiguousarray(rows, dtype=np.float32)
-        n, dim = rows.shape
-        box = ffi.new("rs_table**")
-        err = ffi.new("rs_error**")
-        self._n.check(lib.rs_store_create_table(self.store, name.encode(), dim,
-                                                json.dumps(options).encode(), box, err), err)
-        keys = np.arange(n, dtype=np.int64)
-        chunk = max(1, (64 << 20) // max(1, 4 * dim))   # ~64 MiB per committed batch
-        for lo in range(0, n, chunk):
-            hi = min(n, lo + chunk)
-            self._n.check(lib.rs_table_bulk_load(
-                box[0], ffi.cast("const int64_t*", keys[lo:hi].ctypes.data), hi - lo,
-                ffi.cast("const float*", rows[lo:hi].ctypes.data), err), err)
-
-    def close(self) -> None:
-        if self.store is not None:
-            err = self.ffi.new("rs_error**")
-            try:
-                self._n.check(self.lib.rs_store_flush(self.store, err), err)
-            finally:
-                self.lib.rs_store_close(self.store)
-                self.store = None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -219,14 +185,14 @@ def _fsync_tree(root: str) -> None:
             os.close(fd)
 
 
-def _file_list(root: str, sub: str) -> list[dict]:
+def _file_list(root: str, sub: str) -> list:
+    """A FileEntry (path relative to ``root``, size) for every file under ``root``/``sub``."""
     out = []
-    base = os.path.join(root, sub)
-    for dirpath, _dirs, files in os.walk(base):
-        for name in sorted(files):
+    for dirpath, _dirs, files in os.walk(os.path.join(root, sub)):
+        for name in files:
             p = os.path.join(dirpath, name)
-            out.append({"path": os.path.relpath(p, root), "size": str(os.path.getsize(p))})
-    out.sort(key=lambda e: e["path"])
+            out.append(mf.FileEntry(path=os.path.relpath(p, root), size=os.path.getsize(p)))
+    out.sort(key=lambda e: e.path)
     return out
 
 
@@ -303,96 +269,80 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
             _save_frozen(concrete, os.path.join(tmp, DENSE_DIR))
         else:
             tf.saved_model.save(module, os.path.join(tmp, DENSE_DIR),
-                                signatures={"serving_default": concrete})
+                                signatures={SIGNATURE: concrete})
         t_dense = time.perf_counter()
 
         # 2. tables -> store
+        from recstrata.store import Store
+
         store_options: dict[str, Any] = {"create_if_missing": True, "tiers": tiers,
                                          "durability": "none"}
         if cache_policy:
             store_options["cache_policy"] = cache_policy
-        writer = _StoreWriter(os.path.join(tmp, STORE_DIR), store_options)
-        manifest_tables = []
+        manifest = mf.Manifest(
+            format=FORMAT,
+            format_version=FORMAT_VERSION if pooled_layout == "blocks" else FORMAT_VERSION_NO_SLICES,
+            key_schema_version=KEY_SCHEMA_VERSION,
+            producer=f"recstrata {_version()} export",
+            signature_name=SIGNATURE,
+            dense=mf.DenseStage(dir=DENSE_DIR, signature=SIGNATURE),
+            store=mf.StoreSpec(dir=STORE_DIR, tiers=tiers, cache_policy=cache_policy or ""))
         table_bytes = 0
-        try:
+        with Store(os.path.join(tmp, STORE_DIR), **store_options) as store:
             for ti, (tname, t) in enumerate(tables.items()):
-                subs = []
+                table = manifest.tables.add(name=tname, dim=int(t["width"]),
+                                            key_scheme=mf.KeyScheme(**t["scheme"]),
+                                            default_value=0.0)
                 for j, arr in enumerate(t["subtables"]):
                     arr = np.asarray(arr, dtype=np.float32)
                     store_name = f"t{ti}_s{j}"
-                    # row keys are the row indices: a direct index (8 bytes per row)
-                    opts: dict[str, Any] = {"dense_keys": int(arr.shape[0])}
+                    cache_bytes = None
                     if tiers == "dram+ssd":
                         if dram_capacity_bytes is not None:
-                            opts["dram_capacity_bytes"] = int(dram_capacity_bytes)
+                            cache_bytes = int(dram_capacity_bytes)
                         elif dram_fraction is not None:
-                            opts["dram_capacity_bytes"] = max(1, int(dram_min_bytes),
-                                                              int(dram_fraction * arr.nbytes))
+                            cache_bytes = max(1, int(dram_min_bytes), int(dram_fraction * arr.nbytes))
                     say(f"bulk-loading table {tname} sub-table {j}: {arr.shape[0]:,} x {arr.shape[1]}")
-                    writer.bulk_load(store_name, arr, opts)
+                    _bulk_load(store, store_name, arr, cache_bytes)
                     table_bytes += arr.nbytes
-                    subs.append({"store_table": store_name, "rows": str(arr.shape[0]),
-                                 "dim": int(arr.shape[1])})
-                manifest_tables.append({"name": tname, "dim": int(t["width"]),
-                                        "key_scheme": t["scheme"], "subtables": subs,
-                                        "default_value": 0.0})
-        finally:
-            writer.close()
+                    table.subtables.add(store_table=store_name, rows=arr.shape[0], dim=arr.shape[1])
+            store.flush()
         t_store = time.perf_counter()
 
         # 3. manifest (last)
-        sparse = []
         offset = 0
         emb_offset = 0
         dims = [int(d) for d in model.dense_stage.dims]
         for i, f in enumerate(infos):
             multi = f["max_values"] > 1 or single_valued_layout == "lengths"
-            entry = {"name": f["name"], "id_type": f["dtype"], "table": f["table"],
-                     "multivalued": multi, "combiner": f["combiner"]}
+            feature = manifest.sparse_features.add(name=f["name"], id_type=f["dtype"],
+                                                   table=f["table"], multivalued=multi,
+                                                   combiner=f["combiner"])
             if pooled_layout == "blocks":
                 # columns [0, dim) -> embeddings, column dim (wdl / deepfm) -> first_order
                 d = dims[i]
-                entry["slices"] = [{"first_column": 0, "width": d, "dense_input": EMBEDDINGS,
-                                    "dense_offset": emb_offset}]
+                feature.slices.add(first_column=0, width=d, dense_input=EMBEDDINGS,
+                                   dense_offset=emb_offset)
                 if int(f["width"]) > d:
-                    entry["slices"].append({"first_column": d, "width": int(f["width"]) - d,
-                                            "dense_input": FIRST_ORDER, "dense_offset": i})
+                    feature.slices.add(first_column=d, width=int(f["width"]) - d,
+                                       dense_input=FIRST_ORDER, dense_offset=i)
                 emb_offset += d
             elif pooled_layout == "concat":
-                entry.update(dense_input=POOLED, dense_offset=offset)
+                feature.dense_input, feature.dense_offset = POOLED, offset
                 offset += int(f["width"])
             else:
-                entry["dense_input"] = dense_input_name(i)
+                feature.dense_input = dense_input_name(i)
             if multi:
-                entry["lengths_input"] = lengths_input_name(f["name"])
-                entry["max_values"] = int(f["max_values"])
-            sparse.append(entry)
-        dense = ([{"name": "dense", "dtype": "float32", "width": len(cfg.dense),
-                   "dense_input": "dense"}] if cfg.dense else [])
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION if pooled_layout == "blocks" else 1,
-            "key_schema_version": 1,
-            "producer": f"recstrata {_version()} export",
-            "signature_name": "serving_default",
-            "dense": {"dir": DENSE_DIR, "signature": "serving_default"},
-            "store": {"dir": STORE_DIR, "tiers": tiers},
-            "tables": manifest_tables,
-            "sparse_features": sparse,
-            "dense_features": dense,
-            "outputs": [{"name": o, "dtype": "float32", "shape": ["-1"]} for o in OUTPUTS],
-            "files": _file_list(tmp, DENSE_DIR),
-        }
-        if cache_policy:
-            manifest["store"]["cache_policy"] = cache_policy
+                feature.lengths_input = lengths_input_name(f["name"])
+                feature.max_values = int(f["max_values"])
+        if cfg.dense:
+            manifest.dense_features.add(name="dense", dtype="float32", width=len(cfg.dense),
+                                        dense_input="dense")
+        for o in OUTPUTS:
+            manifest.outputs.add(name=o, dtype="float32", shape=[-1])
+        manifest.files.extend(_file_list(tmp, DENSE_DIR))
         _fsync_tree(tmp)
-        mpath = os.path.join(tmp, MANIFEST)
-        with open(mpath + ".part", "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=1)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(mpath + ".part", mpath)
+        mf.write(tmp, manifest)
         _fsync_tree(tmp)
 
         # 4. publish atomically
@@ -412,9 +362,20 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     t_end = time.perf_counter()
-    return BundleInfo(path=out_dir, manifest=manifest, table_bytes=table_bytes,
+    return BundleInfo(path=out_dir, manifest=mf.to_dict(manifest), table_bytes=table_bytes,
                       seconds={"dense": t_dense - t0, "store": t_store - t_dense,
                                "total": t_end - t0})
+
+
+def _bulk_load(store, name: str, rows: np.ndarray, cache_bytes: int | None) -> None:
+    """Writes ``rows`` as table ``name`` of ``store``, row key = row index, ~64 MiB per batch."""
+    n, dim = rows.shape
+    # row keys are the row indices: a direct index (8 bytes per row)
+    table = store.create_table(name, dim, dram_capacity_bytes=cache_bytes, dense_keys=n)
+    keys = np.arange(n, dtype=np.int64)
+    chunk = max(1, (64 << 20) // max(1, 4 * dim))
+    for lo in range(0, n, chunk):
+        table.bulk_load(keys[lo:lo + chunk], rows[lo:lo + chunk])
 
 
 def _version() -> str:
@@ -463,6 +424,5 @@ def bundle_feeds(manifest: dict, examples: dict) -> dict:
 
 
 def read_manifest(bundle_dir: str | os.PathLike) -> dict:
-    """The bundle's manifest (bundle.json) as a dict."""
-    with open(os.path.join(os.fspath(bundle_dir), MANIFEST), encoding="utf-8") as fh:
-        return json.load(fh)
+    """The bundle's manifest (bundle.json) as a dict (checked against the schema)."""
+    return mf.to_dict(mf.read(bundle_dir))
