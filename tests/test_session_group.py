@@ -288,7 +288,7 @@ def test_pooled_sessions_pin_their_own_pool_threads(model_dir):
         for t in set(os.listdir("/proc/self/task")) - before:
             try:
                 name = open(f"/proc/self/task/{t}/comm").read().strip()
-                if name == "tf_Compute":
+                if name.startswith("tf_Compute"):  # one pool per session: tf_Compute0, tf_Compute1
                     aff = frozenset(os.sched_getaffinity(int(t)))
                     pinned[aff] = pinned.get(aff, 0) + 1
             except OSError:
@@ -349,3 +349,45 @@ def test_repeated_open_close(model_dir):
         m = Model(model_dir, {"session_num": 2, "warmup_runs": 1})
         np.testing.assert_allclose(m.run(X), X * 3)
         m.close()
+
+
+def _rss_mib_after_open(path, config) -> float:
+    """VmRSS of a fresh process that opened the model (its own process, so
+    nothing else is resident from earlier tests)."""
+    import subprocess
+    import sys
+
+    code = ("import json, sys, recstrata\n"
+            "m = recstrata.Model(sys.argv[1], json.loads(sys.argv[2]))\n"
+            "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])\n")
+    out = subprocess.run([sys.executable, "-c", code, str(path), json.dumps(config)], capture_output=True,
+                         text=True, check=True, env=dict(os.environ))
+    return int(out.stdout.strip().splitlines()[-1]) / 1024.0
+
+
+def test_sessions_share_one_copy_of_the_weights(tmp_path):
+    """session_num=4 holds the variables once: four sessions of a model with a
+    128 MiB in-graph table cost far less than three extra tables."""
+    import tensorflow as tf
+
+    class Big(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = tf.Variable(tf.random.uniform([262_144, 128], seed=1))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="ids")])
+        def serve(self, ids):
+            return {"v": tf.gather(self.table, ids)}
+
+    m = Big()
+    path = tmp_path / "big"
+    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve})
+    one = _rss_mib_after_open(path, {"session_num": 1, "warmup_runs": 1})
+    four = _rss_mib_after_open(path, {"session_num": 4, "warmup_runs": 1})
+    assert four - one < 48, (one, four)  # a second copy alone would be +128 MiB
+    mm = Model(path, {"session_num": 4, "select_session_policy": "RR", "warmup_runs": 1})
+    try:
+        layout = mm.describe()["session_group"]
+        assert layout["loaded_copies"] == 1 and len(layout["sessions"]) == 4
+    finally:
+        mm.close()

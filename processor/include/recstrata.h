@@ -367,6 +367,27 @@ RS_API int rs_store_compact(rs_store* store, rs_error** error);
 RS_API int rs_store_stats_json(rs_store* store, char** out_json,
                                rs_error** error);
 
+/* ---- Core allocator ---------------------------------------------------- */
+
+/* Divides CPUs between models the way the host's core allocator does: each
+ * baseline gets a dedicated core set sized to its load (requests/s x CPU ms
+ * per request / target utilization, at least its floor), the experiment
+ * models share the cores the baselines leave; "dynamic" mode keeps
+ * `previous` while every change is within the hysteresis. Exposed so that
+ * planning tools and simulators use the allocator itself.
+ * `request_json`: a CorePlanRequest (processor/proto/recstrata/config/
+ * core_plan.proto; docs/cost-model.md): {"mode", "cpus", "models": [{"name",
+ * "role", "requests_per_second", "cpu_ms_per_request", "p99_ms",
+ * "latency_target_ms", "min_cores", "fixed_cpus"}], "target_utilization",
+ * "min_shared_cores", "previous", "hysteresis"}. On success *out_plan_json is
+ * a CorePlan {"mode", "models": [{"name", "role", "cpus", "cores",
+ * "dedicated", "demand_cores", "reason"}], "shared_cpus", "changed",
+ * "summary"}, released with rs_free; on failure it is NULL.
+ * Errors: RS_ERR_INVALID_ARGUMENT (malformed request), RS_ERR_FAILED_PRECONDITION
+ * (the floors do not fit the CPUs). Pure and thread-safe. */
+RS_API int rs_core_plan_json(const char* request_json, char** out_plan_json,
+                             rs_error** error);
+
 /* RS_CDEF_END */
 
 #ifdef __cplusplus

@@ -152,58 +152,61 @@ uint64_t ThreadHash() {
 
 }  // namespace
 
+SessionGroup::Loaded::~Loaded() {
+  StatusHolder st;
+  if (session) {
+    TF_CloseSession(session, st.s);
+    TF_DeleteSession(session, st.s);
+  }
+  if (graph) TF_DeleteGraph(graph);
+}
+
 SessionGroup::SessionGroup(const std::string& dir, const ModelConfig& cfg) : cfg_(cfg) {
-  sessions_.reserve(cfg.session_num);
-  try {
-    for (int i = 0; i < cfg.session_num; ++i) LoadSession(dir, cfg, i);
-  } catch (...) {
-    for (auto& s : sessions_) {
-      StatusHolder st;
-      if (s->session) {
-        TF_CloseSession(s->session, st.s);
-        TF_DeleteSession(s->session, st.s);
+  // Each logical session: its core set, and its own inter-op pool when the
+  // config asks for per-session threads with a real (non-inline) pool.
+  session_pools_ = cfg.use_per_session_threads && cfg.inter_op_threads >= 0 && cfg.session_num > 1;
+  cpu_set_t allowed;
+  bool have_allowed = sched_getaffinity(0, sizeof(allowed), &allowed) == 0;
+  for (int i = 0; i < cfg.session_num; ++i) {
+    auto sess = std::make_unique<Session>();
+    if (!cfg.cpusets.empty()) {
+      sess->has_cpus = true;
+      sess->cpus = cfg.cpusets[i];
+      sess->cpus_text = CpusText(sess->cpus);
+      cpu_set_t usable;
+      if (have_allowed) {
+        CPU_AND(&usable, &allowed, &sess->cpus);
+        if (CPU_COUNT(&usable) == 0)
+          Fail(RS_ERR_INVALID_ARGUMENT, "config: cpuset \"" + sess->cpus_text + "\" of session " + std::to_string(i) +
+                                            " has no CPU this process may run on (allowed: " + CpusText(allowed) + ")");
       }
-      if (s->graph) TF_DeleteGraph(s->graph);
+      // Inline sessions run ops in the caller's thread: pin that thread during Run.
+      sess->pin_caller = cfg.inter_op_threads < 0;
     }
-    sessions_.clear();
-    throw;
+    if (session_pools_) {
+      sess->pool = i;
+      tensorflow::RunOptions ro;
+      ro.set_inter_op_thread_pool(i);
+      sess->run_options = ro.SerializeAsString();
+    }
+    sessions_.push_back(std::move(sess));
   }
+  Load(dir, cfg);
 }
 
-SessionGroup::~SessionGroup() {
-  for (auto& s : sessions_) {
-    StatusHolder st;
-    if (s->session) {
-      TF_CloseSession(s->session, st.s);
-      TF_DeleteSession(s->session, st.s);
-    }
-    if (s->graph) TF_DeleteGraph(s->graph);
-  }
-}
+SessionGroup::~SessionGroup() = default;
 
-void SessionGroup::LoadSession(const std::string& dir, const ModelConfig& cfg, int index) {
-  auto sess = std::make_unique<Session>();
-  if (!cfg.cpusets.empty()) {
-    sess->has_cpus = true;
-    sess->cpus = cfg.cpusets[index];
-    sess->cpus_text = CpusText(sess->cpus);
-    cpu_set_t allowed, usable;
-    if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
-      CPU_AND(&usable, &allowed, &sess->cpus);
-      if (CPU_COUNT(&usable) == 0)
-        Fail(RS_ERR_INVALID_ARGUMENT, "config: cpuset \"" + sess->cpus_text + "\" of session " +
-                                          std::to_string(index) + " has no CPU this process may run on (allowed: " +
-                                          CpusText(allowed) + ")");
-    }
-    // Inline sessions run ops in the caller's thread: pin that thread during Run.
-    sess->pin_caller = cfg.inter_op_threads < 0;
-  }
-
+void SessionGroup::Load(const std::string& dir, const ModelConfig& cfg) {
   tensorflow::ConfigProto config;
   config.set_inter_op_parallelism_threads(cfg.inter_op_threads);
   config.set_intra_op_parallelism_threads(cfg.intra_op_threads);
-  config.set_use_per_session_threads(cfg.use_per_session_threads);
   config.set_allow_soft_placement(true);
+  if (session_pools_) {
+    for (int i = 0; i < cfg.session_num; ++i)
+      config.add_session_inter_op_thread_pool()->set_num_threads(cfg.inter_op_threads);
+  } else {
+    config.set_use_per_session_threads(cfg.use_per_session_threads);
+  }
   std::string config_bytes = config.SerializeAsString();
 
   StatusHolder st;
@@ -215,46 +218,47 @@ void SessionGroup::LoadSession(const std::string& dir, const ModelConfig& cfg, i
   }
   std::vector<const char*> tags;
   for (const auto& t : cfg.tags) tags.push_back(t.c_str());
+  bool pin_pools = !cfg.cpusets.empty() && cfg.inter_op_threads >= 0;
   std::set<int> threads_before;
-  if (sess->has_cpus && !sess->pin_caller) threads_before = ProcessThreads();
+  if (pin_pools) threads_before = ProcessThreads();
 
-  sess->graph = TF_NewGraph();
+  loaded_.graph = TF_NewGraph();
   TF_Buffer* meta = TF_NewBuffer();
-  sess->session = TF_LoadSessionFromSavedModel(opts, nullptr, dir.c_str(), tags.data(),
-                                               static_cast<int>(tags.size()), sess->graph, meta, st.s);
+  loaded_.session = TF_LoadSessionFromSavedModel(opts, nullptr, dir.c_str(), tags.data(),
+                                                 static_cast<int>(tags.size()), loaded_.graph, meta, st.s);
   TF_DeleteSessionOptions(opts);
-  Session* raw = sess.get();
-  sessions_.push_back(std::move(sess));  // owned from here on (cleanup on throw)
   if (!st.ok()) {
     TF_DeleteBuffer(meta);
     st.Throw("could not load SavedModel " + dir);
   }
-  if (index == 0) {
-    tensorflow::MetaGraphDef mg;
-    bool parsed = mg.ParseFromArray(meta->data, static_cast<int>(meta->length));
-    TF_DeleteBuffer(meta);
-    if (!parsed) Fail(RS_ERR_CORRUPTION, "could not parse the MetaGraphDef of " + dir);
-    signature_ = ParseSignature(mg, cfg.signature_name, dir);
-  } else {
-    TF_DeleteBuffer(meta);
-  }
-  for (const TensorSpec& s : signature_->inputs) raw->inputs.push_back(ResolveOutput(raw->graph, s.tensor_name));
-  for (const TensorSpec& s : signature_->outputs) raw->outputs.push_back(ResolveOutput(raw->graph, s.tensor_name));
+  tensorflow::MetaGraphDef mg;
+  bool parsed = mg.ParseFromArray(meta->data, static_cast<int>(meta->length));
+  TF_DeleteBuffer(meta);
+  if (!parsed) Fail(RS_ERR_CORRUPTION, "could not parse the MetaGraphDef of " + dir);
+  signature_ = ParseSignature(mg, cfg.signature_name, dir);
+  for (const TensorSpec& s : signature_->inputs) loaded_.inputs.push_back(ResolveOutput(loaded_.graph, s.tensor_name));
+  for (const TensorSpec& s : signature_->outputs) loaded_.outputs.push_back(ResolveOutput(loaded_.graph, s.tensor_name));
+  if (pin_pools) PinPoolThreads(threads_before);
+}
 
-  if (raw->has_cpus && !raw->pin_caller) {
-    // Pooled session: pin the threads TF created for this session. Per-session
-    // inter-op pool threads are named "tf_Compute"; other new threads belong
-    // to process-wide pools (created with the first session) and get the
-    // union of every session's core set.
-    cpu_set_t all;
-    CPU_ZERO(&all);
-    for (const cpu_set_t& c : cfg.cpusets) CPU_OR(&all, &all, &c);
-    for (int tid : ProcessThreads()) {
-      if (threads_before.count(tid)) continue;
-      bool own = ThreadName(tid).rfind("tf_Compute", 0) == 0 && cfg.use_per_session_threads;
-      const cpu_set_t& set = own ? raw->cpus : all;
-      if (sched_setaffinity(tid, sizeof(cpu_set_t), &set) == 0 && own) raw->pinned_threads.push_back(tid);
+void SessionGroup::PinPoolThreads(const std::set<int>& threads_before) {
+  // The threads TF created while loading: with one pool per logical session,
+  // pool i's threads are named "tf_Compute<i>" (TF names a session pool after
+  // its index) and get session i's core set. Every other new thread belongs
+  // to a pool all sessions use and gets the union of their core sets.
+  cpu_set_t all;
+  CPU_ZERO(&all);
+  for (const auto& s : sessions_) CPU_OR(&all, &all, &s->cpus);
+  for (int tid : ProcessThreads()) {
+    if (threads_before.count(tid)) continue;
+    std::string name = ThreadName(tid);
+    Session* own = nullptr;
+    if (session_pools_ && name.rfind("tf_Compute", 0) == 0 && name.size() > 10) {
+      int i = std::atoi(name.c_str() + 10);
+      if (i >= 0 && i < static_cast<int>(sessions_.size())) own = sessions_[i].get();
     }
+    const cpu_set_t& set = own ? own->cpus : all;
+    if (sched_setaffinity(tid, sizeof(cpu_set_t), &set) == 0 && own) own->pinned_threads.push_back(tid);
   }
 }
 
@@ -318,6 +322,7 @@ struct InFlight {
 void SessionGroup::Run(int s, TF_Tensor* const* inputs, const int* out_idx, size_t n_out, TF_Tensor** outputs,
                        const TF_Buffer* run_options, TF_Buffer* run_metadata) {
   Session& sess = *sessions_[s];
+  const Loaded& ld = loaded_;
   InFlight guard(sess.in_flight);
   sess.calls.fetch_add(1, std::memory_order_relaxed);
   constexpr size_t kStack = 32;
@@ -329,13 +334,30 @@ void SessionGroup::Run(int s, TF_Tensor* const* inputs, const int* out_idx, size
     outs = outs_heap.get();
   }
   for (size_t k = 0; k < n_out; ++k) {
-    outs[k] = sess.outputs[out_idx[k]];
+    outs[k] = ld.outputs[out_idx[k]];
     outputs[k] = nullptr;
+  }
+  // The session's own inter-op pool is chosen by RunOptions; a caller's
+  // options (tracing) are merged with that choice.
+  std::string merged;
+  TF_Buffer pool_options{};
+  if (sess.pool >= 0) {
+    if (run_options != nullptr) {
+      tensorflow::RunOptions ro;
+      if (!ro.ParseFromArray(run_options->data, static_cast<int>(run_options->length)))
+        Fail(RS_ERR_INTERNAL, "could not parse the run options");
+      ro.set_inter_op_thread_pool(sess.pool);
+      merged = ro.SerializeAsString();
+    }
+    const std::string& bytes = run_options != nullptr ? merged : sess.run_options;
+    pool_options.data = bytes.data();
+    pool_options.length = bytes.size();
+    run_options = &pool_options;
   }
   StatusHolder st;
   {
     AffinityScope pin(sess.pin_caller, sess.cpus);
-    TF_SessionRun(sess.session, run_options, sess.inputs.data(), inputs, static_cast<int>(sess.inputs.size()),
+    TF_SessionRun(ld.session, run_options, ld.inputs.data(), inputs, static_cast<int>(ld.inputs.size()),
                   outs, outputs, static_cast<int>(n_out), nullptr, 0, run_metadata, st.s);
   }
   if (!st.ok()) {
@@ -367,6 +389,10 @@ std::string SessionGroup::LayoutJson() const {
   out += ",\"inter_op_parallelism_threads\":" + std::to_string(cfg_.inter_op_threads);
   out += ",\"intra_op_parallelism_threads\":" + std::to_string(cfg_.intra_op_threads);
   out += ",\"use_per_session_threads\":" + std::string(cfg_.use_per_session_threads ? "true" : "false");
+  // One loaded graph and variable set, whatever session_num is.
+  out += ",\"loaded_copies\":1,\"inter_op_pools\":\"";
+  out += session_pools_ ? "one per session" : (cfg_.inter_op_threads < 0 ? "inline in the caller" : (cfg_.use_per_session_threads ? "one for the group" : "process-wide"));
+  out += "\"";
   out += ",\"sessions\":[";
   for (size_t i = 0; i < sessions_.size(); ++i) {
     const Session& s = *sessions_[i];
@@ -375,7 +401,8 @@ std::string SessionGroup::LayoutJson() const {
     AppendJsonString(out, s.cpus_text);
     out += ",\"affinity\":\"";
     out += !s.has_cpus ? "none" : (s.pin_caller ? "caller_thread_during_run" : "pool_threads");
-    out += "\",\"pinned_threads\":" + std::to_string(s.pinned_threads.size()) + "}";
+    out += "\",\"pinned_threads\":" + std::to_string(s.pinned_threads.size());
+    out += ",\"inter_op_pool\":" + std::to_string(s.pool) + "}";
   }
   out += "]}";
   return out;

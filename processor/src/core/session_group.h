@@ -1,6 +1,10 @@
-// SessionGroup: `session_num` TensorFlow sessions of one SavedModel signature,
-// each with its own ConfigProto (thread pools) and optional core set, and a
-// policy choosing the session of each call.
+// SessionGroup: `session_num` logical sessions over ONE loaded SavedModel
+// (one graph, one set of variables, however many sessions), each with its own
+// optional core set and, with use_per_session_threads and an inter-op pool,
+// its own inter-op thread pool (ConfigProto.session_inter_op_thread_pool,
+// chosen per run by RunOptions.inter_op_thread_pool), and a policy choosing
+// the session of each call. Weights are held once, as DeepRec's SessionGroup
+// does; a TF session is safe to run from many threads at once.
 //
 // Threading: Select() and Run() are called by any number of threads at once;
 // they take no locks (atomics only). Construction and destruction are
@@ -12,6 +16,7 @@
 
 #include <atomic>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -23,8 +28,9 @@ namespace rs {
 
 class SessionGroup {
  public:
-  // Loads cfg.session_num sessions of the SavedModel in `dir` and parses the
-  // signature cfg.signature_name from its MetaGraphDef. Throws rs::Error.
+  // Loads the SavedModel in `dir` once, sets up cfg.session_num logical
+  // sessions over it and parses the signature cfg.signature_name from its
+  // MetaGraphDef. Throws rs::Error.
   SessionGroup(const std::string& dir, const ModelConfig& cfg);
   ~SessionGroup();
   SessionGroup(const SessionGroup&) = delete;
@@ -49,11 +55,20 @@ class SessionGroup {
   std::string LayoutJson() const;
 
  private:
-  struct Session {
+  // The one loaded graph and TF session every logical session runs.
+  struct Loaded {
     TF_Graph* graph = nullptr;
     TF_Session* session = nullptr;
     std::vector<TF_Output> inputs;   // signature input order
     std::vector<TF_Output> outputs;  // signature output order
+    Loaded() = default;
+    Loaded(const Loaded&) = delete;
+    Loaded& operator=(const Loaded&) = delete;
+    ~Loaded();
+  };
+  struct Session {
+    int pool = -1;                   // inter-op pool index, -1: the session's default
+    std::string run_options;         // serialized RunOptions selecting `pool`
     bool pin_caller = false;         // set the caller's affinity during Run
     bool has_cpus = false;
     cpu_set_t cpus;
@@ -63,9 +78,12 @@ class SessionGroup {
     std::atomic<int64_t> calls{0};
   };
 
-  void LoadSession(const std::string& dir, const ModelConfig& cfg, int index);
+  void Load(const std::string& dir, const ModelConfig& cfg);
+  void PinPoolThreads(const std::set<int>& threads_before);
 
   ModelConfig cfg_;
+  Loaded loaded_;
+  bool session_pools_ = false;  // one inter-op pool per logical session
   std::shared_ptr<const Signature> signature_;
   std::vector<std::unique_ptr<Session>> sessions_;
   alignas(64) std::atomic<uint64_t> rr_{0};
