@@ -140,13 +140,13 @@ class Load:
 
 
 def run_phase(models, arrival_lists, workers=12):
+    """Replays the arrivals against the models; returns (loads, start time)."""
     feeds = {"x": np.random.default_rng(1).normal(size=(BATCH, WIDTH)).astype(np.float32)}
     loads = [Load(m, a, workers, feeds) for m, a in zip(models, arrival_lists)]
     for ld in loads:
         for t in ld.threads:
             t.start()
     start = time.perf_counter() + 0.05
-    run_phase.start = start
     dispatchers = [threading.Thread(target=ld.dispatch, args=(start,)) for ld in loads]
     for d in dispatchers:
         d.start()
@@ -157,7 +157,7 @@ def run_phase(models, arrival_lists, workers=12):
             ld.q.put(None)
         for t in ld.threads:
             t.join()
-    return loads
+    return loads, start
 
 
 def measure_service_ms(model, reps=200, batch=BATCH) -> float:
@@ -262,13 +262,13 @@ def main() -> None:
         lists = [[t for t, i in arr if i == k] for k in range(len(sim_models))]
         for phase in ("alone", "shared", "alone_costmodel", "costmodel"):
             if phase.startswith("alone"):
-                loads = run_phase((shared if phase == "alone" else costed)[:1], lists[:1])
+                loads, start = run_phase((shared if phase == "alone" else costed)[:1], lists[:1])
             else:
-                loads = run_phase(shared if phase == "shared" else costed, lists)
+                loads, start = run_phase(shared if phase == "shared" else costed, lists)
             # Throughput: completions over the time until the last one (an
             # overloaded plan finishes its backlog late, and scores lower).
             done = sum(len(ld.lat) for ld in loads)
-            span = max(phase_s, max(ld.last_done for ld in loads) - run_phase.start)
+            span = max(phase_s, max(ld.last_done for ld in loads) - start)
             real[phase].append({"baseline_p99": p99(loads[0].lat), "baseline_p50": float(np.median(loads[0].lat)),
                                 "exp_p99": p99(sum((ld.lat for ld in loads[1:]), [])) if len(loads) > 1 else None,
                                 "throughput": done / span,

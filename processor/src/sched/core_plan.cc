@@ -88,17 +88,17 @@ void Validate(const pb::CorePlanRequest& req) {
 // The previous plan's core count per model, when it can be kept at all:
 // same mode, same models with the same roles.
 std::map<std::string, int> ComparablePrevious(const pb::CorePlanRequest& req) {
-  std::map<std::string, int> prev;
   const pb::CorePlan& p = req.previous();
   if (p.models_size() != req.models_size()) return {};
-  for (const auto& a : p.models()) prev[a.name()] = a.cores();
+  std::map<std::string, const pb::CoreAssignment*> by_name;
+  for (const auto& a : p.models()) by_name[a.name()] = &a;
+  std::map<std::string, int> prev;
   for (const auto& m : req.models()) {
-    auto it = prev.find(m.name());
-    if (it == prev.end()) return {};
-  }
-  for (const auto& a : p.models()) {
-    for (const auto& m : req.models())
-      if (m.name() == a.name() && (m.role().empty() ? "experiment" : m.role()) != a.role()) return {};
+    auto it = by_name.find(m.name());
+    if (it == by_name.end()) return {};
+    const std::string role = m.role().empty() ? "experiment" : m.role();
+    if (role != it->second->role()) return {};
+    prev[m.name()] = it->second->cores();
   }
   return prev;
 }
