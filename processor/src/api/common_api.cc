@@ -1,7 +1,7 @@
 // Library-wide entry points: version, errors, rs_free.
 #include <cstdlib>
 
-#include "api/status.h"
+#include "base/status.h"
 
 extern "C" {
 
@@ -34,7 +34,7 @@ RS_API const char* rs_status_name(int code) {
 }
 
 // Every buffer the library hands out is allocated with malloc (see
-// rs::MallocCopy in api/buffers.h), so rs_free is plain free — but callers
+// rs::MallocCopy in base/buffers.h), so rs_free is plain free — but callers
 // must still use rs_free: their process may use another allocator.
 RS_API void rs_free(void* ptr) { std::free(ptr); }
 

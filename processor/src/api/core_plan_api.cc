@@ -3,8 +3,8 @@
 
 #include <string>
 
-#include "api/buffers.h"
-#include "api/status.h"
+#include "base/buffers.h"
+#include "base/status.h"
 #include "sched/core_plan.h"
 
 extern "C" {

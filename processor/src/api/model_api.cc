@@ -5,8 +5,9 @@
 #include <string>
 #include <vector>
 
-#include "api/buffers.h"
-#include "api/status.h"
+#include "api/composition.h"
+#include "base/buffers.h"
+#include "base/status.h"
 #include "core/model.h"
 #include "core/result.h"
 #include "wire/codec.h"
@@ -46,7 +47,7 @@ RS_API int rs_model_open(const char* model_dir, const char* config_json, rs_mode
   RS_API_BEGIN(error);
   NeedOut(out, "out");
   auto m = std::make_unique<rs_model>();
-  m->impl = rs::Model::Open(model_dir, config_json);
+  m->impl = rs::Model::Open(model_dir, config_json, rs::LibraryModelDeps());
   *out = m.release();
   RS_API_END(error);
 }

@@ -7,7 +7,7 @@
 #include <map>
 #include <set>
 
-#include "api/status.h"
+#include "base/status.h"
 #include "bundle/manifest.h"
 
 namespace rs {

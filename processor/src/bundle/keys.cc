@@ -1,6 +1,6 @@
 #include "bundle/keys.h"
 
-#include "api/status.h"
+#include "base/status.h"
 
 namespace rs {
 namespace bundle {

@@ -6,14 +6,12 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <map>
-#include <sstream>
 
-#include "api/status.h"
+#include "base/status.h"
 #include "core/tensors.h"
+#include "core/warmup.h"
 #include "tensorflow/core/protobuf/config.pb.h"
-#include "wire/codec.h"
 
 namespace rs {
 
@@ -78,61 +76,8 @@ constexpr int64_t kSplitQuietNs = 2'000'000;
 
 }  // namespace
 
-struct Model::GeneratedInputs {
-  std::vector<rs_tensor> tensors;
-  std::vector<std::vector<int64_t>> shapes;
-  std::vector<std::unique_ptr<char[]>> data;
-  std::vector<std::unique_ptr<rs_bytes[]>> strings;
-};
-
-void Model::Generate(GeneratedInputs& g) const {
-  const Signature& sig = *public_sig_;
-  g.tensors.resize(sig.inputs.size());
-  g.shapes.resize(sig.inputs.size());
-  for (size_t i = 0; i < sig.inputs.size(); ++i) {
-    const TensorSpec& s = sig.inputs[i];
-    std::vector<int64_t>& shape = g.shapes[i];
-    if (s.ndim < 0) {
-      shape = {1};
-    } else {
-      for (int64_t d : s.shape) shape.push_back(d < 0 ? 1 : d);
-    }
-    int64_t count = CheckedElementCount(shape.data(), static_cast<int32_t>(shape.size()), s.name.c_str());
-    rs_tensor& t = g.tensors[i];
-    t.name = s.name.c_str();
-    t.dtype = s.dtype;
-    t.ndim = static_cast<int32_t>(shape.size());
-    t.shape = shape.data();
-    if (s.dtype == RS_DT_STRING) {
-      std::unique_ptr<rs_bytes[]> b(new rs_bytes[count > 0 ? count : 1]);
-      for (int64_t k = 0; k < count; ++k) b[k] = rs_bytes{"", 0};
-      t.data = b.get();
-      t.byte_size = count * sizeof(rs_bytes);
-      g.strings.push_back(std::move(b));
-      continue;
-    }
-    int esize = DtypeSize(s.dtype);
-    std::unique_ptr<char[]> buf(new char[count * esize + 1]);
-    for (int64_t k = 0; k < count; ++k) {
-      char* p = buf.get() + k * esize;
-      switch (s.dtype) {
-        case RS_DT_FLOAT: { float v = 1; std::memcpy(p, &v, 4); break; }
-        case RS_DT_DOUBLE: { double v = 1; std::memcpy(p, &v, 8); break; }
-        case RS_DT_INT32: { int32_t v = 1; std::memcpy(p, &v, 4); break; }
-        case RS_DT_INT64: { int64_t v = 1; std::memcpy(p, &v, 8); break; }
-        case RS_DT_INT16: case RS_DT_UINT16: { uint16_t v = 1; std::memcpy(p, &v, 2); break; }
-        case RS_DT_HALF: { uint16_t v = 0x3c00; std::memcpy(p, &v, 2); break; }
-        case RS_DT_BFLOAT16: { uint16_t v = 0x3f80; std::memcpy(p, &v, 2); break; }
-        default: *p = 1; break;  // int8, uint8, bool
-      }
-    }
-    t.data = buf.get();
-    t.byte_size = count * esize;
-    g.data.push_back(std::move(buf));
-  }
-}
-
-std::unique_ptr<Model> Model::Open(const char* model_dir, const char* config_json) {
+std::unique_ptr<Model> Model::Open(const char* model_dir, const char* config_json,
+                                   const ModelDeps& deps) {
   auto t0 = Clock::now();
   std::unique_ptr<Model> m(new Model());
   m->cfg_ = ParseModelConfig(config_json);
@@ -144,7 +89,7 @@ std::unique_ptr<Model> Model::Open(const char* model_dir, const char* config_jso
   m->model_path_ = dir;
 
   if (IsFile(dir + "/" + kBundleManifest)) {
-    BundleLoader loader = GetBundleLoader();
+    const BundleLoader& loader = deps.bundle_loader;
     if (!loader)
       Fail(RS_ERR_UNIMPLEMENTED, dir + " is a recstrata bundle (has " + kBundleManifest +
                                      "), but this library has no bundle support registered");
@@ -186,7 +131,12 @@ std::unique_ptr<Model> Model::Open(const char* model_dir, const char* config_jso
   }
   m->load_ms_ = MsSince(t0);
   auto t1 = Clock::now();
-  m->Warmup();
+  WarmupOutcome w = WarmUp(m->cfg_, *m->public_sig_, m->group_->size(), deps.warmup_decoder,
+                           [&](const rs_tensor* in, size_t n, const int* out_idx, size_t n_out, int s) {
+                             m->Run(in, n, out_idx, n_out, s);
+                           });
+  m->warmup_source_ = std::move(w.source);
+  m->warmup_error_ = std::move(w.error);
   m->warmup_ms_ = MsSince(t1);
   // Warmup runs are not requests: start the counters at zero (per-session
   // call counts keep them, so warmup coverage stays visible).
@@ -201,44 +151,6 @@ std::unique_ptr<Model> Model::Open(const char* model_dir, const char* config_jso
 Model::~Model() {
   group_.reset();  // sessions first, then the stage they were fed by
   stage_.reset();
-}
-
-void Model::Warmup() {
-  if (cfg_.warmup_runs == 0) {
-    warmup_source_ = "disabled";
-    return;
-  }
-  if (!cfg_.warmup_file_name.empty()) {
-    std::ifstream f(cfg_.warmup_file_name, std::ios::binary);
-    if (!f) Fail(RS_ERR_NOT_FOUND, "warmup file " + cfg_.warmup_file_name + " cannot be read");
-    std::stringstream ss;
-    ss << f.rdbuf();
-    std::string bytes = ss.str();
-    DecodedRequest req;
-    try {
-      req.Parse(bytes.data(), bytes.size(), *public_sig_);
-      for (size_t s = 0; s < group_->size(); ++s)
-        for (int r = 0; r < cfg_.warmup_runs; ++r)
-          Run(req.inputs(), req.num_inputs(), req.outputs().data(), req.outputs().size(), static_cast<int>(s));
-    } catch (const Error& e) {
-      Fail(e.code(), "warmup file " + cfg_.warmup_file_name + ": " + e.what());
-    }
-    warmup_source_ = "file";
-    return;
-  }
-  // Generated batch-1 inputs. A model whose inputs need real values (ids out
-  // of range of all-ones, ...) may reject them: that does not fail the open;
-  // the message is reported in describe/stats as warmup_error.
-  GeneratedInputs g;
-  warmup_source_ = "generated";
-  try {
-    Generate(g);
-    for (size_t s = 0; s < group_->size(); ++s)
-      for (int r = 0; r < cfg_.warmup_runs; ++r)
-        Run(g.tensors.data(), g.tensors.size(), nullptr, 0, static_cast<int>(s));
-  } catch (const Error& e) {
-    warmup_error_ = e.what();
-  }
 }
 
 void Model::RunStaged(const rs_tensor* staged, size_t n, const int* out_idx, size_t n_out, int s,
@@ -521,7 +433,7 @@ std::string Model::TraceJson() {
   bool parsed = false;
   try {
     GeneratedInputs g;
-    Generate(g);
+    GenerateInputs(*public_sig_, g);
     Run(g.tensors.data(), g.tensors.size(), nullptr, 0, 0, opts, meta);
     parsed = md.ParseFromArray(meta->data, static_cast<int>(meta->length));
   } catch (...) {

@@ -11,7 +11,7 @@
 #include <memory>
 #include <set>
 
-#include "api/status.h"
+#include "base/status.h"
 #include "tensorflow/core/protobuf/config.pb.h"
 #include "tensorflow/core/protobuf/meta_graph.pb.h"
 

@@ -22,7 +22,7 @@
 #include <sstream>
 #include <thread>
 
-#include "api/status.h"
+#include "base/status.h"
 #include "google/protobuf/json/json.h"
 #include "recstrata/store/store.pb.h"
 #include "store/data_file.h"

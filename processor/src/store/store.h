@@ -16,7 +16,7 @@
 //     admits rows read from the SSD tier; reads that miss go to the files.
 //
 // Errors
-//   Every function reports failure by throwing rs::Error (api/status.h) with
+//   Every function reports failure by throwing rs::Error (base/status.h) with
 //   a public status code: RS_ERR_INVALID_ARGUMENT, RS_ERR_NOT_FOUND,
 //   RS_ERR_ALREADY_EXISTS, RS_ERR_IO, RS_ERR_CORRUPTION (a checksum mismatch:
 //   a corrupt vector is never returned), RS_ERR_INCOMPATIBLE (written by an

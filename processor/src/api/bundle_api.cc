@@ -2,7 +2,7 @@
 // end of the models section of recstrata.h (rs_bundle_*).
 #include <cstring>
 
-#include "api/status.h"
+#include "base/status.h"
 #include "bundle/keys.h"
 #include "bundle/manifest.h"
 #include "recstrata.h"

@@ -4,8 +4,8 @@
 #include <cstring>
 #include <limits>
 
-#include "api/buffers.h"
-#include "api/status.h"
+#include "base/buffers.h"
+#include "base/status.h"
 #include "store/store.h"
 
 struct rs_store {

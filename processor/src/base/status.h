@@ -4,8 +4,8 @@
 // returning rs::Status; the C entry points in src/api convert both into the
 // public (rs_status, rs_error*) pair with RS_API_BEGIN/RS_API_END, which also
 // catch every other exception so that nothing crosses the C boundary.
-#ifndef RECSTRATA_API_STATUS_H_
-#define RECSTRATA_API_STATUS_H_
+#ifndef RECSTRATA_BASE_STATUS_H_
+#define RECSTRATA_BASE_STATUS_H_
 
 #include <exception>
 #include <new>
@@ -98,4 +98,4 @@ inline int ReturnStatus(rs_error** out, const Status& s) noexcept {
     return rs::SetError(err_out, RS_ERR_INTERNAL, "unknown exception");      \
   }
 
-#endif  // RECSTRATA_API_STATUS_H_
+#endif  // RECSTRATA_BASE_STATUS_H_
