@@ -38,11 +38,6 @@ void ValidateInput(const TensorSpec& spec, const rs_tensor& t);
 void OrderInputs(const Signature& sig, const rs_tensor* inputs, size_t n,
                  std::vector<const rs_tensor*>& ordered);
 
-// Owning pointer of a TF_Tensor.
-struct TFTensorDeleter {
-  void operator()(TF_Tensor* t) const { if (t) TF_DeleteTensor(t); }
-};
-
 // Builds the TF_Tensor of a validated input. Numeric inputs whose data is
 // aligned to 64 bytes are borrowed without a copy (*borrowed = true: the
 // tensor aliases caller memory that is only valid during the call); others
