@@ -155,10 +155,12 @@ typedef struct rs_tensor {
 
 /* A loaded model: a SavedModel signature (or a recstrata bundle) served by a
  * SessionGroup. Immutable once open.
- * Threading: rs_model_run, rs_model_predict, rs_model_describe_json and the
+ * Threading: rs_model_run, rs_model_predict, rs_model_describe_json,
+ * rs_model_stats_json, rs_model_trace_json, rs_model_serving_info and the
  * signature accessors may be called by any number of threads at once on the
  * same model. rs_model_close must not overlap any other call on that model
- * (the host must stop its callers first). Different models are independent.
+ * (the host must stop its callers first); results (rs_result) and buffers
+ * already returned stay valid after it. Different models are independent.
  * A bundle model owns split_parts - 1 worker threads (see split_min_batch):
  * a large call that finds no other call of the model in flight runs parts
  * of its rows on them while the calling thread runs the first part. */
@@ -180,7 +182,12 @@ typedef struct rs_model rs_model;
  *   and for bundles split_min_batch (64: calls of at least this many rows
  *   that have the model to themselves are cut into row ranges served at
  *   once, with identical outputs; 0 never splits) and split_parts (the CPUs
- *   the process may use, at most 8; 1 never splits).
+ *   the process may use, at most 8; 1 never splits), and the bundle serving
+ *   options ev_storage_type ("DRAM" | "DRAM+SSDHASH", DeepRec's names),
+ *   ev_storage_size (DRAM bytes per table), bundle_store_tiers ("dram" |
+ *   "dram+ssd"; wins over ev_storage_type), bundle_dram_capacity_bytes,
+ *   bundle_cache_policy ("lfu" | "lru"), bundle_store_dir (serve the tables
+ *   from another store directory) and bundle_read_path ("pread" | "mmap").
  *   Unknown DeepRec keys are accepted and ignored; malformed values are an
  *   RS_ERR_INVALID_ARGUMENT. docs/processor.md explains every key.
  * Warmup runs on every session before this returns (generated inputs that
@@ -228,7 +235,12 @@ typedef struct rs_result rs_result;
  *   shape compatible with the signature.
  * `output_names`: n_outputs aliases to fetch; n_outputs == 0 fetches every
  *   output in signature order.
- * On success *out receives a result (release with rs_result_free). */
+ * On success *out receives a result (release with rs_result_free); it
+ * stays valid after rs_model_close. On failure *out is set to NULL.
+ * Errors: RS_ERR_INVALID_ARGUMENT (an input missing, repeated, unknown, of
+ * the wrong dtype, shape or byte size; an unknown output name; NULL
+ * arguments), RS_ERR_RESOURCE_EXHAUSTED (out of memory), RS_ERR_INTERNAL
+ * (TensorFlow failed the run; the message carries its status). */
 RS_API int rs_model_run(rs_model* model, const rs_tensor* inputs,
                         size_t n_inputs, const char* const* output_names,
                         size_t n_outputs, rs_result** out, rs_error** error) RS_NOEXCEPT;
@@ -243,7 +255,7 @@ RS_API int64_t rs_result_find(const rs_result* result, const char* name) RS_NOEX
 RS_API void rs_result_free(rs_result* result) RS_NOEXCEPT;
 
 /* DeepRec wire format: `request` is a serialized tensorflow.eas.PredictRequest
- * (see docs/wire-format.md). On success *out_response receives a serialized
+ * (schema: processor/proto/recstrata/wire/predict.proto; docs/processor.md). On success *out_response receives a serialized
  * PredictResponse of *out_size bytes, released with rs_free. A request of
  * size 0 returns the signature description as JSON text instead (as DeepRec
  * does). Thread-safe like rs_model_run. */
@@ -268,8 +280,9 @@ RS_API int rs_model_trace_json(rs_model* model, char** out_json,
 RS_API int rs_model_serving_info(const rs_model* model, void** out,
                                  size_t* out_size, rs_error** error) RS_NOEXCEPT;
 
-/* Bundle key derivation, exposed for cross-language tests (internal; the
- * serving path uses the same code). `scheme_json` is a key scheme as in a
+/* TEST HOOKS, outside the append-only promise: may change or go away in any
+ * release. Bundle key derivation, exposed for cross-language parity tests
+ * (the serving path uses the same code). `scheme_json` is a key scheme as in a
  * bundle manifest (recstrata.training.keys KeyScheme.to_dict()). Writes the
  * row keys of n ids as [n, S] int64 (S = sub-tables, also stored in
  * *out_num_subtables when non-NULL); out_capacity is the element count of
@@ -292,7 +305,9 @@ RS_API int rs_bundle_string_ids(const rs_bytes* strings, size_t n,
  * create table) may be called from any thread; they are serialized per table.
  * A reader sees each row either wholly before or wholly after a concurrent
  * write, never a mix. rs_store_close must not overlap any other call on that
- * store or its tables. One process at a time may open a store directory
+ * store or its tables. rs_store_table, rs_store_table_names_json,
+ * rs_store_stats_json and rs_table_dim are thread-safe; rs_store_create_table
+ * is a write. One process at a time may open a store directory
  * (a second open fails with RS_ERR_FAILED_PRECONDITION). */
 typedef struct rs_store rs_store;
 /* A table inside a store. Owned by the store: valid until rs_store_close. */
