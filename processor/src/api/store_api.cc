@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "base/buffers.h"
+#include "base/json_text.h"
 #include "base/status.h"
 #include "store/store.h"
 
@@ -75,13 +76,7 @@ RS_API int rs_store_table_names_json(rs_store* store, char** out_json, rs_error*
   for (const std::string& n : store->impl->TableNames()) {
     if (!first) j += ", ";
     first = false;
-    j += "\"";
-    for (char c : n) {
-      if (c == '"' || c == '\\') j += '\\';
-      if (static_cast<unsigned char>(c) < 0x20) continue;
-      j += c;
-    }
-    j += "\"";
+    rs::AppendJsonString(j, n);
   }
   j += "]";
   *out_json = rs::MallocCopy(j);

@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 
+#include "base/json_text.h"
 #include "base/status.h"
 #include "bundle/manifest.h"
 

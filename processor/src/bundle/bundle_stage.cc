@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "base/json_text.h"
 #include "base/status.h"
 
 namespace rs {

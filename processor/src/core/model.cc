@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 
+#include "base/json_text.h"
 #include "base/status.h"
 #include "core/tensors.h"
 #include "core/warmup.h"

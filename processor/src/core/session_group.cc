@@ -11,6 +11,7 @@
 #include <memory>
 #include <set>
 
+#include "base/json_text.h"
 #include "base/status.h"
 #include "tensorflow/core/protobuf/config.pb.h"
 #include "tensorflow/core/protobuf/meta_graph.pb.h"
