@@ -36,7 +36,7 @@ RS_API int rs_store_open(const char* dir, const char* options_json, rs_store** o
   if (out) *out = nullptr;
   RS_API_BEGIN(error);
   rs::Check(out != nullptr, RS_ERR_INVALID_ARGUMENT, "out is NULL");
-  auto impl = rs::store::Store::Open(dir ? dir : "", options_json ? options_json : "");
+  auto impl = rs::store::Store::OpenJson(dir ? dir : "", options_json ? options_json : "");
   *out = new rs_store{std::move(impl)};
   RS_API_END(error);
 }

@@ -9,7 +9,6 @@
 #include <map>
 #include <set>
 
-#include "base/json_text.h"
 #include "base/status.h"
 #include "bundle/manifest.h"
 
@@ -21,8 +20,10 @@ namespace {
   Fail(RS_ERR_INVALID_ARGUMENT, "bundle manifest: " + what);
 }
 
-std::string StoreOptionsJson(const recstrata::bundle::StoreSpec& spec,
-                             const recstrata::bundle::ServingOptions& opt) {
+// The store options of a bundle's tables: the manifest's store spec, overridden
+// by the serving options (DeepRec's ev_storage_* names, then bundle_*).
+recstrata::store::StoreOptions BundleStoreOptions(const recstrata::bundle::StoreSpec& spec,
+                                                  const recstrata::bundle::ServingOptions& opt) {
   std::string tiers = spec.tiers().empty() ? "dram" : spec.tiers();
   if (!opt.ev_storage_type().empty()) {
     if (opt.ev_storage_type() == "DRAM") tiers = "dram";
@@ -42,13 +43,11 @@ std::string StoreOptionsJson(const recstrata::bundle::StoreSpec& spec,
   std::string policy = spec.cache_policy();
   if (!opt.bundle_cache_policy().empty()) policy = opt.bundle_cache_policy();
 
-  std::string json = "{\"create_if_missing\":false,\"tiers\":";
-  AppendJsonString(json, tiers);
-  if (cap) json += ",\"dram_capacity_bytes\":" + std::to_string(cap);
-  if (!policy.empty()) {
-    json += ",\"cache_policy\":";
-    AppendJsonString(json, policy);
-  }
+  recstrata::store::StoreOptions o;
+  o.set_create_if_missing(false);
+  o.set_tiers(tiers);
+  if (cap) o.set_dram_capacity_bytes(cap);
+  if (!policy.empty()) o.set_cache_policy(policy);
   // Read path of the SSD tier. Bundles default to "pread" with "dram+ssd": the data files stay
   // out of the process's address space, so its resident memory is the DRAM tier's budget plus
   // the index, not every table page it ever touched (they stay in the kernel's page cache,
@@ -56,12 +55,8 @@ std::string StoreOptionsJson(const recstrata::bundle::StoreSpec& spec,
   // faster on SSD-tier reads). The store validates the value.
   std::string read_path = opt.bundle_read_path();
   if (read_path.empty() && tiers == "dram+ssd") read_path = "pread";
-  if (!read_path.empty()) {
-    json += ",\"read_path\":";
-    AppendJsonString(json, read_path);
-  }
-  json += "}";
-  return json;
+  if (!read_path.empty()) o.set_read_path(read_path);
+  return o;
 }
 
 TensorSpec Spec(const std::string& name, int dtype, std::vector<int64_t> shape) {
@@ -240,7 +235,7 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
     const std::string store_dir = options.bundle_store_dir().empty()
                                       ? JoinInside(bundle_dir_, m.store().dir(), "store")
                                       : options.bundle_store_dir();
-    store_ = rs::store::Store::Open(store_dir, StoreOptionsJson(m.store(), options));
+    store_ = rs::store::Store::Open(store_dir, BundleStoreOptions(m.store(), options));
     for (auto& t : tables_) {
       for (auto& s : t->subs) {
         rs::store::Table* st = store_->FindTable(s.store_table);

@@ -38,6 +38,18 @@ void ValidateInput(const TensorSpec& spec, const rs_tensor& t);
 void OrderInputs(const Signature& sig, const rs_tensor* inputs, size_t n,
                  std::vector<const rs_tensor*>& ordered);
 
+// TF_Tensors of one call, deleted on scope exit.
+struct TensorList {
+  std::vector<TF_Tensor*> v;
+  TensorList() = default;
+  TensorList(const TensorList&) = delete;
+  TensorList& operator=(const TensorList&) = delete;
+  ~TensorList() {
+    for (TF_Tensor* t : v)
+      if (t) TF_DeleteTensor(t);
+  }
+};
+
 // Builds the TF_Tensor of a validated input. Numeric inputs whose data is
 // aligned to 64 bytes are borrowed without a copy (*borrowed = true: the
 // tensor aliases caller memory that is only valid during the call); others

@@ -434,11 +434,14 @@ class StoreImpl final : public Store {
 
 }  // namespace
 
-std::unique_ptr<Store> Store::Open(const std::string& dir, const std::string& options_json) {
-  pb::StoreOptions given = ParseJson<pb::StoreOptions>(options_json, "store options");
+std::unique_ptr<Store> Store::Open(const std::string& dir, const pb::StoreOptions& options) {
   std::string d = dir;
   while (d.size() > 1 && d.back() == '/') d.pop_back();
-  return std::unique_ptr<Store>(new StoreImpl(d, given));
+  return std::unique_ptr<Store>(new StoreImpl(d, options));
+}
+
+std::unique_ptr<Store> Store::OpenJson(const std::string& dir, const std::string& options_json) {
+  return Open(dir, ParseJson<pb::StoreOptions>(options_json, "store options"));
 }
 
 }  // namespace store
