@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 
+from recstrata._tf_logs import import_tensorflow
+
 
 def register(subparsers) -> None:
     e = subparsers.add_parser(
@@ -59,6 +61,7 @@ def register(subparsers) -> None:
 
 
 def _export(args) -> int:
+    import_tensorflow()
     from recstrata.training.export import export_bundle
 
     if not os.path.isdir(args.model):
@@ -83,6 +86,7 @@ def _export(args) -> int:
 
 
 def _demo(args) -> int:
+    import_tensorflow()
     from recstrata.training.demo import run_demo
 
     if args.dram_fraction is not None and not 0 < args.dram_fraction <= 1:

@@ -13,6 +13,8 @@ import json
 import os
 import sys
 
+from recstrata._tf_logs import import_tensorflow
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -68,6 +70,7 @@ def _overridden(args):
 
 
 def _train(args) -> int:
+    import_tensorflow()
     cfg = _overridden(args)
     from recstrata.training.trainer import Trainer
 
@@ -86,6 +89,7 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
+    import_tensorflow()
     from recstrata.training.spec import load_config
     from recstrata.training.trainer import CONFIG_FILE, Trainer, restore_model
 
