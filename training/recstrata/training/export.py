@@ -414,9 +414,14 @@ def bundle_feeds(manifest: dict, examples: dict) -> dict:
             feeds[name] = ids
             feeds[f.get("lengths_input") or lengths_input_name(name)] = lens
         else:
-            if (lens != 1).any():
-                raise ValueError(f"feature {name!r}: {int((lens != 1).sum())} example(s) have no "
-                                 f"value; the single-valued [B] layout cannot express that")
+            bad = np.flatnonzero(lens != 1)
+            if bad.size:
+                rows = ", ".join(str(int(r)) for r in bad[:5]) + (", ..." if bad.size > 5 else "")
+                raise ValueError(
+                    f"feature {name!r}: {bad.size} of the {len(lens)} examples given have no "
+                    f"value (rows {rows}); this bundle serves {name!r} in the single-valued ids "
+                    f"[B] layout, which cannot express a missing value: export with "
+                    f"--single-valued-layout lengths (single_valued_layout=\"lengths\")")
             feeds[name] = np.ascontiguousarray(ids[:, 0])
     for d in manifest.get("dense_features", []):
         feeds[d["name"]] = np.ascontiguousarray(examples[d["name"]], dtype=np.float32)
