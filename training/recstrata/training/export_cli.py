@@ -1,4 +1,4 @@
-"""`recstrata export` and `recstrata demo` (registered by recstrata.cli).
+"""`recstrata export` and `recstrata demo` (registered by recstrata.cli): bundles of trained models.
 
 TensorFlow is imported inside the command functions only, so building the parser stays cheap.
 """
