@@ -176,7 +176,7 @@ def step_export(out: Path, rows: list[int]) -> dict:
 
 
 def step_ingraph(out: Path, rows: list[int]) -> dict:
-    """bench_bundle.build_ingraph on the full tables and on the tf2onnx stand-in."""
+    """bundle_models.build_ingraph on the full tables and on the tf2onnx stand-in."""
     t0 = time.perf_counter()
     full, tiny = _stand_ins(out, rows)
     bm.build_ingraph(full, full.cfg, out / "ingraph")
@@ -188,7 +188,7 @@ def step_ingraph(out: Path, rows: list[int]) -> dict:
 
 
 def step_convert(out: Path) -> dict:
-    """tf2onnx on the small in-graph model (bench_bundle.convert_onnx)."""
+    """tf2onnx on the small in-graph model (bundle_models.convert_onnx)."""
     t = time.perf_counter()
     bm.convert_onnx(str(out / "ingraph_small"), str(out / "onnx" / "small.onnx"))
     return {"seconds": time.perf_counter() - t, "peak_mib": _peak()}
