@@ -102,6 +102,8 @@ def test_cli_train_refuses_changed_config_until_fresh(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps(_cfg("ck")))
     r = _cli("train", "c.json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
+    # TensorFlow alone logs these at import even with TF_CPP_MIN_LOG_LEVEL=2 (recstrata._tf_logs)
+    assert "oneDNN custom operations" not in r.stderr and "absl::InitializeLog" not in r.stderr
     r = _cli("train", "c.json", "--epochs", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming from" in r.stderr
