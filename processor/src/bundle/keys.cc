@@ -1,6 +1,6 @@
 #include "bundle/keys.h"
 
-#include "api/status.h"
+#include "base/status.h"
 
 namespace rs {
 namespace bundle {
@@ -87,6 +87,8 @@ KeyScheme KeyScheme::FromProto(const recstrata::bundle::KeyScheme& p, const std:
   } else {
     Bad(ctx, "unknown key scheme kind '" + kind + "' (plain, multihash, binary_code)");
   }
+  if (s.rows_.size() > kMaxSubtables)
+    Bad(ctx, std::to_string(s.rows_.size()) + " sub-tables, at most " + std::to_string(kMaxSubtables));
   return s;
 }
 

@@ -1,17 +1,17 @@
-// Registers the bundle loader with the core at library load (see
-// core/input_stage.h): rs_model_open on a directory holding bundle.json ends
-// up here.
+// The bundle loader (core/input_stage.h's BundleLoader): manifest + serving
+// options -> the bundle's input stage. Handed to the core by the composition
+// root (api/composition.cc).
 #include <cstdlib>
 
-#include "api/status.h"
+#include "bundle/loader.h"
+
+#include "base/status.h"
 #include "bundle/bundle_stage.h"
 #include "bundle/manifest.h"
 #include "core/input_stage.h"
 
 namespace rs {
 namespace bundle {
-namespace {
-
 BundleStage LoadBundle(const std::string& bundle_dir, const std::string& config_json) {
   recstrata::bundle::ServingOptions options;
   if (config_json.find_first_not_of(" \t\r\n") != std::string::npos)
@@ -25,12 +25,5 @@ BundleStage LoadBundle(const std::string& bundle_dir, const std::string& config_
   return out;
 }
 
-// Static registrar: runs when librecstrata.so is loaded.
-const bool kRegistered = [] {
-  RegisterBundleLoader(&LoadBundle);
-  return true;
-}();
-
-}  // namespace
 }  // namespace bundle
 }  // namespace rs

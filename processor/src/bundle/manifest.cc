@@ -5,7 +5,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "api/status.h"
+#include "base/status.h"
 #include "google/protobuf/json/json.h"
 
 namespace rs {

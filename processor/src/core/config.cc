@@ -4,7 +4,7 @@
 
 #include <cstdlib>
 
-#include "api/status.h"
+#include "base/status.h"
 #include "recstrata/config/model_config.pb.h"
 
 namespace rs {

@@ -1,4 +1,4 @@
-// Extension point for recstrata model bundles (issue 5, src/bundle/**).
+// Extension point for recstrata model bundles (implemented in src/bundle).
 //
 // A bundle directory holds a file named `bundle.json` (its manifest) next to a
 // dense SavedModel. The public signature of a bundle takes raw features (ids,
@@ -7,17 +7,17 @@
 //
 // CONTRACT between the core (src/core, src/api) and a bundle implementation:
 //
-//  1. At library load, the bundle code calls rs::RegisterBundleLoader(loader)
-//     (e.g. from a static initializer in a src/bundle/*.cc file). The last
-//     registration wins. If no loader is registered, opening a bundle
-//     directory fails with RS_ERR_UNIMPLEMENTED.
+//  1. The loader reaches the core through ModelDeps::bundle_loader
+//     (core/model_deps.h), filled in by the composition root
+//     (api/composition.cc). Without one, opening a bundle directory fails
+//     with RS_ERR_UNIMPLEMENTED.
 //  2. rs_model_open(dir, config) on a directory containing `bundle.json`
 //     calls loader(bundle_dir, config_json). The loader reads its manifest
 //     and returns a BundleStage:
 //       - dense_model_dir: absolute path of the dense SavedModel to serve
 //         (usually a subdirectory named by the manifest);
 //       - stage: the InputStage.
-//     Errors are reported by throwing rs::Error (api/status.h) with a public
+//     Errors are reported by throwing rs::Error (base/status.h) with a public
 //     code and message; they surface unchanged from rs_model_open.
 //  3. The core then opens the dense SavedModel as a SessionGroup (with the
 //     same config: session_num, policies, threads, ...) and calls
@@ -90,12 +90,6 @@ struct BundleStage {
 // given to rs_model_open ("" when none). Throws rs::Error on failure.
 using BundleLoader =
     std::function<BundleStage(const std::string& bundle_dir, const std::string& config_json)>;
-
-// Registers the bundle loader (thread-safe; the last registration wins).
-void RegisterBundleLoader(BundleLoader loader);
-
-// The registered loader, or an empty function when none is registered.
-BundleLoader GetBundleLoader();
 
 // Name of the manifest file that marks a bundle directory.
 inline constexpr const char* kBundleManifest = "bundle.json";

@@ -6,14 +6,13 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <map>
-#include <sstream>
 
-#include "api/status.h"
+#include "base/json_text.h"
+#include "base/status.h"
 #include "core/tensors.h"
+#include "core/warmup.h"
 #include "tensorflow/core/protobuf/config.pb.h"
-#include "wire/codec.h"
 
 namespace rs {
 
@@ -33,15 +32,6 @@ bool IsFile(const std::string& p) {
 double MsSince(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
-
-// TF_Tensors of one call, deleted on scope exit.
-struct TensorList {
-  std::vector<TF_Tensor*> v;
-  ~TensorList() {
-    for (TF_Tensor* t : v)
-      if (t) TF_DeleteTensor(t);
-  }
-};
 
 void NoopDeallocator(void*, size_t, void*) {}
 
@@ -78,61 +68,8 @@ constexpr int64_t kSplitQuietNs = 2'000'000;
 
 }  // namespace
 
-struct Model::GeneratedInputs {
-  std::vector<rs_tensor> tensors;
-  std::vector<std::vector<int64_t>> shapes;
-  std::vector<std::unique_ptr<char[]>> data;
-  std::vector<std::unique_ptr<rs_bytes[]>> strings;
-};
-
-void Model::Generate(GeneratedInputs& g) const {
-  const Signature& sig = *public_sig_;
-  g.tensors.resize(sig.inputs.size());
-  g.shapes.resize(sig.inputs.size());
-  for (size_t i = 0; i < sig.inputs.size(); ++i) {
-    const TensorSpec& s = sig.inputs[i];
-    std::vector<int64_t>& shape = g.shapes[i];
-    if (s.ndim < 0) {
-      shape = {1};
-    } else {
-      for (int64_t d : s.shape) shape.push_back(d < 0 ? 1 : d);
-    }
-    int64_t count = CheckedElementCount(shape.data(), static_cast<int32_t>(shape.size()), s.name.c_str());
-    rs_tensor& t = g.tensors[i];
-    t.name = s.name.c_str();
-    t.dtype = s.dtype;
-    t.ndim = static_cast<int32_t>(shape.size());
-    t.shape = shape.data();
-    if (s.dtype == RS_DT_STRING) {
-      std::unique_ptr<rs_bytes[]> b(new rs_bytes[count > 0 ? count : 1]);
-      for (int64_t k = 0; k < count; ++k) b[k] = rs_bytes{"", 0};
-      t.data = b.get();
-      t.byte_size = count * sizeof(rs_bytes);
-      g.strings.push_back(std::move(b));
-      continue;
-    }
-    int esize = DtypeSize(s.dtype);
-    std::unique_ptr<char[]> buf(new char[count * esize + 1]);
-    for (int64_t k = 0; k < count; ++k) {
-      char* p = buf.get() + k * esize;
-      switch (s.dtype) {
-        case RS_DT_FLOAT: { float v = 1; std::memcpy(p, &v, 4); break; }
-        case RS_DT_DOUBLE: { double v = 1; std::memcpy(p, &v, 8); break; }
-        case RS_DT_INT32: { int32_t v = 1; std::memcpy(p, &v, 4); break; }
-        case RS_DT_INT64: { int64_t v = 1; std::memcpy(p, &v, 8); break; }
-        case RS_DT_INT16: case RS_DT_UINT16: { uint16_t v = 1; std::memcpy(p, &v, 2); break; }
-        case RS_DT_HALF: { uint16_t v = 0x3c00; std::memcpy(p, &v, 2); break; }
-        case RS_DT_BFLOAT16: { uint16_t v = 0x3f80; std::memcpy(p, &v, 2); break; }
-        default: *p = 1; break;  // int8, uint8, bool
-      }
-    }
-    t.data = buf.get();
-    t.byte_size = count * esize;
-    g.data.push_back(std::move(buf));
-  }
-}
-
-std::unique_ptr<Model> Model::Open(const char* model_dir, const char* config_json) {
+std::unique_ptr<Model> Model::Open(const char* model_dir, const char* config_json,
+                                   const ModelDeps& deps) {
   auto t0 = Clock::now();
   std::unique_ptr<Model> m(new Model());
   m->cfg_ = ParseModelConfig(config_json);
@@ -144,7 +81,7 @@ std::unique_ptr<Model> Model::Open(const char* model_dir, const char* config_jso
   m->model_path_ = dir;
 
   if (IsFile(dir + "/" + kBundleManifest)) {
-    BundleLoader loader = GetBundleLoader();
+    const BundleLoader& loader = deps.bundle_loader;
     if (!loader)
       Fail(RS_ERR_UNIMPLEMENTED, dir + " is a recstrata bundle (has " + kBundleManifest +
                                      "), but this library has no bundle support registered");
@@ -186,7 +123,12 @@ std::unique_ptr<Model> Model::Open(const char* model_dir, const char* config_jso
   }
   m->load_ms_ = MsSince(t0);
   auto t1 = Clock::now();
-  m->Warmup();
+  WarmupOutcome w = WarmUp(m->cfg_, *m->public_sig_, m->group_->size(), deps.warmup_decoder,
+                           [&](const rs_tensor* in, size_t n, const int* out_idx, size_t n_out, int s) {
+                             m->Run(in, n, out_idx, n_out, s);
+                           });
+  m->warmup_source_ = std::move(w.source);
+  m->warmup_error_ = std::move(w.error);
   m->warmup_ms_ = MsSince(t1);
   // Warmup runs are not requests: start the counters at zero (per-session
   // call counts keep them, so warmup coverage stays visible).
@@ -201,144 +143,6 @@ std::unique_ptr<Model> Model::Open(const char* model_dir, const char* config_jso
 Model::~Model() {
   group_.reset();  // sessions first, then the stage they were fed by
   stage_.reset();
-}
-
-void Model::Warmup() {
-  if (cfg_.warmup_runs == 0) {
-    warmup_source_ = "disabled";
-    return;
-  }
-  if (!cfg_.warmup_file_name.empty()) {
-    std::ifstream f(cfg_.warmup_file_name, std::ios::binary);
-    if (!f) Fail(RS_ERR_NOT_FOUND, "warmup file " + cfg_.warmup_file_name + " cannot be read");
-    std::stringstream ss;
-    ss << f.rdbuf();
-    std::string bytes = ss.str();
-    DecodedRequest req;
-    try {
-      req.Parse(bytes.data(), bytes.size(), *public_sig_);
-      for (size_t s = 0; s < group_->size(); ++s)
-        for (int r = 0; r < cfg_.warmup_runs; ++r)
-          Run(req.inputs(), req.num_inputs(), req.outputs().data(), req.outputs().size(), static_cast<int>(s));
-    } catch (const Error& e) {
-      Fail(e.code(), "warmup file " + cfg_.warmup_file_name + ": " + e.what());
-    }
-    warmup_source_ = "file";
-    return;
-  }
-  // Generated batch-1 inputs. A model whose inputs need real values (ids out
-  // of range of all-ones, ...) may reject them: that does not fail the open;
-  // the message is reported in describe/stats as warmup_error.
-  GeneratedInputs g;
-  warmup_source_ = "generated";
-  try {
-    Generate(g);
-    for (size_t s = 0; s < group_->size(); ++s)
-      for (int r = 0; r < cfg_.warmup_runs; ++r)
-        Run(g.tensors.data(), g.tensors.size(), nullptr, 0, static_cast<int>(s));
-  } catch (const Error& e) {
-    warmup_error_ = e.what();
-  }
-}
-
-void Model::RunStaged(const rs_tensor* staged, size_t n, const int* out_idx, size_t n_out, int s,
-                      TF_Tensor** outs, const TF_Buffer* run_options, TF_Buffer* run_metadata) {
-  const Signature& dense = *group_->signature();
-  TensorList in;
-  try {
-    stage_->Transform(staged, n, in.v);
-  } catch (const Error&) {
-    throw;
-  } catch (const std::bad_alloc&) {
-    throw;
-  } catch (const std::exception& e) {
-    Fail(RS_ERR_INTERNAL, std::string("bundle input stage failed: ") + e.what());
-  }
-  if (in.v.size() != dense.inputs.size())
-    Fail(RS_ERR_INTERNAL, "bundle input stage produced " + std::to_string(in.v.size()) +
-                              " dense inputs, the model has " + std::to_string(dense.inputs.size()));
-  for (size_t i = 0; i < in.v.size(); ++i) CheckTFTensor(dense.inputs[i], in.v[i]);
-  // The stage's tensors are TF-owned (nothing borrowed): outputs need no alias check.
-  group_->Run(s, in.v.data(), out_idx, n_out, outs, run_options, run_metadata);
-}
-
-void Model::RunSplit(const std::vector<rs_tensor>& staged, int64_t batch, const int* out_idx,
-                     size_t n_out, TF_Tensor** outs) {
-  // Parts of at least min_rows rows; one per thread, or more (up to 4 per
-  // thread) of ~kChunkRows rows for large calls, which the threads then take as
-  // they finish, so a thread slowed down by other work on its core takes fewer.
-  constexpr int64_t kChunkRows = 128;
-  const int64_t min_rows = std::max<int64_t>(16, cfg_.split_min_batch / 2);
-  const int64_t wanted = std::min<int64_t>(std::max<int64_t>(split_parts_, batch / kChunkRows),
-                                           4 * static_cast<int64_t>(split_parts_));
-  const int parts = static_cast<int>(std::min<int64_t>(wanted, batch / min_rows));
-  const size_t n = staged.size();
-  // Row ranges of every input: part p gets rows [batch*p/parts, batch*(p+1)/parts).
-  std::vector<rs_tensor> in(static_cast<size_t>(parts) * n);
-  std::vector<int64_t> shapes;
-  size_t shape_len = 0;
-  for (const rs_tensor& t : staged) shape_len += static_cast<size_t>(t.ndim);
-  shapes.resize(static_cast<size_t>(parts) * shape_len);
-  for (int p = 0; p < parts; ++p) {
-    const int64_t lo = batch * p / parts, hi = batch * (p + 1) / parts;
-    int64_t* sh = shapes.data() + static_cast<size_t>(p) * shape_len;
-    for (size_t i = 0; i < n; ++i) {
-      const rs_tensor& t = staged[i];
-      rs_tensor& part = in[static_cast<size_t>(p) * n + i];
-      part = t;
-      std::copy(t.shape, t.shape + t.ndim, sh);
-      sh[0] = hi - lo;
-      part.shape = sh;
-      sh += t.ndim;
-      const size_t row_bytes = t.byte_size / static_cast<size_t>(batch);  // validated sizes
-      part.data = static_cast<const char*>(t.data) + static_cast<size_t>(lo) * row_bytes;
-      part.byte_size = static_cast<size_t>(hi - lo) * row_bytes;
-    }
-  }
-  TensorList part_outs;
-  part_outs.v.assign(static_cast<size_t>(parts) * n_out, nullptr);
-  const int s0 = group_->Select();
-  const int sessions = static_cast<int>(group_->size());
-  split_pool_->Run(parts, [&](int p) {
-    RunStaged(in.data() + static_cast<size_t>(p) * n, n, out_idx, n_out, (s0 + p) % sessions,
-              part_outs.v.data() + static_cast<size_t>(p) * n_out, nullptr, nullptr);
-  });
-  // Join each output's parts in row order.
-  for (size_t k = 0; k < n_out; ++k) {
-    TF_Tensor* first = part_outs.v[k];
-    const TF_DataType type = TF_TensorType(first);
-    const int nd = TF_NumDims(first);
-    if (type == TF_STRING || nd < 1)
-      Fail(RS_ERR_INTERNAL, "a split call produced an output that cannot be joined by rows");
-    std::vector<int64_t> dims(static_cast<size_t>(nd));
-    int64_t rows = 0;
-    size_t bytes = 0;
-    for (int p = 0; p < parts; ++p) {
-      TF_Tensor* t = part_outs.v[static_cast<size_t>(p) * n_out + k];
-      if (TF_TensorType(t) != type || TF_NumDims(t) != nd)
-        Fail(RS_ERR_INTERNAL, "the parts of a split call disagree on an output's type or rank");
-      for (int d = 1; d < nd; ++d)
-        if (TF_Dim(t, d) != TF_Dim(first, d))
-          Fail(RS_ERR_INTERNAL, "the parts of a split call disagree on an output's shape");
-      rows += TF_Dim(t, 0);
-      bytes += TF_TensorByteSize(t);
-    }
-    if (rows != batch)
-      Fail(RS_ERR_INTERNAL, "a split call's output has " + std::to_string(rows) + " rows, not " +
-                                std::to_string(batch));
-    for (int d = 0; d < nd; ++d) dims[static_cast<size_t>(d)] = d == 0 ? rows : TF_Dim(first, d);
-    TF_Tensor* joined = TF_AllocateTensor(type, dims.data(), nd, bytes);
-    if (!joined) Fail(RS_ERR_RESOURCE_EXHAUSTED, "cannot allocate a joined output");
-    outs[k] = joined;
-    char* dst = static_cast<char*>(TF_TensorData(joined));
-    for (int p = 0; p < parts; ++p) {
-      TF_Tensor* t = part_outs.v[static_cast<size_t>(p) * n_out + k];
-      const size_t b = TF_TensorByteSize(t);
-      if (b) std::memcpy(dst, TF_TensorData(t), b);
-      dst += b;
-    }
-  }
-  split_calls_.fetch_add(1, std::memory_order_relaxed);
 }
 
 std::unique_ptr<rs_result> Model::Run(const rs_tensor* inputs, size_t n, const int* out_idx, size_t n_out,
@@ -521,7 +325,7 @@ std::string Model::TraceJson() {
   bool parsed = false;
   try {
     GeneratedInputs g;
-    Generate(g);
+    GenerateInputs(*public_sig_, g);
     Run(g.tensors.data(), g.tensors.size(), nullptr, 0, 0, opts, meta);
     parsed = md.ParseFromArray(meta->data, static_cast<int>(meta->length));
   } catch (...) {

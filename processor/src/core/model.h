@@ -23,6 +23,7 @@
 
 #include "core/config.h"
 #include "core/input_stage.h"
+#include "core/model_deps.h"
 #include "core/result.h"
 #include "core/session_group.h"
 #include "core/split_pool.h"
@@ -34,8 +35,11 @@ namespace rs {
 class Model {
  public:
   // Opens a SavedModel or bundle directory (model_dir may be NULL when the
-  // config names savedmodel_dir), then warms every session up.
-  static std::unique_ptr<Model> Open(const char* model_dir, const char* config_json);
+  // config names savedmodel_dir), then warms every session up (core/warmup.h).
+  // `deps` supplies what lives above the core (bundles, the warmup file's wire
+  // format); api/composition.h has the library's set.
+  static std::unique_ptr<Model> Open(const char* model_dir, const char* config_json,
+                                     const ModelDeps& deps);
   ~Model();
 
   // The signature callers use: public inputs (raw features for a bundle),
@@ -59,7 +63,6 @@ class Model {
 
  private:
   Model() = default;
-  void Warmup();
   // Bundle path: input stage + session `s` on one (part of a) request.
   void RunStaged(const rs_tensor* staged, size_t n, const int* out_idx, size_t n_out, int s,
                  TF_Tensor** outs, const TF_Buffer* run_options, TF_Buffer* run_metadata);
@@ -67,9 +70,6 @@ class Model {
   // outs[k] receives the joined output k.
   void RunSplit(const std::vector<rs_tensor>& staged, int64_t batch, const int* out_idx,
                 size_t n_out, TF_Tensor** outs);
-  // Generated batch-1 inputs for warmup/trace (storage kept in `store`).
-  struct GeneratedInputs;
-  void Generate(GeneratedInputs& g) const;
 
   ModelConfig cfg_;
   std::string model_path_;

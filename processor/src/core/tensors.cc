@@ -5,7 +5,7 @@
 #include <new>
 #include <string>
 
-#include "api/status.h"
+#include "base/status.h"
 #include "tensorflow/c/tf_tstring.h"
 
 namespace rs {

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "api/status.h"
+#include "base/status.h"
 #include "sched/cpu_list.h"
 
 namespace rs {

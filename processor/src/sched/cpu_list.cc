@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 
-#include "api/status.h"
+#include "base/status.h"
 
 namespace rs {
 

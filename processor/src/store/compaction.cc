@@ -16,7 +16,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "api/status.h"
+#include "base/status.h"
 #include "store/table.h"
 
 namespace rs {

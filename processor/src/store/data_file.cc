@@ -8,7 +8,7 @@
 
 #include <cstring>
 
-#include "api/status.h"
+#include "base/status.h"
 
 namespace rs {
 namespace store {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <new>
 
-#include "api/status.h"
+#include "base/status.h"
 #include "store/huge_alloc.h"
 
 namespace rs {

@@ -18,7 +18,7 @@
 #include <cstring>
 #include <vector>
 
-#include "api/status.h"
+#include "base/status.h"
 #include "store/table.h"
 
 namespace rs {

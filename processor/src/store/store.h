@@ -16,7 +16,7 @@
 //     admits rows read from the SSD tier; reads that miss go to the files.
 //
 // Errors
-//   Every function reports failure by throwing rs::Error (api/status.h) with
+//   Every function reports failure by throwing rs::Error (base/status.h) with
 //   a public status code: RS_ERR_INVALID_ARGUMENT, RS_ERR_NOT_FOUND,
 //   RS_ERR_ALREADY_EXISTS, RS_ERR_IO, RS_ERR_CORRUPTION (a checksum mismatch:
 //   a corrupt vector is never returned), RS_ERR_INCOMPATIBLE (written by an
@@ -46,6 +46,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "recstrata/store/store.pb.h"
 
 namespace rs {
 namespace store {
@@ -128,12 +130,14 @@ class Table {
 class Store {
  public:
   // Opens (or creates) the store at `dir` ("" = a volatile in-memory store).
-  // `options_json`: "" or a JSON object, keys documented in docs/store.md
-  // (create_if_missing, tiers, dram_capacity_bytes, cache_policy,
-  // compaction, compaction_stale_ratio, durability, file_target_bytes,
-  // read_path). Unknown keys are RS_ERR_INVALID_ARGUMENT.
+  // `options`: the StoreOptions of store.proto (documented in docs/store.md);
+  // unset fields take the value recorded in the MANIFEST, else the default.
+  // Bad values are RS_ERR_INVALID_ARGUMENT.
   static std::unique_ptr<Store> Open(const std::string& dir,
-                                     const std::string& options_json);
+                                     const ::recstrata::store::StoreOptions& options);
+  // The same with the options as JSON text ("" = none), as rs_store_open
+  // takes them. Unknown keys are RS_ERR_INVALID_ARGUMENT.
+  static std::unique_ptr<Store> OpenJson(const std::string& dir, const std::string& options_json);
 
   // Waits for background compaction to stop, then releases everything.
   virtual ~Store() = default;

@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "api/status.h"
+#include "base/status.h"
 
 namespace rs {
 namespace store {

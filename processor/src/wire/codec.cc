@@ -7,7 +7,7 @@
 #include <cstring>
 #include <limits>
 
-#include "api/status.h"
+#include "base/status.h"
 #include "core/tensors.h"
 #include "recstrata/wire/predict.pb.h"
 #include "recstrata/wireview/request_view.pb.h"

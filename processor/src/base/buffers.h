@@ -1,14 +1,14 @@
 // Buffers handed to C callers. Everything the library returns through a
 // `void**`/`char**` out-parameter is allocated here with malloc and released
 // by rs_free (api/common_api.cc): one allocator for every buffer.
-#ifndef RECSTRATA_API_BUFFERS_H_
-#define RECSTRATA_API_BUFFERS_H_
+#ifndef RECSTRATA_BASE_BUFFERS_H_
+#define RECSTRATA_BASE_BUFFERS_H_
 
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
-#include "api/status.h"
+#include "base/status.h"
 
 namespace rs {
 
@@ -25,4 +25,4 @@ inline char* MallocCopy(const std::string& s) { return MallocCopy(s.data(), s.si
 
 }  // namespace rs
 
-#endif  // RECSTRATA_API_BUFFERS_H_
+#endif  // RECSTRATA_BASE_BUFFERS_H_
