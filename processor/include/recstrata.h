@@ -179,6 +179,9 @@ typedef struct rs_model rs_model;
  *   thread), intra_op_parallelism_threads (1), warmup_file_name (a
  *   serialized PredictRequest), warmup_runs (5; 0 disables),
  *   serialize_protocol ("protobuf"), savedmodel_dir, tags ("serve"),
+ *   precision ("fp32" | "bf16": the dense network's matmuls in bfloat16 with
+ *   fp32 accumulation; RS_ERR_FAILED_PRECONDITION on a CPU without
+ *   AVX512-BF16 or AMX-BF16),
  *   and for bundles split_min_batch (64: calls of at least this many rows
  *   that have the model to themselves are cut into row ranges served at
  *   once, with identical outputs; 0 never splits) and split_parts (the CPUs

@@ -208,6 +208,9 @@ void SessionGroup::Load(const std::string& dir, const ModelConfig& cfg) {
   } else {
     config.set_use_per_session_threads(cfg.use_per_session_threads);
   }
+  if (cfg.bf16)
+    config.mutable_graph_options()->mutable_rewrite_options()->set_auto_mixed_precision_onednn_bfloat16(
+        tensorflow::RewriterConfig::ON);
   std::string config_bytes = config.SerializeAsString();
 
   StatusHolder st;
