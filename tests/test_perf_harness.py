@@ -94,6 +94,8 @@ def test_plot_paths():
 CELL = {"median_ms": 1.0, "p99_ms": 2.0, "throughput_rps": 100.0}
 
 SUMMARIES = {
+    "bench_bf16": {"batches": [64, 512], "systems": {
+        s: {b: {"median_ms": 0.1 * b} for b in (64, 512)} for s in ("fp32", "bf16")}},
     "bench_serving": {"models": ["module"], "cells": [
         dict(CELL, model="module", batch=b, callers=1, system=s)
         for b in (1, 64) for s in ("rs_run", "tf_python")]},
