@@ -37,7 +37,7 @@ const Pristine& Setup() {
     fs::remove_all(base);
     fs::create_directories(base);
     try {
-      auto s = rs::store::Store::OpenJson(p.dir, R"({"tiers":"dram+ssd","compaction":"off","durability":"none"})");
+      auto s = rs::store::Store::OpenJson(p.dir, R"({"tiers":"dram+ssd","compaction":"off","durability":"none","shard_bits":0,"dram_capacity_bytes":65536})");
       for (int t = 0; t < 2; ++t) {
         rs::store::Table* table = s->CreateTable("t" + std::to_string(t), 4, "");
         for (int batch = 0; batch < 3; ++batch) {
@@ -60,6 +60,17 @@ const Pristine& Setup() {
     for (const auto& e : fs::recursive_directory_iterator(p.dir))
       if (e.is_regular_file()) p.files.push_back(fs::relative(e.path(), p.dir));
     std::sort(p.files.begin(), p.files.end());
+    // RS_FUZZ_WRITE_SEEDS=<dir>: write one seed per file (its index byte + its
+    // pristine bytes), so the corpus always matches the current format.
+    if (const char* seeds = std::getenv("RS_FUZZ_WRITE_SEEDS")) {
+      fs::create_directories(seeds);
+      for (size_t i = 0; i < p.files.size(); ++i) {
+        std::ifstream in(p.dir + "/" + p.files[i].string(), std::ios::binary);
+        std::ofstream out(std::string(seeds) + "/file" + std::to_string(i), std::ios::binary);
+        out.put(static_cast<char>(i));
+        out << in.rdbuf();
+      }
+    }
     return p;
   }();
   return p;
@@ -77,7 +88,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     f.write(reinterpret_cast<const char*>(data + 1), static_cast<std::streamsize>(size - 1));
   }
   try {
-    auto s = rs::store::Store::OpenJson(p.work, R"({"create_if_missing":false,"compaction":"off"})");
+    auto s = rs::store::Store::OpenJson(p.work, R"({"create_if_missing":false,"compaction":"off","durability":"none","shard_bits":0,"dram_capacity_bytes":65536})");
     std::vector<int64_t> keys(32);
     for (int k = 0; k < 32; ++k) keys[k] = k;
     for (const std::string& name : s->TableNames()) {
