@@ -180,4 +180,3 @@ func run(ctx context.Context, cfg config) error {
 	log.Printf("shutdown complete")
 	return nil
 }
-

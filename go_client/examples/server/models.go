@@ -89,7 +89,7 @@ type Manager struct {
 	stop     chan struct{}
 	pollDone sync.WaitGroup
 	live     sync.WaitGroup // one per opened version, Done once it is closed
-	draining atomic.Bool // set by Drain or Close: not ready, no more loads
+	draining atomic.Bool    // set by Drain or Close: not ready, no more loads
 	closed   atomic.Bool
 }
 
