@@ -214,6 +214,18 @@ def test_server_go_vet_and_go_tests(server_env, go_env):  # noqa: F811
         assert name in passed, f"{name} did not pass\n{log[-5000:]}"
 
 
+def test_server_go_tests_under_race_detector(server_env, go_env):  # noqa: F811
+    """The lifecycle layer's locking under -race (first run compiles gRPC in race mode, ~1 min)."""
+    env = dict(go_env["env"], **{k: v for k, v in _go_env().items() if k.startswith("GO")})
+    env.pop("GOPROXY", None)
+    res = subprocess.run(["go", "test", "-race", "-count=1", "-v", "./..."], cwd=SERVER_DIR,
+                         env=env, capture_output=True, text=True, timeout=900)
+    log = res.stdout + res.stderr
+    assert res.returncode == 0 and "DATA RACE" not in log, log[-20000:]
+    passed = set(re.findall(r"--- PASS: (\S+)", log))
+    assert {"TestManagerSwapUnderLoadFailsNothing", "TestServerConcurrentRequests"} <= passed, log[-5000:]
+
+
 def test_grpc_and_http_predict_two_models(server_env, tmp_path):
     t = server_env["templates"]
     lin, other = tmp_path / "lin", tmp_path / "other"
@@ -360,7 +372,7 @@ def test_sigterm_drains_in_flight_and_exits_zero(server_env, tmp_path):
 
         def slow_call():
             try:
-                outcome["y"] = s.call(x, model="slow", extra={"spin": 3_000_000}, timeout=300)
+                outcome["y"] = s.call(x, model="slow", extra={"spin": 1_000_000}, timeout=300)
             except grpc.RpcError as e:
                 outcome["error"] = f"{e.code()}: {e.details()}"
 
