@@ -163,7 +163,11 @@ def _serve(env, models: dict[str, Path], *extra):
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True, env=_go_env())
     server = None
     try:
-        line = proc.stdout.readline()  # printed once the first loads were attempted
+        got: list[str] = []  # the line is printed once the first loads were attempted
+        reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(180)
+        line = got[0] if got else ""
         m = re.match(r"serving grpc=(\S+) http=(\S+)", line)
         assert m, f"server did not start: {line!r}\n{log_path.read_text()}"
         server = Server(proc, m.group(1), m.group(2), log_path)
