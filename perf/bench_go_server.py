@@ -13,7 +13,9 @@ Every system gets the same serialized PredictRequest (one batch of --batch
 rows) from locust (perf/locust_grpc.py) with --users users sending back to
 back for --duration seconds, in interleaved rounds. Reported per system:
 throughput (requests/s, locust's count / duration), p50 and p99 client
-latency, failures; the ratios Go / Python. The load generator runs on the same
+latency (locust rounds them to whole ms), failures, and the server process's
+CPU time per request (/proc; meaningful even when the load generator, not
+the server, is what saturates); the ratios Go / Python. The load generator runs on the same
 machine as the server (2 cores here), so both share the CPU with locust.
 Writes perf/results/go_server.png; the last line is ``RESULT {json}`` with
 ``go_vs_python_throughput`` (go_grpc / python, median over rounds). All
@@ -116,6 +118,13 @@ def run_locust(protocol: str, host: str, request: Path, users: int, duration: fl
             "p50_ms": float(row["50%"]), "p99_ms": float(row["99%"])}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def one_round(system, binary, template, request, args, tag) -> dict:
     work = OUT / f"run_{tag}_{system}"
     shutil.rmtree(work, ignore_errors=True)
@@ -128,7 +137,12 @@ def one_round(system, binary, template, request, args, tag) -> dict:
         protocol = "grpc" if system == "go_grpc" else "http"
         # A short unmeasured run first: connections, TF first-run work.
         run_locust(protocol, hosts[protocol], request, args.users, 2, work)
-        return run_locust(protocol, hosts[protocol], request, args.users, args.duration, work)
+        cpu0 = cpu_seconds(proc.pid)
+        res = run_locust(protocol, hosts[protocol], request, args.users, args.duration, work)
+        cpu = cpu_seconds(proc.pid) - cpu0
+        res["server_cpu_ms_per_request"] = round(1e3 * cpu / max(res["requests"], 1), 3)
+        res["server_cpu_cores"] = round(cpu / args.duration, 2)
+        return res
     finally:
         stop_process(proc)
 
@@ -138,7 +152,7 @@ def plot(summary: dict, dest: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 4))
     names = list(summary)
     a.bar(names, [summary[s]["rps"] for s in names], color=["#2a7", "#7b4", "#c64"])
     a.set_ylabel("requests/s (median of rounds)")
@@ -150,6 +164,9 @@ def plot(summary: dict, dest: Path, title: str) -> None:
     b.set_ylabel("client latency (ms)")
     b.set_title("latency")
     b.legend()
+    c.bar(names, [summary[s]["server_cpu_ms_per_request"] for s in names], color=["#2a7", "#7b4", "#c64"])
+    c.set_ylabel("server CPU ms per request")
+    c.set_title("server CPU per request")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -184,14 +201,19 @@ def main(argv=None) -> int:
             res = one_round(system, binary, template, request, args, f"r{r}")
             runs[system].append(res)
             print(f"round {r} {system:8s} {res['rps']:8.1f} req/s  p50 {res['p50_ms']:6.1f} ms  "
-                  f"p99 {res['p99_ms']:6.1f} ms  failures {res['failures']}", flush=True)
-    summary = {s: {k: statistics.median(run[k] for run in runs[s]) for k in ("rps", "p50_ms", "p99_ms")}
+                  f"p99 {res['p99_ms']:6.1f} ms  server CPU {res['server_cpu_ms_per_request']:.3f} ms/req "
+                  f"({res['server_cpu_cores']} cores)  failures {res['failures']}", flush=True)
+    keys = ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_request", "server_cpu_cores")
+    summary = {s: {k: statistics.median(run[k] for run in runs[s]) for k in keys}
                | {"failures": sum(run["failures"] for run in runs[s])} for s in SYSTEMS}
     ratio = lambda a, b: round(a / b, 3) if b else None  # noqa: E731
     result = {
         "go_vs_python_throughput": ratio(summary["go_grpc"]["rps"], summary["python"]["rps"]),
         "go_http_vs_python_throughput": ratio(summary["go_http"]["rps"], summary["python"]["rps"]),
         "python_vs_go_p99": ratio(summary["python"]["p99_ms"], summary["go_grpc"]["p99_ms"]),
+        # CPU the server spends per request: python / go (higher: Go is leaner).
+        "python_vs_go_server_cpu_per_request": ratio(summary["python"]["server_cpu_ms_per_request"],
+                                                     summary["go_grpc"]["server_cpu_ms_per_request"]),
         "failures": {s: summary[s]["failures"] for s in SYSTEMS},
         "summary": summary,
         "config": {"users": args.users, "duration_s": args.duration, "rounds": args.rounds,

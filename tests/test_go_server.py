@@ -324,6 +324,12 @@ def test_hot_swap_under_load_rollback_and_metrics(server_env, tmp_path):
             assert code == 200 and json.loads(out)["pinned_version"] == 0, out
             n = len(results)
             _wait("more requests", lambda: len(results) > n + 50)
+            for i in range(10):  # ten more swaps under load
+                want = 2 if i % 2 == 0 else 3
+                code, out = s.http("POST", "/v1/models/lin:pin", json.dumps({"version": want}).encode())
+                assert code == 200 and json.loads(out)["serving_version"] == want, out
+                n = len(results)
+                _wait("requests after the pin", lambda: len(results) > n + 20)
         finally:
             stop.set()
             for th in threads:
@@ -332,7 +338,8 @@ def test_hot_swap_under_load_rollback_and_metrics(server_env, tmp_path):
         assert results and all(ok for _, ok in results), [r for r in results if not r[1]][:5]
         seen = {v for v, _ in results}
         assert seen == {2, 3}, seen
-        _wait("old versions closed", lambda: "closed" in s.log())
+        # Every replaced version was closed once drained (14 loads, 1 serving).
+        _wait("replaced versions closed", lambda: s.log().count("closed version directory") == 13)
 
         code, body = s.http("GET", "/metrics")
         assert code == 200
@@ -346,7 +353,8 @@ def test_hot_swap_under_load_rollback_and_metrics(server_env, tmp_path):
         assert 'recstrata_request_errors_total{model="lin"' not in text
         assert re.search(r'^recstrata_model_serving_version\{model="lin"\} 3$', text, re.M)
         loads = re.search(r'^recstrata_model_loads_total\{model="lin",result="ok"\} (\d+)$', text, re.M)
-        assert loads and int(loads.group(1)) == 4  # 2 at start, 3 (poll), 2 (rollback), 3 (pin)
+        # 2 at start, 3 (poll), 2 (rollback), 3 (pin), then 10 pins
+        assert loads and int(loads.group(1)) == 14
 
 
 def test_failed_version_keeps_serving(server_env, tmp_path):

@@ -195,7 +195,7 @@ func (mg *Manager) release(v *version) {
 	go func() {
 		defer mg.live.Done()
 		v.model.Close()
-		log.Printf("closed %s", v.dir)
+		log.Printf("closed version directory %s (drained)", v.dir)
 	}()
 }
 
