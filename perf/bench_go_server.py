@@ -175,7 +175,7 @@ def plot(summary: dict, dest: Path, title: str) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="1 round of 10 s, vocab 2000")
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 8 s, vocab 2000")
     ap.add_argument("--users", type=int, default=8)
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=3)
@@ -185,7 +185,7 @@ def main(argv=None) -> int:
     ap.add_argument("--png", type=Path, default=HERE / "results" / "go_server.png")
     args = ap.parse_args(argv)
     if args.quick:
-        args.rounds, args.duration, args.vocab = 1, 10.0, 2000
+        args.rounds, args.duration, args.vocab = 2, 8.0, 2000
     OUT.mkdir(parents=True, exist_ok=True)
     binary = build_go_server()
     template = OUT / f"ctr_v{args.vocab}"
@@ -204,7 +204,7 @@ def main(argv=None) -> int:
                   f"p99 {res['p99_ms']:6.1f} ms  server CPU {res['server_cpu_ms_per_request']:.3f} ms/req "
                   f"({res['server_cpu_cores']} cores)  failures {res['failures']}", flush=True)
     keys = ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_request", "server_cpu_cores")
-    summary = {s: {k: statistics.median(run[k] for run in runs[s]) for k in keys}
+    summary = {s: {k: round(statistics.median(run[k] for run in runs[s]), 3) for k in keys}
                | {"failures": sum(run["failures"] for run in runs[s])} for s in SYSTEMS}
     ratio = lambda a, b: round(a / b, 3) if b else None  # noqa: E731
     result = {

@@ -124,7 +124,8 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	svc := newService(mg, mt, cfg.maxInFlight)
-	gs := grpc.NewServer()
+	// Same request cap as the HTTP front (gRPC's default is 4 MiB).
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(maxBody), grpc.MaxSendMsgSize(maxBody))
 	predictpb.RegisterPredictionServiceServer(gs, &grpcService{svc: svc})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
