@@ -181,6 +181,16 @@ def _serve(env, models: dict[str, Path], *extra):
         proc.stdout.close()
 
 
+def req_bytes_truncated(x: np.ndarray) -> bytes:
+    from recstrata.wire import predict_pb2
+
+    req = predict_pb2.PredictRequest()
+    req.inputs["x"].dtype = predict_pb2.DT_FLOAT
+    req.inputs["x"].array_shape.dim.extend(x.shape)
+    req.inputs["x"].float_val.extend(x.ravel().tolist())
+    return req.SerializeToString()[:-5]
+
+
 def _quarters(rng, shape):
     return (rng.integers(-16, 17, size=shape) / 4.0).astype(np.float32)
 
@@ -250,6 +260,13 @@ def test_grpc_and_http_predict_two_models(server_env, tmp_path):
         with pytest.raises(grpc.RpcError) as err:
             s.call(x, model="nope")
         assert err.value.code() == grpc.StatusCode.NOT_FOUND and "nope" in err.value.details()
+        # The bytes reach the library as sent: damaged ones are its InvalidArgument.
+        raw = s.channel.unary_unary(METHOD)
+        for bad in (b"\xff\xff\xff garbage", req_bytes_truncated(x)):
+            with pytest.raises(grpc.RpcError) as err:
+                raw(bad, timeout=30)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value
+            assert "RS_ERR_INVALID_ARGUMENT" in err.value.details()
 
         # HTTP JSON, with a version in the path, and the protobuf route.
         body = json.dumps({"inputs": {"x": {"shape": [3, 4], "data": x.ravel().tolist()}}}).encode()

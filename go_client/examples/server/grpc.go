@@ -9,7 +9,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/recstrata/recstrata/go_client"
 	"github.com/recstrata/recstrata/go_client/examples/server/predictpb"
@@ -23,24 +22,47 @@ const (
 )
 
 // grpcService implements recstrata.serving.v1.PredictionService over
-// DeepRec's PredictRequest/PredictResponse. The request is re-serialized and
-// handed to the library's PredictRequest entry point (rs_model_predict via
-// Model.PredictBytes), so the wire semantics are the library's.
+// DeepRec's PredictRequest/PredictResponse. The request bytes go unchanged to
+// the library's PredictRequest entry point (rs_model_predict via
+// Model.PredictBytes), so the wire semantics are the library's; see rawCodec.
 type grpcService struct {
-	predictpb.UnimplementedPredictionServiceServer
 	svc *service
 }
 
-func (g *grpcService) Predict(ctx context.Context, req *predictpb.PredictRequest) (*predictpb.PredictResponse, error) {
+// register adds the service to gs, which must use newRawCodec (the
+// generated predictpb handler would decode into a Go message instead). The
+// service and method names are the generated descriptor's, so generated
+// clients (predictpb.NewPredictionServiceClient) and generic ones both work.
+func (g *grpcService) register(gs *grpc.Server) {
+	gs.RegisterService(&grpc.ServiceDesc{
+		ServiceName: predictpb.PredictionService_ServiceDesc.ServiceName,
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{
+			MethodName: "Predict",
+			Handler: func(_ any, ctx context.Context, dec func(any) error, icpt grpc.UnaryServerInterceptor) (any, error) {
+				in := &rawMessage{}
+				if err := dec(in); err != nil {
+					return nil, err
+				}
+				if icpt == nil {
+					return g.predict(ctx, in)
+				}
+				info := &grpc.UnaryServerInfo{Server: g, FullMethod: predictpb.PredictionService_Predict_FullMethodName}
+				return icpt(ctx, in, info, func(ctx context.Context, req any) (any, error) {
+					return g.predict(ctx, req.(*rawMessage))
+				})
+			},
+		}},
+		Metadata: predictpb.PredictionService_ServiceDesc.Metadata,
+	}, g)
+}
+
+func (g *grpcService) predict(ctx context.Context, req *rawMessage) (*rawMessage, error) {
 	model, want, err := g.target(ctx)
 	if err != nil {
 		return nil, err
 	}
-	body, err := proto.Marshal(req)
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "encoding the request: %v", err)
-	}
-	if len(body) == 0 {
+	if len(req.b) == 0 {
 		// The library answers an empty request with the signature JSON; that
 		// is no PredictResponse.
 		return nil, status.Error(codes.InvalidArgument, "empty PredictRequest: name the inputs")
@@ -48,7 +70,7 @@ func (g *grpcService) Predict(ctx context.Context, req *predictpb.PredictRequest
 	var out []byte
 	num, err := g.svc.call(ctx, model, want, "grpc", func(m *recstrata.Model) error {
 		var perr error
-		out, perr = m.PredictBytes(body)
+		out, perr = m.PredictBytes(req.b)
 		return perr
 	})
 	if num != 0 {
@@ -57,11 +79,7 @@ func (g *grpcService) Predict(ctx context.Context, req *predictpb.PredictRequest
 	if err != nil {
 		return nil, grpcError(err)
 	}
-	resp := &predictpb.PredictResponse{}
-	if err := proto.Unmarshal(out, resp); err != nil {
-		return nil, status.Errorf(codes.Internal, "decoding the library's response: %v", err)
-	}
-	return resp, nil
+	return &rawMessage{b: out}, nil
 }
 
 // target reads the model and version from the request metadata.

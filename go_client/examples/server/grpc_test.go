@@ -25,8 +25,8 @@ func TestGRPCPredict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
-	predictpb.RegisterPredictionServiceServer(gs, &grpcService{svc: newService(mg, mg.metrics, 4)})
+	gs := grpc.NewServer(grpc.ForceServerCodecV2(newRawCodec()))
+	(&grpcService{svc: newService(mg, mg.metrics, 4)}).register(gs)
 	go gs.Serve(ln)
 	t.Cleanup(gs.Stop)
 	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

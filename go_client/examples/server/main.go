@@ -34,7 +34,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/recstrata/recstrata/go_client"
-	"github.com/recstrata/recstrata/go_client/examples/server/predictpb"
 )
 
 //go:generate ./gen.sh
@@ -125,8 +124,9 @@ func run(ctx context.Context, cfg config) error {
 	}
 	svc := newService(mg, mt, cfg.maxInFlight)
 	// Same request cap as the HTTP front (gRPC's default is 4 MiB).
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(maxBody), grpc.MaxSendMsgSize(maxBody))
-	predictpb.RegisterPredictionServiceServer(gs, &grpcService{svc: svc})
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(maxBody), grpc.MaxSendMsgSize(maxBody),
+		grpc.ForceServerCodecV2(newRawCodec()))
+	(&grpcService{svc: svc}).register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	hsrv := &http.Server{Handler: newHandler(svc), ReadHeaderTimeout: 10 * time.Second}
