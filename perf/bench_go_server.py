@@ -42,6 +42,7 @@ REPO = HERE.parent
 OUT = HERE / "out" / "go_server"
 SERVER_DIR = REPO / "go_client" / "examples" / "server"
 sys.path.insert(0, str(HERE))
+from harness import RESULTS_DIR, grouped_bars, print_result, save_plot  # noqa: E402
 from load_test import N_CAT, N_DENSE, build_ctr_model, stop_process  # noqa: E402
 
 SYSTEMS = ("go_grpc", "go_http", "python")
@@ -148,29 +149,23 @@ def one_round(system, binary, template, request, args, tag) -> dict:
 
 
 def plot(summary: dict, dest: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 4))
     names = list(summary)
-    a.bar(names, [summary[s]["rps"] for s in names], color=["#2a7", "#7b4", "#c64"])
-    a.set_ylabel("requests/s (median of rounds)")
-    a.set_title("throughput")
-    x = np.arange(len(names))
-    b.bar(x - 0.2, [summary[s]["p50_ms"] for s in names], 0.4, label="p50")
-    b.bar(x + 0.2, [summary[s]["p99_ms"] for s in names], 0.4, label="p99")
-    b.set_xticks(x, names)
-    b.set_ylabel("client latency (ms)")
-    b.set_title("latency")
-    b.legend()
-    c.bar(names, [summary[s]["server_cpu_ms_per_request"] for s in names], color=["#2a7", "#7b4", "#c64"])
-    c.set_ylabel("server CPU ms per request")
-    c.set_title("server CPU per request")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(dest, dpi=110)
+    colors = ["#2a7", "#7b4", "#c64"]
+
+    def draw(fig):
+        a, b, c = fig.subplots(1, 3)
+        a.bar(names, [summary[s]["rps"] for s in names], color=colors)
+        a.set_ylabel("requests/s (median of rounds)")
+        a.set_title("throughput")
+        grouped_bars(b, names, {"p50": [summary[s]["p50_ms"] for s in names],
+                                "p99": [summary[s]["p99_ms"] for s in names]}, "client latency (ms)")
+        b.set_title("latency")
+        c.bar(names, [summary[s]["server_cpu_ms_per_request"] for s in names], color=colors)
+        c.set_ylabel("server CPU ms per request")
+        c.set_title("server CPU per request")
+        fig.suptitle(title, fontsize=9)
+
+    save_plot(dest, draw, figsize=(13, 4))
 
 
 def main(argv=None) -> int:
@@ -182,7 +177,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--vocab", type=int, default=20000)
     ap.add_argument("--sessions", type=int, default=2)
-    ap.add_argument("--png", type=Path, default=HERE / "results" / "go_server.png")
+    # The documented figure is a --quick run (see perf/RESULTS.md), so --quick writes it too.
+    ap.add_argument("--png", type=Path, default=RESULTS_DIR / "go_server.png")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.duration, args.vocab = 2, 8.0, 2000
@@ -222,7 +218,7 @@ def main(argv=None) -> int:
     plot(summary, args.png, f"CTR model, batch {args.batch}, {args.users} locust users back to back, "
                             f"{args.sessions} sessions, {args.rounds} x {args.duration:.0f} s (same 2-core machine)")
     print(f"wrote {args.png}")
-    print("RESULT " + json.dumps(result, separators=(",", ":")))
+    print_result(result)
     return 0
 
 
