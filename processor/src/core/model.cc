@@ -12,7 +12,6 @@
 #include "base/status.h"
 #include "core/tensors.h"
 #include "core/warmup.h"
-#include "tensorflow/core/protobuf/config.pb.h"
 
 namespace rs {
 
@@ -314,61 +313,5 @@ std::string Model::StatsJson() const {
   return out;
 }
 
-std::string Model::TraceJson() {
-  tensorflow::RunOptions ro;
-  ro.set_trace_level(tensorflow::RunOptions::FULL_TRACE);
-  ro.set_output_partition_graphs(true);
-  std::string ro_bytes = ro.SerializeAsString();
-  TF_Buffer* opts = TF_NewBufferFromString(ro_bytes.data(), ro_bytes.size());
-  TF_Buffer* meta = TF_NewBuffer();
-  tensorflow::RunMetadata md;
-  bool parsed = false;
-  try {
-    GeneratedInputs g;
-    GenerateInputs(*public_sig_, g);
-    Run(g.tensors.data(), g.tensors.size(), nullptr, 0, 0, opts, meta);
-    parsed = md.ParseFromArray(meta->data, static_cast<int>(meta->length));
-  } catch (...) {
-    TF_DeleteBuffer(opts);
-    TF_DeleteBuffer(meta);
-    throw;
-  }
-  TF_DeleteBuffer(opts);
-  TF_DeleteBuffer(meta);
-  if (!parsed) Fail(RS_ERR_INTERNAL, "could not parse RunMetadata");
-  std::string out = "{\"partition_graphs\":[";
-  for (int p = 0; p < md.partition_graphs_size(); ++p) {
-    std::map<std::string, int> ops;
-    for (const auto& node : md.partition_graphs(p).node()) ops[node.op()]++;
-    if (p) out += ",";
-    out += "{\"ops\":{";
-    bool first = true;
-    for (const auto& kv : ops) {
-      if (!first) out += ",";
-      first = false;
-      AppendJsonString(out, kv.first);
-      out += ":" + std::to_string(kv.second);
-    }
-    out += "}}";
-  }
-  out += "],\"executed\":{";
-  std::map<std::string, int> executed;
-  for (const auto& dev : md.step_stats().dev_stats())
-    for (const auto& ns : dev.node_stats()) {
-      // timeline_label is "name = Op(inputs)"; node_name alone lacks the op.
-      const std::string& label = ns.timeline_label();
-      size_t eq = label.find(" = "), paren = label.find('(', eq == std::string::npos ? 0 : eq);
-      if (eq != std::string::npos && paren != std::string::npos) executed[label.substr(eq + 3, paren - eq - 3)]++;
-    }
-  bool first = true;
-  for (const auto& kv : executed) {
-    if (!first) out += ",";
-    first = false;
-    AppendJsonString(out, kv.first);
-    out += ":" + std::to_string(kv.second);
-  }
-  out += "}}";
-  return out;
-}
 
 }  // namespace rs

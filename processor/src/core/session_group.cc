@@ -13,8 +13,7 @@
 
 #include "base/json_text.h"
 #include "base/status.h"
-#include "tensorflow/core/protobuf/config.pb.h"
-#include "tensorflow/core/protobuf/meta_graph.pb.h"
+#include "core/tf_protos.h"
 
 namespace rs {
 
@@ -92,49 +91,6 @@ TF_Output ResolveOutput(TF_Graph* graph, const std::string& tensor_name) {
   return TF_Output{oper, index};
 }
 
-TensorSpec SpecFrom(const std::string& alias, const tensorflow::TensorInfo& info, bool is_input) {
-  TensorSpec spec;
-  spec.name = alias;
-  if (info.encoding_case() != tensorflow::TensorInfo::kName)
-    Fail(RS_ERR_UNIMPLEMENTED, std::string("signature ") + (is_input ? "input" : "output") + " '" + alias +
-                                   "' is a sparse/composite tensor, which is not supported");
-  spec.tensor_name = info.name();
-  spec.dtype = static_cast<int>(info.dtype());
-  if (DtypeName(spec.dtype) == std::string("unknown"))
-    Fail(RS_ERR_UNIMPLEMENTED, std::string("signature ") + (is_input ? "input" : "output") + " '" + alias +
-                                   "' has dtype enum " + std::to_string(spec.dtype) + ", which is not supported");
-  if (!info.has_tensor_shape() || info.tensor_shape().unknown_rank()) {
-    spec.ndim = -1;
-  } else {
-    spec.ndim = info.tensor_shape().dim_size();
-    for (const auto& d : info.tensor_shape().dim()) spec.shape.push_back(d.size() < 0 ? -1 : d.size());
-  }
-  return spec;
-}
-
-std::shared_ptr<Signature> ParseSignature(const tensorflow::MetaGraphDef& mg, const std::string& name,
-                                          const std::string& dir) {
-  auto it = mg.signature_def().find(name);
-  if (it == mg.signature_def().end()) {
-    std::vector<std::string> names;
-    for (const auto& kv : mg.signature_def()) names.push_back(kv.first);
-    std::sort(names.begin(), names.end());
-    std::string known;
-    for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
-    Fail(RS_ERR_NOT_FOUND, "SavedModel " + dir + " has no signature '" + name + "' (signatures: " +
-                               (known.empty() ? "none" : known) + ")");
-  }
-  auto sig = std::make_shared<Signature>();
-  sig->name = name;
-  for (const auto& kv : it->second.inputs()) sig->inputs.push_back(SpecFrom(kv.first, kv.second, true));
-  for (const auto& kv : it->second.outputs()) sig->outputs.push_back(SpecFrom(kv.first, kv.second, false));
-  auto by_name = [](const TensorSpec& a, const TensorSpec& b) { return a.name < b.name; };
-  std::sort(sig->inputs.begin(), sig->inputs.end(), by_name);
-  std::sort(sig->outputs.begin(), sig->outputs.end(), by_name);
-  if (sig->outputs.empty()) Fail(RS_ERR_INVALID_ARGUMENT, "signature '" + name + "' has no outputs");
-  sig->Finalize();
-  return sig;
-}
 
 uint64_t Mix64(uint64_t x) {  // splitmix64 finalizer
   x += 0x9e3779b97f4a7c15ULL;
@@ -186,9 +142,7 @@ SessionGroup::SessionGroup(const std::string& dir, const ModelConfig& cfg) : cfg
     }
     if (session_pools_) {
       sess->pool = i;
-      tensorflow::RunOptions ro;
-      ro.set_inter_op_thread_pool(i);
-      sess->run_options = ro.SerializeAsString();
+      sess->run_options = RunOptionsWithPool(nullptr, i);
     }
     sessions_.push_back(std::move(sess));
   }
@@ -198,20 +152,7 @@ SessionGroup::SessionGroup(const std::string& dir, const ModelConfig& cfg) : cfg
 SessionGroup::~SessionGroup() = default;
 
 void SessionGroup::Load(const std::string& dir, const ModelConfig& cfg) {
-  tensorflow::ConfigProto config;
-  config.set_inter_op_parallelism_threads(cfg.inter_op_threads);
-  config.set_intra_op_parallelism_threads(cfg.intra_op_threads);
-  config.set_allow_soft_placement(true);
-  if (session_pools_) {
-    for (int i = 0; i < cfg.session_num; ++i)
-      config.add_session_inter_op_thread_pool()->set_num_threads(cfg.inter_op_threads);
-  } else {
-    config.set_use_per_session_threads(cfg.use_per_session_threads);
-  }
-  if (cfg.bf16)
-    config.mutable_graph_options()->mutable_rewrite_options()->set_auto_mixed_precision_onednn_bfloat16(
-        tensorflow::RewriterConfig::ON);
-  std::string config_bytes = config.SerializeAsString();
+  const std::string config_bytes = SessionConfigBytes(cfg, session_pools_);
 
   StatusHolder st;
   std::unique_ptr<TF_SessionOptions, decltype(&TF_DeleteSessionOptions)> opts(TF_NewSessionOptions(),
@@ -230,11 +171,8 @@ void SessionGroup::Load(const std::string& dir, const ModelConfig& cfg) {
                                                  static_cast<int>(tags.size()), loaded_.graph, meta.get(), st.s);
   opts.reset();
   if (!st.ok()) st.Throw("could not load SavedModel " + dir);
-  tensorflow::MetaGraphDef mg;
-  bool parsed = mg.ParseFromArray(meta->data, static_cast<int>(meta->length));
+  signature_ = SignatureFromMetaGraph(meta->data, meta->length, cfg.signature_name, dir);
   meta.reset();
-  if (!parsed) Fail(RS_ERR_CORRUPTION, "could not parse the MetaGraphDef of " + dir);
-  signature_ = ParseSignature(mg, cfg.signature_name, dir);
   for (const TensorSpec& s : signature_->inputs) loaded_.inputs.push_back(ResolveOutput(loaded_.graph, s.tensor_name));
   for (const TensorSpec& s : signature_->outputs) loaded_.outputs.push_back(ResolveOutput(loaded_.graph, s.tensor_name));
   if (pin_pools) PinPoolThreads(threads_before);
@@ -342,11 +280,7 @@ void SessionGroup::Run(int s, TF_Tensor* const* inputs, const int* out_idx, size
   TF_Buffer pool_options{};
   if (sess.pool >= 0) {
     if (run_options != nullptr) {
-      tensorflow::RunOptions ro;
-      if (!ro.ParseFromArray(run_options->data, static_cast<int>(run_options->length)))
-        Fail(RS_ERR_INTERNAL, "could not parse the run options");
-      ro.set_inter_op_thread_pool(sess.pool);
-      merged = ro.SerializeAsString();
+      merged = RunOptionsWithPool(run_options, sess.pool);
     }
     const std::string& bytes = run_options != nullptr ? merged : sess.run_options;
     pool_options.data = bytes.data();
