@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "recstrata.bundle_cli",    # export, demo
     "recstrata.serve_cli",     # info, predict
     "recstrata.server_cli",    # serve (HTTP, versioned model directories)
+    "recstrata.store_cli",     # store-repair
 )
 
 
