@@ -74,7 +74,7 @@ std::unique_ptr<DataFile> DataFile::Open(const std::string& path, bool use_mmap)
   ssize_t got = ::pread(f->fd_, &h, sizeof(h), 0);
   if (got != static_cast<ssize_t>(sizeof(h))) IoFail("read header", path);
   if (std::memcmp(h.magic, kFileMagic, 8) != 0) {
-    Fail(RS_ERR_CORRUPTION, "not a recstrata store data file: " + path);
+    Fail(RS_ERR_CORRUPTION, "not a recstrata store data file (bad magic at offset 0): " + path);
   }
   if (Crc32c(&h, kFileHeaderSize - 4) != h.crc) {
     Fail(RS_ERR_CORRUPTION, "data file header checksum mismatch: " + path + " at offset 0");
