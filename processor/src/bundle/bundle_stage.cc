@@ -39,7 +39,9 @@ std::string StoreOptionsJson(const recstrata::bundle::StoreSpec& spec,
   std::string policy = spec.cache_policy();
   if (!opt.bundle_cache_policy().empty()) policy = opt.bundle_cache_policy();
 
-  std::string json = "{\"create_if_missing\":false,\"tiers\":";
+  // A bundle's store must be as the export closed it: the clean-close record
+  // is required and every open checks files, sizes and row counts against it.
+  std::string json = "{\"create_if_missing\":false,\"recovery\":\"require_clean\",\"tiers\":";
   AppendJsonString(json, tiers);
   if (cap) json += ",\"dram_capacity_bytes\":" + std::to_string(cap);
   if (!policy.empty()) {
@@ -56,6 +58,10 @@ std::string StoreOptionsJson(const recstrata::bundle::StoreSpec& spec,
   if (!read_path.empty()) {
     json += ",\"read_path\":";
     AppendJsonString(json, read_path);
+  }
+  if (!opt.verify().empty()) {  // the store validates the value
+    json += ",\"verify\":";
+    AppendJsonString(json, opt.verify());
   }
   json += "}";
   return json;
@@ -292,6 +298,11 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
           Fail(RS_ERR_CORRUPTION, "bundle " + bundle_dir_ + ": store table '" + s.store_table +
                                       "' has dim " + std::to_string(st->dim()) +
                                       ", the manifest says " + std::to_string(s.dim));
+        const uint64_t rows = st->Stats().rows;
+        if (rows != static_cast<uint64_t>(s.rows))
+          Fail(RS_ERR_CORRUPTION, "bundle " + bundle_dir_ + ": store table '" + s.store_table +
+                                      "' has " + std::to_string(rows) + " rows, the manifest says " +
+                                      std::to_string(s.rows));
         s.table = st;
       }
     }

@@ -93,6 +93,7 @@ void WriteFileAtomic(const std::string& dir, const std::string& name, const std:
 // Effective options with defaults applied and values validated.
 struct Resolved : TierOptions {
   bool create_if_missing = true;
+  bool require_clean = false;  // recovery "require_clean"
 };
 
 Resolved Resolve(const pb::StoreOptions& o) {
@@ -149,7 +150,8 @@ Resolved Resolve(const pb::StoreOptions& o) {
   if (o.has_recovery()) {
     if (o.recovery() == "strict") r.repair = false;
     else if (o.recovery() == "repair") r.repair = true;
-    else bad("recovery must be \"strict\" or \"repair\"");
+    else if (o.recovery() == "require_clean") r.require_clean = true;
+    else bad("recovery must be \"strict\", \"repair\" or \"require_clean\"");
   }
   if (o.has_verify()) {
     if (o.verify() == "sizes") r.verify_full = false;
@@ -402,6 +404,13 @@ class StoreImpl final : public Store {
     // The clean-close record, decoded per table id. "repair" drops it from
     // the MANIFEST before touching any file (and reads it only for reports).
     const bool had_record = manifest_.has_clean_close();
+    if (cfg_.require_clean && !had_record) {
+      Fail(RS_ERR_CORRUPTION,
+           "store " + dir_ + (exists ? " was not closed cleanly after its last change (its MANIFEST "
+                                       "has no clean-close record); `recstrata store-repair " +
+                                           dir_ + "` checks it and records one"
+                                     : " has no MANIFEST"));
+    }
     std::map<uint32_t, TableRecord> records;
     uint64_t recorded_seq = 0;
     if (had_record) {
