@@ -287,7 +287,12 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
     const std::string store_dir = options.bundle_store_dir().empty()
                                       ? JoinInside(bundle_dir_, m.store().dir(), "store")
                                       : options.bundle_store_dir();
-    store_ = rs::store::Store::Open(store_dir, StoreOptionsJson(m.store(), options));
+    try {
+      store_ = rs::store::Store::Open(store_dir, StoreOptionsJson(m.store(), options));
+    } catch (const Error& e) {
+      if (e.code() != RS_ERR_NOT_FOUND) throw;
+      Fail(RS_ERR_CORRUPTION, "bundle " + bundle_dir_ + ": its store is missing: " + e.what());
+    }
     for (auto& t : tables_) {
       for (auto& s : t->subs) {
         rs::store::Table* st = store_->FindTable(s.store_table);
