@@ -332,3 +332,31 @@ def test_flips_in_crashed_store_never_lose_acknowledged_batches(tmp_path, mode):
     assert repaired >= 60
     print(f"{mode}: {trials} trials, {detected} detected, {opened} opened intact, "
           f"{repaired} repaired, {torn_trials} with a torn in-flight batch")
+
+
+def test_store_repair_cli_reports_and_fixes(tmp_path, capsys):
+    from recstrata.cli import main
+
+    base = tmp_path / "s"
+    state = build_clean(base, CLEAN_MODES["dram"], random.Random(11))
+    pristine = decode(base)
+    # A record that holds its key's current row (so the repair visibly drops it).
+    name, rec_off = next((n, r[0]) for n in sorted(pristine) for r in pristine[n]
+                         if not r[3] and r[2] in state and np.array_equal(r[4], state[r[2]]))
+    f = base / "t1" / name
+    off = rec_off + 20  # inside its vector
+    with open(f, "r+b") as fh:
+        fh.seek(off)
+        b = fh.read(1)[0]
+        fh.seek(off)
+        fh.write(bytes([b ^ 0x10]))
+    with pytest.raises(CorruptionError, match=f"{f.name} at offset {off - 20}"):
+        Store(base)
+    assert main(["store-repair", str(base)]) == 3
+    out = capsys.readouterr().out
+    assert f"dropped 1 record(s), {16 + 4 * DIM} bytes of table 't' at offset {off - 20}" in out
+    assert (f.parent / (f.name + ".corrupt")).exists()
+    assert same(read_all(base), model_state(pristine, [(f.name, off - 20, 16 + 4 * DIM)]))
+    assert not same(read_all(base), state)  # the damaged record's row really went
+    assert main(["store-repair", str(base)]) == 0  # nothing left to drop
+    assert "0 range(s) dropped" in capsys.readouterr().out
