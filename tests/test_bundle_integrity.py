@@ -4,7 +4,7 @@ The store's MANIFEST holds the clean-close record the export left: per table its
 count and every data file's size and CRC-32C. Every open of a bundle requires that
 record and checks the file set, the sizes and the row counts (the bundle manifest's
 sub-table rows too); serving option verify "full" (`recstrata info --verify`) also
-compares whole-file CRCs. One test per kind of damage.
+compares whole-file CRC-32Cs. One test per kind of damage.
 """
 
 from __future__ import annotations

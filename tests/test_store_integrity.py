@@ -360,3 +360,22 @@ def test_store_repair_cli_reports_and_fixes(tmp_path, capsys):
     assert not same(read_all(base), state)  # the damaged record's row really went
     assert main(["store-repair", str(base)]) == 0  # nothing left to drop
     assert "0 range(s) dropped" in capsys.readouterr().out
+
+
+def test_require_clean_and_verify_full_refuse_a_crashed_store(tmp_path):
+    base = tmp_path / "s"
+    state = build_clean(base, CLEAN_MODES["dram"], random.Random(5))
+    m = base / "MANIFEST"
+    doc = json.loads(m.read_text())
+    files = doc["clean_close"]["tables"][0]["files"]
+    assert len(files) >= 3 and all(int(f["size"]) > 64 and "crc32c" in f for f in files)
+    doc.pop("clean_close")
+    m.write_text(json.dumps(doc))
+    for opts in ({"recovery": "require_clean"}, {"verify": "full"}):
+        with pytest.raises(CorruptionError, match="not closed cleanly"):
+            Store(base, **opts)
+    with Store(base) as s:  # the crash rules: nothing torn, everything there
+        assert s.stats()["recovery"] == "crash" and s.stats()["dropped"] == []
+    assert same(read_all(base), state)
+    with Store(base, verify="full") as s:  # the close above recorded it again
+        assert s.stats()["recovery"] == "clean"

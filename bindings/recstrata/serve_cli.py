@@ -24,9 +24,9 @@ def register(subparsers) -> None:
     info.add_argument("model_dir")
     info.add_argument("--config", default=None, help="model_config JSON (DeepRec keys)")
     info.add_argument("--verify", action="store_true",
-                      help="bundles: compare every store data file's whole-file CRC-32C with the "
-                           "store's clean-close record (file set, sizes and row counts are checked "
-                           "on every open)")
+                      help="open with verify \"full\": also compare every data file of a "
+                           "bundle's store with its recorded whole-file CRC-32C (file set, sizes "
+                           "and row counts are checked on every open)")
     info.set_defaults(func=_info)
 
     pred = subparsers.add_parser("predict", help="run a model on .npy/.npz inputs")

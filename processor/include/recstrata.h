@@ -303,8 +303,9 @@ typedef struct rs_table rs_table;
  *   shard_bits (4), skip_corrupt_records (false),
  *   cache_admission ("doorkeeper": admit an SSD row on its second recent
  *   miss | "always"; "doorkeeper"); per open only: recovery ("strict" |
- *   "repair"; "strict"), verify ("sizes" | "full": also compare every data
- *   file's whole-file CRC-32C with the clean-close record; "sizes").
+ *   "repair" | "require_clean"; "strict"), verify ("auto" | "full": the
+ *   clean-close record is required and every data file's whole-file CRC-32C
+ *   is compared with it too; "auto").
  * Unknown keys and bad values: RS_ERR_INVALID_ARGUMENT. A store written by
  * another format version: RS_ERR_INCOMPATIBLE. Damage: RS_ERR_CORRUPTION
  * naming file and offset. After a clean close (rs_store_close records the

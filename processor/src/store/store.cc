@@ -154,9 +154,9 @@ Resolved Resolve(const pb::StoreOptions& o) {
     else bad("recovery must be \"strict\", \"repair\" or \"require_clean\"");
   }
   if (o.has_verify()) {
-    if (o.verify() == "sizes") r.verify_full = false;
+    if (o.verify() == "auto") r.verify_full = false;
     else if (o.verify() == "full") r.verify_full = true;
-    else bad("verify must be \"sizes\" or \"full\"");
+    else bad("verify must be \"auto\" or \"full\"");
   }
   return r;
 }
@@ -404,7 +404,7 @@ class StoreImpl final : public Store {
     // The clean-close record, decoded per table id. "repair" drops it from
     // the MANIFEST before touching any file (and reads it only for reports).
     const bool had_record = manifest_.has_clean_close();
-    if (cfg_.require_clean && !had_record) {
+    if ((cfg_.require_clean || cfg_.verify_full) && !had_record) {
       Fail(RS_ERR_CORRUPTION,
            "store " + dir_ + (exists ? " was not closed cleanly after its last change (its MANIFEST "
                                        "has no clean-close record); `recstrata store-repair " +

@@ -41,7 +41,7 @@ struct TierOptions {
   bool skip_corrupt = false;
   bool doorkeeper = true;  // admit SSD rows on their second miss (TinyLFU doorkeeper)
   bool repair = false;       // recovery "repair": keep valid records, rewrite damaged files
-  bool verify_full = false;  // verify "full": whole-file CRC-32C against the clean-close record
+  bool verify_full = false;  // verify "full": record required, whole-file CRC-32C compared
 };
 
 // A table's state at a clean close (store.proto TableState, decoded).
