@@ -47,6 +47,8 @@
 #include <string>
 #include <vector>
 
+#include "recstrata/store/store.pb.h"
+
 namespace rs {
 namespace store {
 
@@ -145,15 +147,17 @@ class Table {
 class Store {
  public:
   // Opens (or creates) the store at `dir` ("" = a volatile in-memory store).
-  // `options_json`: "" or a JSON object, keys documented in docs/store.md
-  // (create_if_missing, tiers, dram_capacity_bytes, cache_policy,
-  // compaction, compaction_stale_ratio, durability, file_target_bytes,
-  // read_path, recovery, verify). Unknown keys are RS_ERR_INVALID_ARGUMENT.
-  // Damage is RS_ERR_CORRUPTION naming the file and offset, unless
-  // recovery is "repair" (then valid records are kept, damaged files are
-  // rewritten without the bad ones, and Stats().dropped says what went).
+  // `options`: the StoreOptions of store.proto (documented in docs/store.md);
+  // unset fields take the value recorded in the MANIFEST, else the default.
+  // Bad values are RS_ERR_INVALID_ARGUMENT. Damage is RS_ERR_CORRUPTION
+  // naming the file and offset, unless recovery is "repair" (then valid
+  // records are kept, damaged files are rewritten without the bad ones, and
+  // Stats().dropped says what went).
   static std::unique_ptr<Store> Open(const std::string& dir,
-                                     const std::string& options_json);
+                                     const ::recstrata::store::StoreOptions& options);
+  // The same with the options as JSON text ("" = none), as rs_store_open
+  // takes them. Unknown keys are RS_ERR_INVALID_ARGUMENT.
+  static std::unique_ptr<Store> OpenJson(const std::string& dir, const std::string& options_json);
   // Opens `dir` with recovery "repair", closes it and returns the stats JSON
   // of that open ("dropped" lists everything left out). Not for a store
   // that is open (RS_ERR_FAILED_PRECONDITION).
