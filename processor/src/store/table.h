@@ -101,7 +101,8 @@ class TableImpl final : public Table {
   // Set by the store: called after a committed batch in async mode.
   std::function<void()> notify_compactor;
   // Set by the store: called before any data file is changed (removes the
-  // clean-close record first).
+  // clean-close record from the MANIFEST first). Called with the write mutex
+  // or the compaction mutex held; takes the store's mutex.
   std::function<void()> before_change;
 
  private:
