@@ -22,12 +22,12 @@ the peak, so a figure above 1.0 means AMX did the work. The clock is /proc/cpuin
     python perf/bench_bf16.py --quick    # batches 64, 512; 6 rounds (< 1 min)
 
 Last line: RESULT {"bf16_over_fp32_b512": fp32 median / bf16 median at batch 512, ...}.
-Writes perf/results/bf16.png (median latency per batch, per system).
+Writes perf/results/bf16.png (median latency per batch, per system; perf/out/bf16_quick.png
+with --quick).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -38,6 +38,8 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from harness import plot_path, print_result, save_plot  # noqa: E402
 WIDTHS = [429, 512, 256, 1]
 
 
@@ -185,31 +187,29 @@ def main(argv=None) -> int:
     print("\nratios (>1: the first is faster): " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     res.update(ratios)
 
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for name in names:
-            ax.plot(batches, [res["systems"][name][bs]["median_ms"] for bs in batches], marker="o", label=name)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("batch")
-        ax.set_ylabel("median latency, ms (1 thread)")
-        ax.set_title("dense stage MLP 429-512-256-1: bf16 vs fp32")
-        ax.legend()
-        out = HERE / "results" / "bf16.png"
-        out.parent.mkdir(exist_ok=True)
-        fig.savefig(out, dpi=100, bbox_inches="tight")
+    out = save_plot(plot_path("bf16", args.quick), lambda fig: plot(fig, res), figsize=(6, 4))
+    if out:
         print(f"plot: {out}")
-    except ImportError:
-        print("no plot: matplotlib not installed (pip install '.[perf]')")
     for m in systems.values():
         m.close()
-    print("RESULT " + json.dumps({k: v for k, v in res.items() if k != "systems"} |
-                                 {"systems": {n: {str(b): v for b, v in d.items()} for n, d in res["systems"].items()}}))
+    print_result({k: v for k, v in res.items() if k != "systems"} |
+                 {"systems": {n: {str(b): v for b, v in d.items()} for n, d in res["systems"].items()}},
+                 compact=False)
     return 0
+
+
+def plot(fig, res: dict) -> None:
+    """Main figure: median latency per batch size of every system (log-log)."""
+    ax = fig.add_subplot(1, 1, 1)
+    batches = res["batches"]
+    for name, cells in res["systems"].items():
+        ax.plot(batches, [cells[bs]["median_ms"] for bs in batches], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch")
+    ax.set_ylabel("median latency, ms (1 thread)")
+    ax.set_title("dense stage MLP 429-512-256-1: bf16 vs fp32")
+    ax.legend()
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ import importlib
 import sys
 
 _COMMAND_MODULES = (
-    "recstrata.training.cli",  # train, eval
-    "recstrata.bundle_cli",    # export, demo
-    "recstrata.serve_cli",     # info, predict
-    "recstrata.server_cli",    # serve (HTTP, versioned model directories)
-    "recstrata.store_cli",     # store-repair
+    "recstrata.training.train_cli",   # train, eval
+    "recstrata.training.export_cli",  # export, demo (bundles made from trained models)
+    "recstrata.model_cli",            # info, predict (one model, in this process)
+    "recstrata.serve_cli",            # serve (HTTP, versioned model directories)
+    "recstrata.store_cli",            # store-repair
 )
 
 
