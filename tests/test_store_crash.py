@@ -5,8 +5,10 @@ wholly present or wholly absent, and nothing corrupt may be served.
 
 Also: bytes corrupted in a data file are detected (open fails with
 CorruptionError, or with skip_corrupt_records the damaged record is not
-served), a torn tail is cut off, and a store or data file written by another
-format version is refused with IncompatibleError.
+served), a torn tail is cut off after a crash (and is corruption after a
+clean close), and a store or data file written by another format version is
+refused with IncompatibleError. tests/test_store_integrity.py flips bytes at
+random.
 """
 
 from __future__ import annotations
@@ -204,12 +206,23 @@ def test_corruption_after_open_is_reported_not_served(tmp_path):
         assert bad is not None
 
 
+def _as_crashed(path):
+    """Drops the clean-close record, as a crash before close leaves the MANIFEST."""
+    m = path / "MANIFEST"
+    doc = json.loads(m.read_text())
+    doc.pop("clean_close")
+    m.write_text(json.dumps(doc))
+
+
 def test_torn_tail_is_cut_off(tmp_path):
     files = _fill(tmp_path / "s")
     tail = files[-1]
     size = tail.stat().st_size
     with open(tail, "r+b") as f:  # a torn last batch: half a record
         f.truncate(size - 20)
+    with pytest.raises(CorruptionError, match="clean close recorded"):
+        Store(tmp_path / "s")  # after a clean close nothing may be torn
+    _as_crashed(tmp_path / "s")
     with Store(tmp_path / "s") as s:
         rows, found = s.table("t").lookup(np.arange(200))
         assert found[:190].all() and not found[190:].any()  # batch 19 dropped whole
@@ -242,7 +255,7 @@ def test_incompatible_data_file_version(tmp_path):
     with open(files[0], "r+b") as f:
         header = bytearray(f.read(64))
         assert _crc32c(bytes(header[:60])) == int.from_bytes(header[60:], "little")
-        header[8:12] = (2).to_bytes(4, "little")  # format_version
+        header[8:12] = (99).to_bytes(4, "little")  # format_version
         header[60:] = _crc32c(bytes(header[:60])).to_bytes(4, "little")
         f.seek(0)
         f.write(header)

@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "recstrata.training.export_cli",  # export, demo (bundles made from trained models)
     "recstrata.model_cli",            # info, predict (one model, in this process)
     "recstrata.serve_cli",            # serve (HTTP, versioned model directories)
+    "recstrata.store_cli",            # store-repair
 )
 
 

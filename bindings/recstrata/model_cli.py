@@ -1,7 +1,8 @@
 """`recstrata info` and `recstrata predict`: look at and run a served model.
 
-    recstrata info MODEL_DIR [--config JSON]
-        prints the model's description (signature, session group) as JSON.
+    recstrata info MODEL_DIR [--config JSON] [--verify]
+        prints the model's description (signature, session group) as JSON;
+        --verify opens a bundle's store with verify "full" (whole-file CRCs).
     recstrata predict MODEL_DIR --input NAME=FILE.npy [--input ...]
                       [--output NAME ...] [--config JSON] [--save OUT.npz]
                       [--repeat N]
@@ -22,6 +23,10 @@ def register(subparsers) -> None:
     info = subparsers.add_parser("info", help="describe a servable model (JSON)")
     info.add_argument("model_dir")
     info.add_argument("--config", default=None, help="model_config JSON (DeepRec keys)")
+    info.add_argument("--verify", action="store_true",
+                      help="open with verify \"full\": also compare every data file of a "
+                           "bundle's store with its recorded whole-file CRC-32C (file set, sizes "
+                           "and row counts are checked on every open)")
     info.set_defaults(func=_info)
 
     pred = subparsers.add_parser("predict", help="run a model on .npy/.npz inputs")
@@ -64,8 +69,16 @@ def _jsonable(arr):
 def _info(args) -> int:
     from recstrata.processor import Model
 
-    with Model(args.model_dir, args.config) as model:
+    config = args.config
+    if args.verify:
+        cfg = json.loads(config) if config else {}
+        cfg["verify"] = "full"
+        config = json.dumps(cfg)
+    with Model(args.model_dir, config) as model:
         print(json.dumps(model.describe(), indent=2))
+    if args.verify:
+        print("verify: every store data file matches its recorded size and CRC-32C",
+              file=sys.stderr)
     return 0
 
 

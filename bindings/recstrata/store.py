@@ -13,6 +13,10 @@ from many Python threads run in parallel.
 
 Threading: a Store and its Tables may be used from any number of threads;
 ``close()`` must not overlap other calls (the context manager closes on exit).
+
+Damage on disk fails the open with CorruptionError naming file and offset;
+``repair(path)`` (or ``Store(path, recovery="repair")``) salvages the valid
+records and reports what it left out.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 from recstrata._native import check, ffi, lib, take_string
 from recstrata.errors import FailedPreconditionError
 
-__all__ = ["Store", "Table"]
+__all__ = ["Store", "Table", "repair"]
 
 
 def _keys(keys) -> np.ndarray:
@@ -203,3 +207,19 @@ class Store:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def repair(path, **options: Any) -> dict[str, Any]:
+    """Repairs the store at ``path`` (rs_store_repair) and returns the report.
+
+    Every record that passes its checksum is kept; damaged files are rewritten
+    without their bad records (the damaged file is kept as ``*.corrupt``).
+    ``report["dropped"]`` lists each range left out as a dict with ``table``,
+    ``file``, ``offset``, ``bytes``, ``records`` and ``reason``; the rest of
+    the report is the stats of the repairing open. The store must not be open.
+    """
+    out = ffi.new("char**")
+    err = ffi.new("rs_error**")
+    opts = json.dumps(options).encode() if options else ffi.NULL
+    check(lib().rs_store_repair(str(path).encode(), opts, out, err), err)
+    return json.loads(take_string(out[0]))

@@ -328,14 +328,29 @@ typedef struct rs_table rs_table;
  *   file_target_bytes (67108864), read_path ("mmap" | "pread"; "mmap"),
  *   shard_bits (4), skip_corrupt_records (false),
  *   cache_admission ("doorkeeper": admit an SSD row on its second recent
- *   miss | "always"; "doorkeeper").
+ *   miss | "always"; "doorkeeper"); per open only: recovery ("strict" |
+ *   "repair" | "require_clean"; "strict"), verify ("auto" | "full": the
+ *   clean-close record is required and every data file's whole-file CRC-32C
+ *   is compared with it too; "auto").
  * Unknown keys and bad values: RS_ERR_INVALID_ARGUMENT. A store written by
- * another format version: RS_ERR_INCOMPATIBLE. A checksum failure in a
- * sealed data file: RS_ERR_CORRUPTION (a torn tail of the newest append file
- * is the expected result of a crash and is cut off silently).
- * On failure *out is set to NULL. */
+ * another format version: RS_ERR_INCOMPATIBLE. Damage: RS_ERR_CORRUPTION
+ * naming file and offset. After a clean close (rs_store_close records the
+ * files, their sizes and the row counts in the MANIFEST) any bad record,
+ * missing or resized file is damage; after a crash only a torn final batch
+ * of the newest append file (never acknowledged) is cut, and is listed
+ * under "dropped" in the stats. On failure *out is set to NULL. */
 RS_API int rs_store_open(const char* dir, const char* options_json,
                          rs_store** out, rs_error** error) RS_NOEXCEPT;
+/* Opens the store at `dir` with recovery "repair" (options_json as for
+ * rs_store_open, or NULL), then closes it. Repair keeps every record that
+ * passes its checksum, rewrites damaged files without the bad ones (the
+ * damaged file is renamed to *.corrupt) and sets aside files with a bad
+ * header. *out_report_json (may be NULL; rs_free it) receives the stats JSON
+ * of that open: "dropped" lists every range left out as {table, file,
+ * offset, bytes, records, reason}. Fails with RS_ERR_FAILED_PRECONDITION
+ * while any process has the store open. */
+RS_API int rs_store_repair(const char* dir, const char* options_json,
+                           char** out_report_json, rs_error** error) RS_NOEXCEPT;
 /* Stops background compaction and closes the store. NULL-safe. */
 RS_API void rs_store_close(rs_store* store) RS_NOEXCEPT;
 
@@ -385,7 +400,9 @@ RS_API int rs_store_flush(rs_store* store, rs_error** error) RS_NOEXCEPT;
  * compaction_stale_ratio. Readers are not blocked. */
 RS_API int rs_store_compact(rs_store* store, rs_error** error) RS_NOEXCEPT;
 /* JSON counters: {"dir", "tiers", "format_version", "last_sequence",
- * "tables": {name: {dim, rows, dram_rows, dram_bytes, dram_capacity_bytes,
+ * "recovery" ("new" | "clean" | "crash" | "repair": how the open found it),
+ * "dropped" ([{table, file, offset, bytes, records, reason}]: what the open
+ * left out), "tables": {name: {dim, rows, dram_rows, dram_bytes, dram_capacity_bytes,
  * dram_hits, dram_misses, ssd_hits, ssd_misses, evictions, admissions, files,
  * disk_bytes, live_payload_bytes, payload_bytes_written, disk_bytes_written,
  * write_amplification, compactions, compaction_bytes_written,

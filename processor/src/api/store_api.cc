@@ -41,6 +41,16 @@ RS_API int rs_store_open(const char* dir, const char* options_json, rs_store** o
   RS_API_END(error);
 }
 
+RS_API int rs_store_repair(const char* dir, const char* options_json, char** out_report_json,
+                           rs_error** error) noexcept {
+  if (out_report_json) *out_report_json = nullptr;
+  RS_API_BEGIN(error);
+  rs::Check(dir != nullptr && dir[0] != '\0', RS_ERR_INVALID_ARGUMENT, "dir is NULL or empty");
+  std::string report = rs::store::Store::Repair(dir, options_json ? options_json : "");
+  if (out_report_json) *out_report_json = rs::MallocCopy(report);
+  RS_API_END(error);
+}
+
 RS_API void rs_store_close(rs_store* store) noexcept {
   try {
     delete store;

@@ -45,6 +45,10 @@ recstrata::store::StoreOptions BundleStoreOptions(const recstrata::bundle::Store
 
   recstrata::store::StoreOptions o;
   o.set_create_if_missing(false);
+  // A bundle's store must be as the export closed it: the clean-close record
+  // is required and every open checks files, sizes and row counts against it.
+  o.set_recovery("require_clean");
+  if (!opt.verify().empty()) o.set_verify(opt.verify());  // the store validates it
   o.set_tiers(tiers);
   if (cap) o.set_dram_capacity_bytes(cap);
   if (!policy.empty()) o.set_cache_policy(policy);
@@ -235,7 +239,12 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
     const std::string store_dir = options.bundle_store_dir().empty()
                                       ? JoinInside(bundle_dir_, m.store().dir(), "store")
                                       : options.bundle_store_dir();
-    store_ = rs::store::Store::Open(store_dir, BundleStoreOptions(m.store(), options));
+    try {
+      store_ = rs::store::Store::Open(store_dir, BundleStoreOptions(m.store(), options));
+    } catch (const Error& e) {
+      if (e.code() != RS_ERR_NOT_FOUND) throw;
+      Fail(RS_ERR_CORRUPTION, "bundle " + bundle_dir_ + ": its store is missing: " + e.what());
+    }
     for (auto& t : tables_) {
       for (auto& s : t->subs) {
         rs::store::Table* st = store_->FindTable(s.store_table);
@@ -246,6 +255,11 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
           Fail(RS_ERR_CORRUPTION, "bundle " + bundle_dir_ + ": store table '" + s.store_table +
                                       "' has dim " + std::to_string(st->dim()) +
                                       ", the manifest says " + std::to_string(s.dim));
+        const uint64_t rows = st->Stats().rows;
+        if (rows != static_cast<uint64_t>(s.rows))
+          Fail(RS_ERR_CORRUPTION, "bundle " + bundle_dir_ + ": store table '" + s.store_table +
+                                      "' has " + std::to_string(rows) + " rows, the manifest says " +
+                                      std::to_string(s.rows));
         s.table = st;
       }
     }

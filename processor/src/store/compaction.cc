@@ -12,7 +12,8 @@
 // A tombstone is dropped instead of copied when no other file holds a record
 // older than it (every file's base_seq is the smallest sequence it holds).
 // A crash between 2 and 3 leaves both files; recovery resolves the duplicate
-// records by sequence number.
+// records by sequence number. RewriteDamaged ("repair") runs the same copy on
+// files recovery found damaged, leaving their bad records behind.
 #include <algorithm>
 #include <cstring>
 
@@ -45,6 +46,36 @@ bool TableImpl::CompactOnce() {
       if (f && !f->retired && f != victim) min_other_seq = std::min(min_other_seq, f->base_seq());
     }
   }
+  return CompactFile(victim, min_other_seq);
+}
+
+void TableImpl::RewriteDamaged() {
+  if (!has_files()) return;
+  std::lock_guard<std::mutex> clock(compact_mu_);
+  for (;;) {
+    DataFile* victim = nullptr;
+    uint64_t min_other_seq = ~0ull;
+    {
+      std::lock_guard<std::mutex> lock(write_mu_);
+      for (uint32_t i = 0; i < file_slots_used_ && !victim; ++i) {
+        DataFile* f = file(i);
+        if (f && !f->retired && f->damaged) victim = f;
+      }
+      if (!victim) return;
+      for (uint32_t i = 0; i < file_slots_used_; ++i) {
+        DataFile* f = file(i);
+        if (f && !f->retired && f != victim) min_other_seq = std::min(min_other_seq, f->base_seq());
+      }
+    }
+    CompactFile(victim, min_other_seq);
+  }
+}
+
+// Copies the live records of `victim` into a new sealed file and retires it.
+// Caller holds compact_mu_. A damaged victim's bad records are left behind
+// and the file is renamed to *.corrupt instead of unlinked.
+bool TableImpl::CompactFile(DataFile* victim, uint64_t min_other_seq) {
+  if (before_change) before_change();
 
   // 2. Copy what the index still points to (the victim cannot be retired by
   // anyone else: only compaction retires files and we hold compact_mu_).
@@ -64,6 +95,7 @@ bool TableImpl::CompactOnce() {
       const char* rec = victim->RecordPtr(off, rec_size_, scratch.data());
       RecordView rv;
       if (!rec || !DecodeRecord(rec, cfg_.dim, &rv)) {
+        if (victim->damaged) continue;  // reported by recovery; not indexed
         // Leave a damaged file alone: copying would hide the damage, dropping
         // it could resurrect older rows. Reads of that record report it.
         corrupt_records_.fetch_add(1);
@@ -86,7 +118,8 @@ bool TableImpl::CompactOnce() {
   }
 
   std::unique_ptr<DataFile> out;
-  uint64_t out_no = 0;
+  uint64_t out_no = 0, out_crc_len = 0;
+  uint32_t out_crc = 0;
   if (!keep.empty()) {
     uint64_t base = ~0ull, top = 0;
     for (auto& m : keep) {
@@ -96,6 +129,11 @@ bool TableImpl::CompactOnce() {
     if (top - base > kSeqDeltaMax) {  // cannot encode; leave the file as is
       std::lock_guard<std::mutex> lock(write_mu_);
       victim->no_compact = true;
+      if (victim->damaged) {
+        victim->damaged = false;
+        Fail(RS_ERR_CORRUPTION, "repair: cannot rewrite damaged file " + victim->path() +
+                                    " (its live records span more than 2^30 sequence numbers)");
+      }
       return true;
     }
     {
@@ -136,11 +174,15 @@ bool TableImpl::CompactOnce() {
       }
       w->Sync();
       w->Rename(FilePath(out_no, false));
+      out_crc = w->crc;
+      out_crc_len = w->crc_len;
     }
     SyncDir(cfg_.dir);
     out = DataFile::Open(FilePath(out_no, false), cfg_.use_mmap);
     if (!out) Fail(RS_ERR_IO, "compaction output vanished");
     out->records = keep.size();
+    out->crc = out_crc;
+    out->crc_len = out_crc_len;
   }
 
   // 3. Swing the index under the write mutex.
@@ -166,7 +208,11 @@ bool TableImpl::CompactOnce() {
       const uint64_t h = HashKey(m.key);
       if (IndexFind(m.key, h) == m.old_loc) IndexErase(m.key, h);
     }
-    victim->UnlinkNow();
+    if (victim->damaged) {
+      victim->Rename(victim->path() + ".corrupt");  // kept for inspection, ignored by the store
+    } else {
+      victim->UnlinkNow();
+    }
     RetireFile(victim);
     compactions_.fetch_add(1, std::memory_order_relaxed);
     epoch_->TryAdvance();

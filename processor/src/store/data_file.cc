@@ -74,10 +74,10 @@ std::unique_ptr<DataFile> DataFile::Open(const std::string& path, bool use_mmap)
   ssize_t got = ::pread(f->fd_, &h, sizeof(h), 0);
   if (got != static_cast<ssize_t>(sizeof(h))) IoFail("read header", path);
   if (std::memcmp(h.magic, kFileMagic, 8) != 0) {
-    Fail(RS_ERR_CORRUPTION, "not a recstrata store data file: " + path);
+    Fail(RS_ERR_CORRUPTION, "not a recstrata store data file (bad magic at offset 0): " + path);
   }
   if (Crc32c(&h, kFileHeaderSize - 4) != h.crc) {
-    Fail(RS_ERR_CORRUPTION, "data file header checksum mismatch: " + path);
+    Fail(RS_ERR_CORRUPTION, "data file header checksum mismatch: " + path + " at offset 0");
   }
   if (h.format_version != kFormatVersion) {
     Fail(RS_ERR_INCOMPATIBLE, "data file " + path + " has format version " +
@@ -126,6 +126,14 @@ bool DataFile::ReadAt(uint64_t offset, uint64_t n, char* out) const {
 }
 
 void DataFile::WriteAt(uint64_t offset, const char* data, size_t n) {
+  dirty = true;
+  if (offset == crc_len) {
+    crc = ExtendCrc32c(crc, data, n);
+    crc_len += n;
+  } else if (offset < crc_len) {
+    crc_len = 0;  // rewritten bytes: unknown until recomputed
+    crc = 0;
+  }
   size_t done = 0;
   while (done < n) {
     ssize_t w = ::pwrite(fd_, data + done, n - done, static_cast<off_t>(offset + done));
@@ -145,9 +153,20 @@ void DataFile::Append(const char* data, size_t n) {
 
 void DataFile::Sync() {
   if (::fdatasync(fd_) != 0) IoFail("fdatasync", path_);
+  dirty = false;
+}
+
+uint64_t DataFile::DiskSize() const {
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) IoFail("stat", path_);
+  return static_cast<uint64_t>(st.st_size);
 }
 
 void DataFile::Truncate(uint64_t n) {
+  if (n < crc_len) {
+    crc_len = 0;
+    crc = 0;
+  }
   if (::ftruncate(fd_, static_cast<off_t>(n)) != 0) IoFail("truncate", path_);
   Sync();
   SetSize(n);

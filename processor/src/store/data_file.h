@@ -8,7 +8,8 @@
 //
 // Threading: RecordPtr/size may be called by any thread; Append/Sync/
 // Truncate only by the table's writer (under its write mutex); the counters
-// `records`/`live` are owned by the writer as well.
+// `records`/`live` and the crc/dirty/damaged fields are owned by the writer
+// as well.
 #ifndef RECSTRATA_STORE_DATA_FILE_H_
 #define RECSTRATA_STORE_DATA_FILE_H_
 
@@ -62,6 +63,7 @@ class DataFile {
   void Sync();
   void Truncate(uint64_t n);
   void Rename(const std::string& new_path);
+  uint64_t DiskSize() const;  // the file's length on disk (fstat)
   void MarkForDeletion() { unlink_on_close_ = true; }
   void UnlinkNow();
 
@@ -70,6 +72,12 @@ class DataFile {
   uint64_t live = 0;     // records the index points to
   bool no_compact = false;
   bool retired = false;  // replaced by compaction, awaiting its grace period
+  // CRC-32C of the file's bytes [0, crc_len): extended by writes that start
+  // at crc_len; crc_len != size() means "unknown" (computed when needed).
+  uint32_t crc = 0;
+  uint64_t crc_len = 0;
+  bool dirty = false;    // written since its last Sync
+  bool damaged = false;  // recovery skipped bad records in it ("repair" rewrites it)
 
  private:
   DataFile() = default;

@@ -15,6 +15,13 @@
 // record of it passes its checksum, so a crash never leaves half a batch.
 // Checksums are CRC-32C (Castagnoli) computed by abseil's absl::ComputeCrc32c
 // (hardware-accelerated where the CPU has SSE4.2/ARMv8 CRC).
+//
+// Version 2 (this one) has the same file layout as version 1 and adds the
+// MANIFEST's clean_close record (store.proto): per table its rows and every
+// data file's size and whole-file CRC-32C, present only while the store is
+// closed cleanly. Recovery rules (recovery.cc, docs/store.md "Recovery"):
+// with the record any bad record is corruption; without it (a crash) only a
+// torn final batch of the newest append file is cut.
 #ifndef RECSTRATA_STORE_FORMAT_H_
 #define RECSTRATA_STORE_FORMAT_H_
 
@@ -57,6 +64,11 @@ static_assert(sizeof(FileHeader) == kFileHeaderSize, "header layout");
 inline uint32_t Crc32c(const void* data, size_t n) {
   return static_cast<uint32_t>(
       absl::ComputeCrc32c(absl::string_view(static_cast<const char*>(data), n)));
+}
+
+inline uint32_t ExtendCrc32c(uint32_t crc, const void* data, size_t n) {
+  return static_cast<uint32_t>(absl::ExtendCrc32c(
+      absl::crc32c_t{crc}, absl::string_view(static_cast<const char*>(data), n)));
 }
 
 inline uint32_t RecordSize(int32_t dim) { return 16u + 4u * static_cast<uint32_t>(dim); }

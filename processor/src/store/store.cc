@@ -94,6 +94,7 @@ void WriteFileAtomic(const std::string& dir, const std::string& name, const std:
 // Effective options with defaults applied and values validated.
 struct Resolved : TierOptions {
   bool create_if_missing = true;
+  bool require_clean = false;  // recovery "require_clean"
 };
 
 Resolved Resolve(const pb::StoreOptions& o) {
@@ -147,6 +148,17 @@ Resolved Resolve(const pb::StoreOptions& o) {
     else if (o.cache_admission() == "always") r.doorkeeper = false;
     else bad("cache_admission must be \"doorkeeper\" or \"always\"");
   }
+  if (o.has_recovery()) {
+    if (o.recovery() == "strict") r.repair = false;
+    else if (o.recovery() == "repair") r.repair = true;
+    else if (o.recovery() == "require_clean") r.require_clean = true;
+    else bad("recovery must be \"strict\", \"repair\" or \"require_clean\"");
+  }
+  if (o.has_verify()) {
+    if (o.verify() == "auto") r.verify_full = false;
+    else if (o.verify() == "full") r.verify_full = true;
+    else bad("verify must be \"auto\" or \"full\"");
+  }
   return r;
 }
 
@@ -188,6 +200,13 @@ class StoreImpl final : public Store {
     }
     ccv_.notify_all();
     if (compactor_.joinable()) compactor_.join();
+    if (!dir_.empty()) {
+      try {
+        RecordCleanClose();
+      } catch (...) {
+        // Without the record the next open applies the crash rules.
+      }
+    }
     tables_.clear();
     if (lock_fd_ >= 0) ::close(lock_fd_);
   }
@@ -210,9 +229,12 @@ class StoreImpl final : public Store {
     entry.set_dim(dim);
     *entry.mutable_options() = topts;
     std::unique_ptr<TableImpl> t = MakeTable(entry);
-    t->Recover();  // creates the folder (an old one of a dropped id is reused)
+    std::vector<DroppedData> ignored;
+    t->Recover(nullptr, &ignored);  // creates the folder (an old one of a dropped id is reused)
     if (!dir_.empty()) {
       pb::Manifest next = manifest_;
+      next.clear_clean_close();
+      clean_.store(false);
       *next.add_tables() = entry;
       next.set_next_table_id(entry.id() + 1);
       WriteFileAtomic(dir_, "MANIFEST", ToJson(next));
@@ -257,6 +279,8 @@ class StoreImpl final : public Store {
     s.dir = dir_;
     s.tiers = cfg_.ssd_tier ? "dram+ssd" : "dram";
     s.last_sequence = last_seq_.load();
+    s.recovery = recovery_mode_;
+    s.dropped = dropped_;
     for (TableImpl* t : Tables()) s.tables.push_back(t->Stats());
     return s;
   }
@@ -266,7 +290,17 @@ class StoreImpl final : public Store {
     std::string j = "{\"dir\": " + JsonString(s.dir) + ", \"tiers\": " + JsonString(s.tiers) + ", ";
     AppendKV(j, "format_version", s.format_version);
     AppendKV(j, "last_sequence", s.last_sequence);
-    j += "\"tables\": {";
+    j += "\"recovery\": \"" + s.recovery + "\", \"dropped\": [";
+    for (size_t i = 0; i < s.dropped.size(); ++i) {
+      const DroppedData& d = s.dropped[i];
+      if (i) j += ", ";
+      j += "{\"table\": " + JsonString(d.table) + ", \"file\": " + JsonString(d.file) + ", ";
+      AppendKV(j, "offset", d.offset);
+      AppendKV(j, "bytes", d.bytes);
+      AppendKV(j, "records", d.records);
+      j += "\"reason\": \"" + d.reason + "\"}";
+    }
+    j += "], \"tables\": {";
     bool first = true;
     for (const TableStats& t : s.tables) {
       if (!first) j += ", ";
@@ -329,9 +363,14 @@ class StoreImpl final : public Store {
       auto st2 = google::protobuf::json::JsonStringToMessage(text, &manifest_, popts);
       if (!st2.ok()) Fail(RS_ERR_CORRUPTION, "MANIFEST of " + dir_ + " is unreadable: " + std::string(st2.message()));
       if (manifest_.format_version() != kFormatVersion) {
-        Fail(RS_ERR_INCOMPATIBLE, "store " + dir_ + " has format version " +
-                                      std::to_string(manifest_.format_version()) +
-                                      ", this library reads version " + std::to_string(kFormatVersion));
+        Fail(RS_ERR_INCOMPATIBLE,
+             "store " + dir_ + " has format version " + std::to_string(manifest_.format_version()) +
+                 ", this library reads version " + std::to_string(kFormatVersion) +
+                 (manifest_.format_version() == 1
+                      ? " (version 1 has no clean-close record, so a damaged newest file could "
+                        "not be told from a torn tail; export or rewrite the store with this "
+                        "version)"
+                      : ""));
       }
     } else {
       if (!create) Fail(RS_ERR_NOT_FOUND, "no store in " + dir_ + " (MANIFEST missing)");
@@ -341,19 +380,100 @@ class StoreImpl final : public Store {
     pb::StoreOptions merged = manifest_.options();
     merged.MergeFrom(given);
     merged.clear_create_if_missing();
-    options_ = merged;
     cfg_ = Resolve(merged);
-    if (!exists || manifest_.options().SerializeAsString() != merged.SerializeAsString()) {
+    merged.clear_recovery();  // per open, never recorded
+    merged.clear_verify();
+    options_ = merged;
+    // The clean-close record, decoded per table id. "repair" drops it from
+    // the MANIFEST before touching any file (and reads it only for reports).
+    const bool had_record = manifest_.has_clean_close();
+    if ((cfg_.require_clean || cfg_.verify_full) && !had_record) {
+      Fail(RS_ERR_CORRUPTION,
+           "store " + dir_ + (exists ? " was not closed cleanly after its last change (its MANIFEST "
+                                       "has no clean-close record); `recstrata store-repair " +
+                                           dir_ + "` checks it and records one"
+                                     : " has no MANIFEST"));
+    }
+    std::map<uint32_t, TableRecord> records;
+    uint64_t recorded_seq = 0;
+    if (had_record) {
+      recorded_seq = manifest_.clean_close().last_sequence();
+      for (const pb::TableState& ts : manifest_.clean_close().tables()) {
+        TableRecord& r = records[ts.id()];
+        r.rows = ts.rows();
+        r.last_seq = ts.last_sequence();
+        for (const pb::FileState& fs : ts.files()) r.files.push_back({fs.file_no(), fs.size(), fs.crc32c()});
+      }
+    }
+    recovery_mode_ = !exists ? "new" : cfg_.repair ? "repair" : had_record ? "clean" : "crash";
+    bool rewrite = !exists || manifest_.options().SerializeAsString() != merged.SerializeAsString();
+    if (cfg_.repair && had_record) {
+      manifest_.clear_clean_close();
+      rewrite = true;
+    }
+    if (rewrite) {
       *manifest_.mutable_options() = merged;
       WriteFileAtomic(dir_, "MANIFEST", ToJson(manifest_));
     }
-    uint64_t max_seq = 0;
+    clean_.store(manifest_.has_clean_close());
+    uint64_t max_seq = recorded_seq;
     for (const pb::TableEntry& e : manifest_.tables()) {
       std::unique_ptr<TableImpl> t = MakeTable(e);
-      max_seq = std::max(max_seq, t->Recover());
+      const TableRecord empty;
+      const TableRecord* rec = nullptr;
+      if (had_record) {
+        auto it = records.find(e.id());
+        rec = it == records.end() ? &empty : &it->second;
+      }
+      max_seq = std::max(max_seq, t->Recover(rec, &dropped_));
       tables_[e.name()] = std::move(t);
     }
     last_seq_.store(max_seq);
+    if (cfg_.repair) {
+      for (auto& kv : tables_) kv.second->RewriteDamaged();
+    }
+    opened_ = true;
+  }
+
+  // Removes the clean-close record before the first change to a data file.
+  void MarkChanged() {
+    if (!clean_.load(std::memory_order_acquire)) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!clean_.load(std::memory_order_relaxed)) return;
+    pb::Manifest next = manifest_;
+    next.clear_clean_close();
+    WriteFileAtomic(dir_, "MANIFEST", ToJson(next));
+    manifest_ = next;
+    clean_.store(false, std::memory_order_release);
+  }
+
+  // Close: every file synced, then the record of files, sizes, CRCs, rows.
+  void RecordCleanClose() {
+    if (!opened_ || clean_.load()) return;  // unchanged since a clean open
+    pb::CleanClose cc;
+    cc.set_last_sequence(last_seq_.load());
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const pb::TableEntry& e : manifest_.tables()) {
+      auto it = tables_.find(e.name());
+      if (it == tables_.end()) return;
+      TableRecord r = it->second->Seal();
+      pb::TableState* ts = cc.add_tables();
+      ts->set_id(e.id());
+      ts->set_rows(r.rows);
+      ts->set_last_sequence(r.last_seq);
+      for (const FileRecord& f : r.files) {
+        pb::FileState* fs = ts->add_files();
+        fs->set_file_no(f.file_no);
+        fs->set_size(f.size);
+        fs->set_crc32c(f.crc);
+      }
+    }
+    SyncDir(dir_);
+    pb::Manifest next = manifest_;
+    *next.mutable_clean_close() = cc;
+    WriteFileAtomic(dir_, "MANIFEST", ToJson(next));
+    manifest_ = next;
+    clean_.store(true);
   }
 
   std::unique_ptr<TableImpl> MakeTable(const pb::TableEntry& e) {
@@ -373,6 +493,7 @@ class StoreImpl final : public Store {
     if (c.dense_keys > (uint64_t{1} << 36))
       Fail(RS_ERR_CORRUPTION, "MANIFEST: dense_keys of table " + c.name + " is implausible");
     std::unique_ptr<TableImpl> t(new TableImpl(std::move(c), &epoch_, &last_seq_));
+    t->before_change = [this] { MarkChanged(); };
     t->notify_compactor = [this] {
       {
         std::lock_guard<std::mutex> lock(cmu_);
@@ -422,6 +543,10 @@ class StoreImpl final : public Store {
   Resolved cfg_;
   pb::Manifest manifest_;
   int lock_fd_ = -1;
+  bool opened_ = false;
+  std::atomic<bool> clean_{false};  // the MANIFEST holds a valid clean-close record
+  std::string recovery_mode_ = "new";
+  std::vector<DroppedData> dropped_;
   EpochDomain epoch_;
   std::atomic<uint64_t> last_seq_{0};
   mutable std::mutex mu_;
@@ -442,6 +567,17 @@ std::unique_ptr<Store> Store::Open(const std::string& dir, const pb::StoreOption
 
 std::unique_ptr<Store> Store::OpenJson(const std::string& dir, const std::string& options_json) {
   return Open(dir, ParseJson<pb::StoreOptions>(options_json, "store options"));
+}
+
+std::string Store::Repair(const std::string& dir, const std::string& options_json) {
+  pb::StoreOptions given = ParseJson<pb::StoreOptions>(options_json, "store options");
+  if (dir.empty()) Fail(RS_ERR_INVALID_ARGUMENT, "repair needs a store directory");
+  given.set_recovery("repair");
+  given.set_create_if_missing(false);
+  std::unique_ptr<Store> s = Open(dir, given);
+  std::string report = s->StatsJson();
+  s.reset();  // the close records the repaired state as a clean close
+  return report;
 }
 
 }  // namespace store

@@ -54,7 +54,20 @@ namespace store {
 
 // On-disk format version written into the MANIFEST and every data file
 // header. A store written by another version is refused (RS_ERR_INCOMPATIBLE).
-constexpr uint32_t kFormatVersion = 1;
+// Version 2 added the clean-close record (recovery can tell a torn tail from
+// damage); version 1 stores are refused, never recovered under weaker rules.
+constexpr uint32_t kFormatVersion = 2;
+
+// Something recovery left out: a bad record, a torn tail, a damaged file.
+// Outside "repair" only torn tails (never acknowledged) are dropped.
+struct DroppedData {
+  std::string table;
+  std::string file;       // path
+  uint64_t offset = 0;    // first byte dropped
+  uint64_t bytes = 0;
+  uint64_t records = 0;   // whole records in the range
+  std::string reason;     // "checksum", "torn tail", "bad header", "missing", "size", "foreign"
+};
 
 // Counters of one table. Monotonic counters count since the store was opened.
 struct TableStats {
@@ -89,6 +102,10 @@ struct StoreStats {
   std::string tiers;                   // "dram" | "dram+ssd"
   uint32_t format_version = kFormatVersion;
   uint64_t last_sequence = 0;          // sequence of the last committed batch
+  // How the open found the store: "new", "clean" (closed cleanly: every bad
+  // record was corruption), "crash" (a torn tail was allowed), "repair".
+  std::string recovery;
+  std::vector<DroppedData> dropped;    // what the open left out
   std::vector<TableStats> tables;
 };
 
@@ -132,14 +149,22 @@ class Store {
   // Opens (or creates) the store at `dir` ("" = a volatile in-memory store).
   // `options`: the StoreOptions of store.proto (documented in docs/store.md);
   // unset fields take the value recorded in the MANIFEST, else the default.
-  // Bad values are RS_ERR_INVALID_ARGUMENT.
+  // Bad values are RS_ERR_INVALID_ARGUMENT. Damage is RS_ERR_CORRUPTION
+  // naming the file and offset, unless recovery is "repair" (then valid
+  // records are kept, damaged files are rewritten without the bad ones, and
+  // Stats().dropped says what went).
   static std::unique_ptr<Store> Open(const std::string& dir,
                                      const ::recstrata::store::StoreOptions& options);
   // The same with the options as JSON text ("" = none), as rs_store_open
   // takes them. Unknown keys are RS_ERR_INVALID_ARGUMENT.
   static std::unique_ptr<Store> OpenJson(const std::string& dir, const std::string& options_json);
+  // Opens `dir` with recovery "repair", closes it and returns the stats JSON
+  // of that open ("dropped" lists everything left out). Not for a store
+  // that is open (RS_ERR_FAILED_PRECONDITION).
+  static std::string Repair(const std::string& dir, const std::string& options_json);
 
-  // Waits for background compaction to stop, then releases everything.
+  // Waits for background compaction to stop, syncs every data file and
+  // records the clean close in the MANIFEST, then releases everything.
   virtual ~Store() = default;
 
   // Creates a table; RS_ERR_ALREADY_EXISTS if the name is taken.

@@ -306,6 +306,7 @@ void TableImpl::Write(const int64_t* keys, size_t n, const float* rows, WriteKin
     }
     const uint64_t seq = last_seq_->load(std::memory_order_relaxed) + 1;
     if (has_files()) {
+      if (before_change) before_change();
       const uint64_t bytes = static_cast<uint64_t>(n) * rec_size_;
       DataFile* f;
       std::unique_ptr<DataFile> bulk;
@@ -351,10 +352,14 @@ void TableImpl::Write(const int64_t* keys, size_t n, const float* rows, WriteKin
         SyncDir(cfg_.dir);
         // Reopen through the normal path so reads use the configured path.
         std::string path = f->path();
+        const uint32_t crc = f->crc;
+        const uint64_t crc_len = f->crc_len;
         bulk.reset();
         bulk = DataFile::Open(path, cfg_.use_mmap);
         if (!bulk) Fail(RS_ERR_IO, "bulk load file vanished: " + path);
         f = bulk.release();
+        f->crc = crc;
+        f->crc_len = crc_len;
         f->slot = AllocFileSlot();
         files_[f->slot].store(f, std::memory_order_release);
       } else {
@@ -362,6 +367,7 @@ void TableImpl::Write(const int64_t* keys, size_t n, const float* rows, WriteKin
         f->SetSize(start + bytes);  // committed: now visible to readers
       }
       f->records += n;
+      table_seq_ = seq;
       last_seq_->store(seq, std::memory_order_relaxed);
       if (kind == kBulk) {  // presize the hash shards for the keys the direct index does not cover
         size_t hashed = 0;
@@ -419,6 +425,38 @@ void TableImpl::BulkLoad(const int64_t* keys, size_t n, const float* rows) {
 void TableImpl::Sync() {
   std::lock_guard<std::mutex> lock(write_mu_);
   if (active_) active_->Sync();
+}
+
+TableRecord TableImpl::Seal() {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  TableRecord r;
+  r.rows = live_rows_.load();
+  r.last_seq = table_seq_;
+  if (!has_files()) return r;
+  std::vector<char> buf;
+  for (uint32_t i = 0; i < file_slots_used_; ++i) {
+    DataFile* f = file(i);
+    if (!f || f->retired) continue;
+    // Bytes past size() are a batch whose write failed: never committed.
+    if (f->DiskSize() != f->size()) f->Truncate(f->size());
+    if (f->dirty) f->Sync();
+    if (f->crc_len != f->size()) {  // unknown (e.g. a torn tail was cut): compute
+      buf.resize(1u << 20);
+      uint32_t crc = 0;
+      for (uint64_t at = 0; at < f->size();) {
+        const uint64_t n = std::min<uint64_t>(buf.size(), f->size() - at);
+        if (!f->ReadAt(at, n, buf.data())) Fail(RS_ERR_IO, "read " + f->path());
+        crc = ExtendCrc32c(crc, buf.data(), n);
+        at += n;
+      }
+      f->crc = crc;
+      f->crc_len = f->size();
+    }
+    r.files.push_back({f->file_no(), f->size(), f->crc});
+  }
+  std::sort(r.files.begin(), r.files.end(),
+            [](const FileRecord& a, const FileRecord& b) { return a.file_no < b.file_no; });
+  return r;
 }
 
 // A retired file stays reachable through its slot (readers may hold a

@@ -40,6 +40,18 @@ struct TierOptions {
   int shard_bits = 4;
   bool skip_corrupt = false;
   bool doorkeeper = true;  // admit SSD rows on their second miss (TinyLFU doorkeeper)
+  bool repair = false;       // recovery "repair": keep valid records, rewrite damaged files
+  bool verify_full = false;  // verify "full": record required, whole-file CRC-32C compared
+};
+
+// A table's state at a clean close (store.proto TableState, decoded).
+struct FileRecord {
+  uint64_t file_no = 0, size = 0;
+  uint32_t crc = 0;
+};
+struct TableRecord {
+  uint64_t rows = 0, last_seq = 0;
+  std::vector<FileRecord> files;
 };
 
 struct TableConfig : TierOptions {
@@ -58,9 +70,18 @@ class TableImpl final : public Table {
   TableImpl(TableConfig cfg, EpochDomain* epoch, std::atomic<uint64_t>* last_seq);
   ~TableImpl() override;
 
-  // Rebuilds the index from the table's data files (recovery.cc). Returns
-  // the highest sequence number found.
-  uint64_t Recover();
+  // Rebuilds the index from the table's data files (recovery.cc). `clean`:
+  // the table's clean-close record, nullptr after a crash (or for a new
+  // table). Appends what it left out to *dropped. Returns the highest
+  // sequence number of the table. Throws RS_ERR_CORRUPTION naming file and
+  // offset for damage (unless cfg.repair / cfg.skip_corrupt).
+  uint64_t Recover(const TableRecord* clean, std::vector<DroppedData>* dropped);
+  // "repair": rewrites every file recovery found damaged without its bad
+  // records (compaction.cc); the damaged file is renamed to *.corrupt.
+  void RewriteDamaged();
+  // For a clean close: syncs every written file, cuts bytes past the last
+  // committed batch (a failed write), and returns files, sizes, CRCs, rows.
+  TableRecord Seal();
 
   const std::string& name() const override { return cfg_.name; }
   int32_t dim() const override { return cfg_.dim; }
@@ -74,10 +95,15 @@ class TableImpl final : public Table {
   // there is none. Serialized by compact_mu_; never blocks readers, holds
   // the write mutex only to swing index entries.
   bool CompactOnce();
+  bool CompactFile(DataFile* victim, uint64_t min_other_seq);
   bool has_files() const { return !cfg_.dir.empty(); }
   void Sync();  // fdatasync the append file
   // Set by the store: called after a committed batch in async mode.
   std::function<void()> notify_compactor;
+  // Set by the store: called before any data file is changed (removes the
+  // clean-close record from the MANIFEST first). Called with the write mutex
+  // or the compaction mutex held; takes the store's mutex.
+  std::function<void()> before_change;
 
  private:
   enum WriteKind { kPut, kTombstone, kBulk };
@@ -149,6 +175,7 @@ class TableImpl final : public Table {
   std::atomic<uint64_t> payload_written_{0}, disk_written_{0};
   std::atomic<uint64_t> compactions_{0}, compaction_written_{0};
   uint64_t recovered_records_ = 0, truncated_bytes_ = 0;
+  uint64_t table_seq_ = 0;  // highest sequence written to this table (writer-owned)
 };
 
 }  // namespace store
