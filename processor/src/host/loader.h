@@ -1,0 +1,35 @@
+// The loader: opens (and, through Model::Open, warms every session of) one
+// model version; knows nothing of versions, policies or traffic. The model
+// dependencies come from the composition root (api/composition.h), handed
+// down through the host's constructor. Thread-safe (no mutable state).
+#ifndef RECSTRATA_HOST_LOADER_H_
+#define RECSTRATA_HOST_LOADER_H_
+
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+#include "core/model.h"
+#include "core/model_deps.h"
+
+namespace rs::host {
+
+struct LoadResult {
+  std::unique_ptr<Model> model;  // set on success
+  Status status;                 // the library's code and message on failure
+  double load_ms = 0;
+};
+
+class VersionLoader {
+ public:
+  explicit VersionLoader(ModelDeps deps) : deps_(std::move(deps)) {}
+  // Never throws: failures are in the result.
+  LoadResult Load(const std::string& path, const std::string& config_json) const;
+
+ private:
+  ModelDeps deps_;
+};
+
+}  // namespace rs::host
+
+#endif  // RECSTRATA_HOST_LOADER_H_
