@@ -35,7 +35,7 @@ std::string Label(const std::string& v) {  // escaped per the exposition format
 
 std::string Num(double v) {
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
+  std::snprintf(buf, sizeof buf, "%.9g", v);
   return buf;
 }
 
