@@ -18,8 +18,9 @@ live in the library, the same for C, Go and Python hosts.
 Contracts
 - Every method may be called from any number of threads at once; cffi
   releases the GIL for the native call.
-- :meth:`Host.close` refuses new calls (``FailedPreconditionError``), waits
-  for calls already inside the library, then closes the native host. Leases
+- :meth:`Host.close` refuses new calls (``FailedPreconditionError``), shuts
+  the native host down (calls already inside the library finish on their
+  version), waits for them, then frees the native host. Leases
   stay usable until released (a lease pins its version, even after close).
 - Feeds follow :class:`recstrata.processor.Model` (numpy arrays, strict
   dtypes); outputs are fresh numpy arrays.
@@ -199,9 +200,13 @@ class Host:
             if self._closed:
                 return
             self._closed = True
+            handle = self._handle
+        err = ffi.new("rs_error**")
+        check(self._lib.rs_host_shutdown(handle, err), err)  # safe while calls run
+        with lock:
             while self._active:
                 lock.wait()
-            handle, self._handle = self._handle, ffi.NULL
+            self._handle = ffi.NULL
         self._lib.rs_host_close(handle)
 
     @property

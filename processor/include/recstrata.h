@@ -400,8 +400,8 @@ RS_API int rs_core_plan_json(const char* request_json, char** out_plan_json,
  * Threading: every rs_host_* function except rs_host_close may be called by
  * any number of threads at once on the same host (passes that load or
  * unload versions are serialized inside; calls never wait for a load).
- * rs_host_close must not overlap other calls on that host (the caller stops
- * its callers first); leases may outlive it. */
+ * rs_host_close must not overlap other calls on that host (stop the callers
+ * first, e.g. with rs_host_shutdown); leases may outlive it. */
 typedef struct rs_host rs_host;
 /* A reference to one serving version of a model: every call through it hits
  * that version, which stays open (also after it is unloaded, and after
@@ -431,6 +431,14 @@ RS_API int rs_host_open(const char* config_json, rs_host** out,
 /* Stops discovery, refuses new calls (RS_ERR_FAILED_PRECONDITION), closes
  * every version no lease holds, then frees the host. NULL-safe. */
 RS_API void rs_host_close(rs_host* host);
+
+/* The first half of rs_host_close, safe to call while other threads are
+ * calling the host: stops discovery and makes every later call fail with
+ * RS_ERR_FAILED_PRECONDITION ("host is closed"); calls already running
+ * finish on their version, which closes after them. Returns once every
+ * version no call or lease holds is closed. Idempotent; rs_host_close is
+ * still needed to free the host. */
+RS_API int rs_host_shutdown(rs_host* host, rs_error** error);
 
 /* Runs one discovery pass now for `model` (NULL: every model): loads the
  * versions the policy wants that are not serving, then retires the ones it

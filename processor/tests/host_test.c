@@ -11,8 +11,9 @@
  * Callers (tensor form and PredictRequest bytes) check every answer against
  * the version that reported it, and, for a call that started and ended
  * inside one stable phase (no swap running), that the version is the one the
- * phase expects. Prints "OK <checks> <calls>" and exits 0, or the failed
- * check and exits 1. */
+ * phase expects. Then callers race rs_host_shutdown: each call answers
+ * correctly or is refused with "host is closed". Prints "OK <checks> <calls>
+ * <stable calls>" and exits 0, or the failed check and exits 1. */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <stdio.h>
@@ -78,7 +79,9 @@ static int stop = 0;
 
 typedef struct {
   int id;
-  long calls, failed, wrong, stable_checked;
+  int shutdown_ok; /* "host is closed" ends this worker instead of failing it */
+  int last_code;
+  long calls, failed, wrong, stable_checked, refused;
   char msg[512];
 } worker;
 
@@ -100,6 +103,7 @@ static int64_t call_once(worker* w, const char* model, int wire, float* value) {
     rs_tensor in = {"x", RS_DT_FLOAT, 2, shape, xs, sizeof xs};
     rs_result* res = NULL;
     int code = rs_host_run(host, model, 0, &in, 1, NULL, 0, &res, &version, &err);
+    w->last_code = code;
     if (code != RS_OK) {
       snprintf(w->msg, sizeof w->msg, "run %s: %s %s", model, rs_status_name(code), rs_error_message(err));
       rs_error_free(err);
@@ -121,6 +125,7 @@ static int64_t call_once(worker* w, const char* model, int wire, float* value) {
   void* resp = NULL;
   size_t n = 0;
   int code = rs_host_predict(host, model, 0, request, request_size, &resp, &n, &version, &err);
+  w->last_code = code;
   if (code != RS_OK) {
     snprintf(w->msg, sizeof w->msg, "predict %s: %s %s", model, rs_status_name(code), rs_error_message(err));
     rs_error_free(err);
@@ -150,6 +155,10 @@ static void* work(void* arg) {
     int64_t v = call_once(w, model, wire, &value);
     snapshot(&ph1, &ea1, &eb1, NULL);
     ++w->calls;
+    if (v < 0 && w->shutdown_ok && w->last_code == RS_ERR_FAILED_PRECONDITION && strstr(w->msg, "host is closed")) {
+      ++w->refused;
+      break;
+    }
     if (v < 0) {
       ++w->failed;
       continue;
@@ -325,6 +334,41 @@ int main(int argc, char** argv) {
   CHECK(strstr(status, "\"state\":\"unloading\"") != NULL, "a:2 is held by the lease: %s", status);
   rs_free(status);
   rs_lease_release(held);
+
+  /* Shutdown racing with callers: every call either answers correctly or is
+   * refused with "host is closed"; none fails otherwise, none crashes. */
+  pthread_mutex_lock(&mu);
+  stop = 0;
+  phase = 1; /* no stable-phase expectations here */
+  pthread_mutex_unlock(&mu);
+  memset(ws, 0, sizeof ws);
+  for (int i = 0; i < kThreads; ++i) {
+    ws[i].id = i;
+    ws[i].shutdown_ok = 1;
+    CHECK(pthread_create(&th[i], NULL, work, &ws[i]) == 0, "pthread_create");
+  }
+  sleep_ms(30);
+  OK(rs_host_shutdown(host, &e_));
+  long refused = 0;
+  for (int i = 0; i < kThreads; ++i) {
+    pthread_join(th[i], NULL);
+    CHECK(ws[i].failed == 0 && ws[i].wrong == 0, "worker %d during shutdown: %ld failed, %ld wrong, last: %s", i,
+          ws[i].failed, ws[i].wrong, ws[i].msg);
+    refused += ws[i].refused;
+  }
+  CHECK(refused == kThreads, "every worker was refused after shutdown (%ld)", refused);
+  {
+    rs_error* err = NULL;
+    rs_tensor in = {"x", RS_DT_FLOAT, 2, shape, xs, sizeof xs};
+    rs_result* res = NULL;
+    EXPECT(rs_host_run(host, "a", 0, &in, 1, NULL, 0, &res, NULL, &err), RS_ERR_FAILED_PRECONDITION,
+           "host is closed", "run after shutdown");
+    EXPECT(rs_host_reload(host, NULL, &err), RS_ERR_FAILED_PRECONDITION, "host is closed", "reload after shutdown");
+    OK(rs_host_shutdown(host, &e_)); /* idempotent */
+    OK(rs_host_status_json(host, &status, &e_));
+    CHECK(strstr(status, "\"ready\":true") == NULL, "nothing serves after shutdown: %s", status);
+    rs_free(status);
+  }
   rs_host_close(host);
   printf("OK %d %ld %ld\n", checks, calls, stable);
   return 0;

@@ -72,6 +72,12 @@ RS_API void rs_host_close(rs_host* host) {
   }
 }
 
+RS_API int rs_host_shutdown(rs_host* host, rs_error** error) {
+  RS_API_BEGIN(error);
+  Need(host).Shutdown();
+  RS_API_END(error);
+}
+
 RS_API int rs_host_reload(rs_host* host, const char* model, rs_error** error) {
   RS_API_BEGIN(error);
   Need(host).Reload(model);
