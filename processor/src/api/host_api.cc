@@ -37,12 +37,16 @@ void NeedOut(T* out, const char* what) {
   if (out == nullptr) rs::Fail(RS_ERR_INVALID_ARGUMENT, std::string(what) + " is NULL");
 }
 
-// Runs `call` on a version and records it in the version's counters.
+// Runs `call` on a version (through its batcher when it has one) and records
+// it in the version's counters.
 template <typename F>
 void Counted(rs::host::Servable& s, F&& call) {
   auto t0 = std::chrono::steady_clock::now();
   try {
-    call(s.model());
+    rs::Runner runner;
+    if (rs::host::Batcher* b = s.batcher())
+      runner = [b](const rs_tensor* in, size_t n, const int* idx, size_t n_out) { return b->Run(in, n, idx, n_out); };
+    call(s.model(), runner);
   } catch (...) {
     s.counters().Record(false, 0);
     throw;
@@ -109,7 +113,9 @@ RS_API int rs_host_run(rs_host* host, const char* model, int64_t version, const 
   rs::host::Manager& h = Need(host);
   NeedOut(out, "out");
   std::shared_ptr<rs::host::Servable> s = h.Acquire(model, version);
-  Counted(*s, [&](rs::Model& m) { *out = rs::RunNamed(m, inputs, n_inputs, output_names, n_outputs).release(); });
+  Counted(*s, [&](rs::Model& m, const rs::Runner& run) {
+    *out = rs::RunNamed(m, inputs, n_inputs, output_names, n_outputs, run).release();
+  });
   if (out_version) *out_version = s->version();
   RS_API_END(error);
 }
@@ -125,7 +131,9 @@ RS_API int rs_host_predict(rs_host* host, const char* model, int64_t version, co
   NeedOut(out_response, "out_response");
   NeedOut(out_size, "out_size");
   std::shared_ptr<rs::host::Servable> s = h.Acquire(model, version);
-  Counted(*s, [&](rs::Model& m) { rs::PredictWire(m, request, request_size, out_response, out_size); });
+  Counted(*s, [&](rs::Model& m, const rs::Runner& run) {
+    rs::PredictWire(m, request, request_size, out_response, out_size, run);
+  });
   if (out_version) *out_version = s->version();
   RS_API_END(error);
 }
@@ -151,7 +159,9 @@ RS_API int rs_lease_run(rs_lease* lease, const rs_tensor* inputs, size_t n_input
   RS_API_BEGIN(error);
   rs::host::Servable& s = Need(lease);
   NeedOut(out, "out");
-  Counted(s, [&](rs::Model& m) { *out = rs::RunNamed(m, inputs, n_inputs, output_names, n_outputs).release(); });
+  Counted(s, [&](rs::Model& m, const rs::Runner& run) {
+    *out = rs::RunNamed(m, inputs, n_inputs, output_names, n_outputs, run).release();
+  });
   RS_API_END(error);
 }
 
@@ -163,7 +173,9 @@ RS_API int rs_lease_predict(rs_lease* lease, const void* request, size_t request
   rs::host::Servable& s = Need(lease);
   NeedOut(out_response, "out_response");
   NeedOut(out_size, "out_size");
-  Counted(s, [&](rs::Model& m) { rs::PredictWire(m, request, request_size, out_response, out_size); });
+  Counted(s, [&](rs::Model& m, const rs::Runner& run) {
+    rs::PredictWire(m, request, request_size, out_response, out_size, run);
+  });
   RS_API_END(error);
 }
 

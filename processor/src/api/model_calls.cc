@@ -10,7 +10,7 @@
 namespace rs {
 
 std::unique_ptr<rs_result> RunNamed(Model& m, const rs_tensor* inputs, size_t n_inputs,
-                                    const char* const* output_names, size_t n_outputs) {
+                                    const char* const* output_names, size_t n_outputs, const Runner& run) {
   constexpr size_t kStack = 32;
   int idx_stack[kStack];
   std::vector<int> idx_heap;
@@ -35,10 +35,11 @@ std::unique_ptr<rs_result> RunNamed(Model& m, const rs_tensor* inputs, size_t n_
     }
     idx[k] = i;
   }
-  return m.Run(inputs, n_inputs, idx, n_outputs);
+  return run ? run(inputs, n_inputs, idx, n_outputs) : m.Run(inputs, n_inputs, idx, n_outputs);
 }
 
-void PredictWire(Model& m, const void* request, size_t request_size, void** out_response, size_t* out_size) {
+void PredictWire(Model& m, const void* request, size_t request_size, void** out_response, size_t* out_size,
+                 const Runner& run) {
   if (request_size == 0) {
     std::string json = m.signature().ToJson();
     *out_response = MallocCopy(json);
@@ -53,7 +54,9 @@ void PredictWire(Model& m, const void* request, size_t request_size, void** out_
     m.CountError();
     throw;
   }
-  std::unique_ptr<rs_result> result = m.Run(req.inputs(), req.num_inputs(), req.outputs().data(), req.outputs().size());
+  std::unique_ptr<rs_result> result =
+      run ? run(req.inputs(), req.num_inputs(), req.outputs().data(), req.outputs().size())
+          : m.Run(req.inputs(), req.num_inputs(), req.outputs().data(), req.outputs().size());
   EncodeResponse(*result, out_response, out_size);
 }
 

@@ -7,6 +7,7 @@
 #define RECSTRATA_API_MODEL_CALLS_H_
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 
 #include "core/model.h"
@@ -14,11 +15,16 @@
 
 namespace rs {
 
+// What runs the resolved call; empty: m.Run. (The host passes its batcher.)
+using Runner = std::function<std::unique_ptr<rs_result>(const rs_tensor* inputs, size_t n, const int* out_idx,
+                                                         size_t n_out)>;
+
 std::unique_ptr<rs_result> RunNamed(Model& m, const rs_tensor* inputs, size_t n_inputs,
-                                    const char* const* output_names, size_t n_outputs);
+                                    const char* const* output_names, size_t n_outputs, const Runner& run = {});
 
 // request_size 0: the signature as JSON text (DeepRec's convention).
-void PredictWire(Model& m, const void* request, size_t request_size, void** out_response, size_t* out_size);
+void PredictWire(Model& m, const void* request, size_t request_size, void** out_response, size_t* out_size,
+                 const Runner& run = {});
 
 }  // namespace rs
 

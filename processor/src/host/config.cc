@@ -88,6 +88,12 @@ HostSpec ParseHostConfig(const char* json) {
     ms.base_path = ec ? m.base_path() : abs.lexically_normal().string();
     ms.policy = PolicyFromProto(m.version_policy(), m.name());
     ms.config_json = MergedConfig(base_config, model_configs[i]);
+    const auto& b = m.has_batching() ? m.batching() : pb.batching();
+    if (b.max_batch_size() > (1u << 20)) Bad("model \"" + m.name() + "\": batching.max_batch_size is too large");
+    if (b.max_queue_delay_us() > 10000000u)
+      Bad("model \"" + m.name() + "\": batching.max_queue_delay_us is over 10 s");
+    ms.batching.max_batch_size = b.max_batch_size() > 1 ? static_cast<int>(b.max_batch_size()) : 0;
+    ms.batching.max_queue_delay_us = b.max_queue_delay_us();
     spec.models.push_back(std::move(ms));
   }
   return spec;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "host/batcher.h"
 #include "host/source.h"
 
 namespace rs::host {
@@ -16,6 +17,7 @@ struct ModelSpec {
   std::string base_path;  // absolute
   VersionPolicy policy;
   std::string config_json;  // for Model::Open: host-wide keys merged under the model's
+  BatchingOptions batching;  // max_batch_size <= 1: off
 };
 
 struct HostSpec {

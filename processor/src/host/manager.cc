@@ -27,6 +27,7 @@ Manager::Manager(HostSpec spec, ModelDeps deps)
     slot->base_path = m.base_path;
     slot->config_json = m.config_json;
     slot->configured = slot->policy = m.policy;
+    slot->batching = m.batching;
     slots_.emplace(m.name, std::move(slot));
   }
   {
@@ -178,7 +179,18 @@ void Manager::Load(Slot& s, int64_t v, const std::string& path) {
   }
   auto& counters = s.counters[v];
   if (!counters) counters = std::make_shared<VersionCounters>();
-  auto sv = std::make_shared<Servable>(s.name, v, path, std::move(r.model), reaper_, counters);
+  BatchingOptions batching = s.batching;
+  if (batching.max_batch_size > 1) {
+    std::string why = Batcher::Eligible(r.model->signature());
+    rec.batching = why.empty() ? "on: max_batch_size " + std::to_string(batching.max_batch_size) +
+                                     ", max_queue_delay_us " + std::to_string(batching.max_queue_delay_us)
+                               : "off: " + why;
+    if (!why.empty()) batching.max_batch_size = 0;
+  } else {
+    rec.batching = "off";
+  }
+  counters->batching = counters->batching || batching.max_batch_size > 1;
+  auto sv = std::make_shared<Servable>(s.name, v, path, std::move(r.model), reaper_, counters, batching);
   auto t = std::make_shared<Table>(*s.serving);
   (*t)[v] = std::move(sv);
   s.serving = std::move(t);  // the publish
@@ -383,6 +395,7 @@ std::string Manager::StatusJson() {
       std::snprintf(ms, sizeof ms, "%.1f", r.load_ms < 0 ? 0.0 : r.load_ms);
       o += ",\"load_ms\":" + std::string(ms);
       num(o, "load_failures", r.failures);
+      str(o, "batching", r.batching);
       int64_t refs = 0;
       auto sv = s.serving->find(v);
       if (sv != s.serving->end()) refs += sv->second.use_count() - 1;  // minus the table's own

@@ -83,11 +83,13 @@ class Manager {
     uint32_t failures = 0;
     std::chrono::steady_clock::time_point last_attempt{};
     std::string fingerprint;
+    std::string batching;  // "on: ..." / "off: why" of the loaded model
   };
   using Table = std::map<int64_t, std::shared_ptr<Servable>>;
   struct Slot {  // one model; fields below `name` change under mu_
     std::string name, base_path, config_json;
     VersionPolicy configured, policy;
+    BatchingOptions batching;
     bool pinned = false;
     std::shared_ptr<const Table> serving = std::make_shared<Table>();
     std::map<int64_t, Record> records;

@@ -20,6 +20,13 @@ void VersionCounters::Record(bool ok, uint64_t ns) {
   latency_ns_sum.fetch_add(ns, std::memory_order_relaxed);
 }
 
+void VersionCounters::RecordBatch(size_t calls) {
+  size_t b = 0;
+  while (b < kBatchBuckets.size() && static_cast<double>(calls) > kBatchBuckets[b]) ++b;
+  batch_buckets[b].fetch_add(1, std::memory_order_relaxed);
+  batch_calls_sum.fetch_add(calls, std::memory_order_relaxed);
+}
+
 namespace {
 
 std::string Label(const std::string& v) {  // escaped per the exposition format
@@ -127,6 +134,25 @@ std::string RenderMetrics(const std::vector<ModelMetrics>& models) {
       out += "rs_host_request_duration_seconds_sum{" + mv + "} " + Num(v.counters->latency_ns_sum.load() * 1e-9) + "\n";
       out += "rs_host_request_duration_seconds_count{" + mv + "} " + std::to_string(cum) + "\n";
     }
+  Header(out, "rs_host_batch_size", "histogram", "Calls merged into one model run (versions with dynamic batching).");
+  for (const auto& m : models)
+    for (const auto& v : m.versions) {
+      if (!v.counters->batching) continue;
+      std::string mv = MV(m.name, v.version);
+      uint64_t cum = 0;
+      for (size_t b = 0; b <= kBatchBuckets.size(); ++b) {
+        cum += v.counters->batch_buckets[b].load();
+        std::string le = b < kBatchBuckets.size() ? Num(kBatchBuckets[b]) : "+Inf";
+        out += "rs_host_batch_size_bucket{" + mv + ",le=\"" + le + "\"} " + std::to_string(cum) + "\n";
+      }
+      out += "rs_host_batch_size_sum{" + mv + "} " + std::to_string(v.counters->batch_calls_sum.load()) + "\n";
+      out += "rs_host_batch_size_count{" + mv + "} " + std::to_string(cum) + "\n";
+    }
+  Header(out, "rs_host_queue_depth", "gauge", "Calls waiting in the dynamic batcher.");
+  for (const auto& m : models)
+    for (const auto& v : m.versions)
+      if (v.counters->batching)
+        out += "rs_host_queue_depth{" + MV(m.name, v.version) + "} " + std::to_string(v.counters->queued.load()) + "\n";
   std::vector<TierStats> tiers;
   for (const auto& m : models)
     for (const auto& v : m.versions)

@@ -17,12 +17,21 @@ namespace rs::host {
 inline constexpr std::array<double, 14> kLatencyBuckets = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5};
 
+// Batch size (calls merged into one run) bucket bounds, +Inf implied.
+inline constexpr std::array<double, 8> kBatchBuckets = {1, 2, 4, 8, 16, 32, 64, 128};
+
 struct VersionCounters {
   std::atomic<uint64_t> requests{0};  // calls that reached this version
   std::atomic<uint64_t> errors{0};    // of those, the failed ones
   std::array<std::atomic<uint64_t>, kLatencyBuckets.size() + 1> buckets{};  // successful calls
   std::atomic<uint64_t> latency_ns_sum{0};
+  // Dynamic batching (host/batcher.h): calls per model run, calls queued now.
+  std::array<std::atomic<uint64_t>, kBatchBuckets.size() + 1> batch_buckets{};
+  std::atomic<uint64_t> batch_calls_sum{0};
+  std::atomic<int64_t> queued{0};
+  bool batching = false;  // set before the version serves
   void Record(bool ok, uint64_t ns);
+  void RecordBatch(size_t calls);
 };
 
 // One version as the metrics see it.

@@ -52,6 +52,7 @@ void Reaper::Loop() {
 }
 
 Servable::~Servable() {
+  batcher_.reset();  // no call is left: nothing is queued
   if (reaper_) reaper_->Close(std::move(model_));
 }
 

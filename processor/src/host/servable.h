@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "core/model.h"
+#include "host/batcher.h"
 #include "host/metrics.h"
 
 namespace rs::host {
@@ -46,10 +47,14 @@ class Reaper {
 
 class Servable {
  public:
+  // batching.max_batch_size > 1: calls may go through a Batcher (the caller
+  // checked Batcher::Eligible).
   Servable(std::string model_name, int64_t version, std::string path, std::unique_ptr<Model> model,
-           std::shared_ptr<Reaper> reaper, std::shared_ptr<VersionCounters> counters)
+           std::shared_ptr<Reaper> reaper, std::shared_ptr<VersionCounters> counters, BatchingOptions batching)
       : name_(std::move(model_name)), version_(version), path_(std::move(path)), model_(std::move(model)),
-        reaper_(std::move(reaper)), counters_(std::move(counters)) {}
+        reaper_(std::move(reaper)), counters_(std::move(counters)) {
+    if (batching.max_batch_size > 1) batcher_ = std::make_unique<Batcher>(*model_, batching, *counters_);
+  }
   ~Servable();
   Servable(const Servable&) = delete;
   Servable& operator=(const Servable&) = delete;
@@ -59,6 +64,7 @@ class Servable {
   const std::string& path() const { return path_; }
   Model& model() const { return *model_; }
   VersionCounters& counters() const { return *counters_; }
+  Batcher* batcher() const { return batcher_.get(); }  // NULL: calls run directly
 
  private:
   std::string name_;
@@ -67,6 +73,7 @@ class Servable {
   std::unique_ptr<Model> model_;
   std::shared_ptr<Reaper> reaper_;
   std::shared_ptr<VersionCounters> counters_;
+  std::unique_ptr<Batcher> batcher_;  // after model_: destroyed first
 };
 
 }  // namespace rs::host
