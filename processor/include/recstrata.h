@@ -414,14 +414,23 @@ typedef struct rs_lease rs_lease;
  *                "version_policy": {"latest": {"num_versions": 1}}
  *                                | {"all": {}}
  *                                | {"specific": {"versions": [1, 3]}},
- *                "model_config": {...rs_model_open config keys...}}],
+ *                "model_config": {...rs_model_open config keys...},
+ *                "batching": {"max_batch_size": 32,
+ *                             "max_queue_delay_us": 500}}],
  *    "model_config": {...keys for every model, a model's own keys win...},
+ *    "batching": {...for every model without its own; absent: off...},
  *    "poll_interval_seconds": 5,   (background discovery; 0 or absent: off)
  *    "retry_seconds": 30}          (a failed version is retried after this,
  *                                   or as soon as its directory changed)
  * A version directory is complete once it holds saved_model.pb,
  * saved_model.pbtxt or bundle.json; other entries (3.tmp, files, 0) are
- * ignored. Versions are >= 1. The first load of every model happens before
+ * ignored. Versions are >= 1. With batching (max_batch_size > 1), concurrent
+ * calls of a version whose signature has only numeric inputs and outputs
+ * with an unknown first dimension are merged into one run of at most
+ * max_batch_size rows, a call waiting at most max_queue_delay_us for
+ * company; calls that cannot be merged (other outputs requested, other
+ * trailing shapes, too many rows) run alone (docs/host.md). The first load
+ * of every model happens before
  * this returns; a model whose first load failed does not fail the open (see
  * status). Unknown keys, bad values, duplicate or malformed names:
  * RS_ERR_INVALID_ARGUMENT. On failure *out is set to NULL. */
@@ -505,7 +514,8 @@ RS_API void rs_lease_release(rs_lease* lease);
  *    (0: none), "ready", "incomplete_versions", "base_error",
  *    "versions": [{"version", "state" ("loading" | "ready" | "failed" |
  *    "unloading" | "end"), "path", "error", "load_ms", "load_failures",
- *    "in_flight", "requests", "errors"}]}], "polls",
+ *    "batching" ("on: ..." | "off" | "off: why"), "in_flight", "requests",
+ *    "errors"}]}], "polls",
  *    "poll_interval_seconds"}. */
 RS_API int rs_host_status_json(rs_host* host, char** out_json,
                                rs_error** error);
@@ -514,8 +524,9 @@ RS_API int rs_host_status_json(rs_host* host, char** out_json,
  * model rs_host_model_ready, rs_host_loads_total,
  * rs_host_load_failures_total; per model and version rs_host_version_ready,
  * rs_host_load_seconds, rs_host_requests_total, rs_host_errors_total,
- * rs_host_request_duration_seconds (histogram of successful calls); per
- * bundle store table rs_host_store_{rows,dram_rows,dram_bytes}, and
+ * rs_host_request_duration_seconds (histogram of successful calls), and with
+ * batching rs_host_batch_size (histogram of calls per run) and
+ * rs_host_queue_depth; per bundle store table rs_host_store_{rows,dram_rows,dram_bytes}, and
  * rs_host_store_{dram,ssd}_{hits,misses}_total. Counters of a version live
  * as long as the host. */
 RS_API int rs_host_metrics_text(rs_host* host, char** out_text,
