@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Bundle serving benchmark (issue 5): one Criteo-shaped model, four ways to serve it.
+"""Bundle serving benchmark: one Criteo-shaped model, four ways to serve it.
 
 The model: 26 sparse features C1..C26 (int64 ids, one plain table each, dim 16 (+1 first-order
 column: WDL), 10k-40k rows with --quick, 10k-300k rows in the full run), 13 dense features

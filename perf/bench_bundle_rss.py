@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Resident memory of a bundle with several GB of embeddings (issue 5's memory target).
+"""Resident memory of a bundle with several GB of embeddings (the memory target of bundles).
 
 The issue asks: with tables of several GB and the DRAM cache at 10% of them, recstrata serving
 a bundle has lower resident memory than every peer. perf/bench_bundle.py measures that at

@@ -1,4 +1,4 @@
-"""Benchmark of the tiered embedding store against its peers (issue 3).
+"""Benchmark of the tiered embedding store against its peers.
 
 Same data, same batches, same run, side by side:
   * np.take with precomputed row indices: the in-memory ceiling (Python);

@@ -29,6 +29,10 @@ def test_demo_serves_the_trained_model(demo_run):
     assert res["max_abs_diff"] <= 1e-5
     assert res["served_auc"] == pytest.approx(res["keras_auc"], abs=1e-4)
     assert res["served_auc"] > 0.55                 # it learned something from 6k examples
+    bf16 = res["bf16"]
+    if "skipped" not in bf16:                       # a CPU with AVX512-BF16 / AMX-BF16
+        assert abs(bf16["auc_delta"]) < 0.005, bf16
+        assert 0 < bf16["max_abs_diff"] < 0.05, bf16
     assert res["dram_rows"] < 0.10 * res["rows"]     # DRAM cache smaller than the tables
     assert res["bundle_stats"]["ssd_hits"] > 0       # rows really came from the SSD tier
     text = "\n".join(lines)

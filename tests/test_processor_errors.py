@@ -1,6 +1,6 @@
 """Every bad input gets a typed error with a clear message; the host stays alive.
 
-Covers the list of issue 2: unknown input/output names, wrong dtype, element
+Covers the input-validation list: unknown input/output names, wrong dtype, element
 count vs shape, negative/overflowing dims, truncated and random request bytes,
 empty requests, missing/malformed config, missing model directory, a
 SavedModel without the requested signature, and NULL handles (through the raw

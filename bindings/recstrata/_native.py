@@ -40,7 +40,7 @@ def _cdef_from_header(header: Path) -> str:
             continue
         if stripped.startswith("#"):
             continue
-        lines.append(line.replace("RS_API ", ""))
+        lines.append(line.replace("RS_API ", "").replace(" RS_NOEXCEPT", ""))
     return "\n".join(lines)
 
 

@@ -450,5 +450,11 @@ class Model:
         """Counters (requests, errors, per-session calls, latency) as a dict."""
         return self._json(self._lib.rs_model_stats_json)
 
+    def trace(self) -> dict:
+        """One generated batch-1 run with FULL_TRACE: the op types of the executed graph
+        after TensorFlow's rewrites ({"partition_graphs": [...], "executed": {op: n}}).
+        For diagnostics (slow)."""
+        return self._json(self._lib.rs_model_trace_json)
+
 
 Processor = Model

@@ -27,8 +27,8 @@
  *  - Evolution is append-only: signatures never change, new variants get a
  *    _v2 suffix, enums only grow.
  *
- * Lines between RS_CDEF_BEGIN and RS_CDEF_END are read verbatim (minus RS_API
- * and preprocessor lines) by the Python binding's cffi cdef, so keep them to
+ * Lines between RS_CDEF_BEGIN and RS_CDEF_END are read verbatim (minus RS_API,
+ * RS_NOEXCEPT and preprocessor lines) by the Python binding's cffi cdef, so keep them to
  * plain C declarations and integer #defines.
  */
 #ifndef RECSTRATA_H_
@@ -41,6 +41,14 @@
 #define RS_API __declspec(dllexport)
 #else
 #define RS_API __attribute__((visibility("default")))
+#endif
+
+/* Every entry point catches all exceptions at the boundary; C++ callers see
+ * that as noexcept. */
+#ifdef __cplusplus
+#define RS_NOEXCEPT noexcept
+#else
+#define RS_NOEXCEPT
 #endif
 
 #ifdef __cplusplus
@@ -62,9 +70,9 @@ extern "C" {
 
 /* Runtime version of the loaded library; compare with RS_VERSION_NUMBER to
  * detect a header/library mismatch. Thread-safe, never fails. */
-RS_API int rs_version_number(void);
-RS_API const char* rs_version_string(void); /* static string, do not free */
-RS_API int rs_abi_version(void);
+RS_API int rs_version_number(void) RS_NOEXCEPT;
+RS_API const char* rs_version_string(void) RS_NOEXCEPT; /* static string, do not free */
+RS_API int rs_abi_version(void) RS_NOEXCEPT;
 
 /* ---- Status and errors ------------------------------------------------ */
 
@@ -89,16 +97,16 @@ typedef struct rs_error rs_error;
 /* Accessors of an error object. The message is valid until rs_error_free.
  * All three are NULL-safe (NULL reads as RS_OK / ""). Thread-compatible: an
  * error belongs to the caller that received it. */
-RS_API int rs_error_code(const rs_error* error);
-RS_API const char* rs_error_message(const rs_error* error);
-RS_API void rs_error_free(rs_error* error);
+RS_API int rs_error_code(const rs_error* error) RS_NOEXCEPT;
+RS_API const char* rs_error_message(const rs_error* error) RS_NOEXCEPT;
+RS_API void rs_error_free(rs_error* error) RS_NOEXCEPT;
 
 /* Static name of a status code ("RS_ERR_NOT_FOUND"), "RS_UNKNOWN" otherwise. */
-RS_API const char* rs_status_name(int code);
+RS_API const char* rs_status_name(int code) RS_NOEXCEPT;
 
 /* Releases any buffer or string returned by this library (JSON texts,
  * serialized responses). NULL-safe. Thread-safe. */
-RS_API void rs_free(void* ptr);
+RS_API void rs_free(void* ptr) RS_NOEXCEPT;
 
 /* ---- Tensors ---------------------------------------------------------- */
 
@@ -147,10 +155,12 @@ typedef struct rs_tensor {
 
 /* A loaded model: a SavedModel signature (or a recstrata bundle) served by a
  * SessionGroup. Immutable once open.
- * Threading: rs_model_run, rs_model_predict, rs_model_describe_json and the
+ * Threading: rs_model_run, rs_model_predict, rs_model_describe_json,
+ * rs_model_stats_json, rs_model_trace_json, rs_model_serving_info and the
  * signature accessors may be called by any number of threads at once on the
  * same model. rs_model_close must not overlap any other call on that model
- * (the host must stop its callers first). Different models are independent.
+ * (the host must stop its callers first); results (rs_result) and buffers
+ * already returned stay valid after it. Different models are independent.
  * A bundle model owns split_parts - 1 worker threads (see split_min_batch):
  * a large call that finds no other call of the model in flight runs parts
  * of its rows on them while the calling thread runs the first part. */
@@ -169,10 +179,18 @@ typedef struct rs_model rs_model;
  *   thread), intra_op_parallelism_threads (1), warmup_file_name (a
  *   serialized PredictRequest), warmup_runs (5; 0 disables),
  *   serialize_protocol ("protobuf"), savedmodel_dir, tags ("serve"),
+ *   precision ("fp32" | "bf16": the dense network's matmuls in bfloat16 with
+ *   fp32 accumulation; RS_ERR_FAILED_PRECONDITION on a CPU without
+ *   AVX512-BF16 or AMX-BF16),
  *   and for bundles split_min_batch (64: calls of at least this many rows
  *   that have the model to themselves are cut into row ranges served at
  *   once, with identical outputs; 0 never splits) and split_parts (the CPUs
- *   the process may use, at most 8; 1 never splits).
+ *   the process may use, at most 8; 1 never splits), and the bundle serving
+ *   options ev_storage_type ("DRAM" | "DRAM+SSDHASH", DeepRec's names),
+ *   ev_storage_size (DRAM bytes per table), bundle_store_tiers ("dram" |
+ *   "dram+ssd"; wins over ev_storage_type), bundle_dram_capacity_bytes,
+ *   bundle_cache_policy ("lfu" | "lru"), bundle_store_dir (serve the tables
+ *   from another store directory) and bundle_read_path ("pread" | "mmap").
  *   Unknown DeepRec keys are accepted and ignored; malformed values are an
  *   RS_ERR_INVALID_ARGUMENT. docs/processor.md explains every key.
  * Warmup runs on every session before this returns (generated inputs that
@@ -183,33 +201,33 @@ typedef struct rs_model rs_model;
  * Thread-safe (several models may be opened at once).
  * On success *out receives the model; on failure *out is set to NULL. */
 RS_API int rs_model_open(const char* model_dir, const char* config_json,
-                         rs_model** out, rs_error** error);
+                         rs_model** out, rs_error** error) RS_NOEXCEPT;
 
 /* Closes a model and frees everything it owns. NULL-safe. */
-RS_API void rs_model_close(rs_model* model);
+RS_API void rs_model_close(rs_model* model) RS_NOEXCEPT;
 
 /* Signature description. Indices run from 0 to count-1. The returned
  * rs_tensor has name, dtype, ndim and shape set (-1 marks an unknown
  * dimension; ndim -1 an unknown rank); data is NULL. Pointers stay valid
  * until rs_model_close. Out-of-range index: RS_ERR_OUT_OF_RANGE. */
-RS_API size_t rs_model_num_inputs(const rs_model* model);
-RS_API size_t rs_model_num_outputs(const rs_model* model);
+RS_API size_t rs_model_num_inputs(const rs_model* model) RS_NOEXCEPT;
+RS_API size_t rs_model_num_outputs(const rs_model* model) RS_NOEXCEPT;
 RS_API int rs_model_input(const rs_model* model, size_t index, rs_tensor* out,
-                          rs_error** error);
+                          rs_error** error) RS_NOEXCEPT;
 RS_API int rs_model_output(const rs_model* model, size_t index,
-                           rs_tensor* out, rs_error** error);
+                           rs_tensor* out, rs_error** error) RS_NOEXCEPT;
 
 /* JSON description of the model: signature inputs/outputs (dtype, shape),
  * session group layout, bundle features when serving a bundle. The string is
  * released with rs_free. */
 RS_API int rs_model_describe_json(const rs_model* model, char** out_json,
-                                  rs_error** error);
+                                  rs_error** error) RS_NOEXCEPT;
 
 /* JSON counters of the model: requests, errors, per-session calls and
  * in-flight counts, latency summary, embedding tier hits when serving a
  * bundle. Released with rs_free. */
 RS_API int rs_model_stats_json(const rs_model* model, char** out_json,
-                               rs_error** error);
+                               rs_error** error) RS_NOEXCEPT;
 
 /* The result of one run: the requested outputs, owned together. */
 typedef struct rs_result rs_result;
@@ -220,28 +238,33 @@ typedef struct rs_result rs_result;
  *   shape compatible with the signature.
  * `output_names`: n_outputs aliases to fetch; n_outputs == 0 fetches every
  *   output in signature order.
- * On success *out receives a result (release with rs_result_free). */
+ * On success *out receives a result (release with rs_result_free); it
+ * stays valid after rs_model_close. On failure *out is set to NULL.
+ * Errors: RS_ERR_INVALID_ARGUMENT (an input missing, repeated, unknown, of
+ * the wrong dtype, shape or byte size; an unknown output name; NULL
+ * arguments), RS_ERR_RESOURCE_EXHAUSTED (out of memory), RS_ERR_INTERNAL
+ * (TensorFlow failed the run; the message carries its status). */
 RS_API int rs_model_run(rs_model* model, const rs_tensor* inputs,
                         size_t n_inputs, const char* const* output_names,
-                        size_t n_outputs, rs_result** out, rs_error** error);
+                        size_t n_outputs, rs_result** out, rs_error** error) RS_NOEXCEPT;
 
 /* Outputs of a result, in the order requested. Views stay valid until
  * rs_result_free. rs_result_find returns -1 for an unknown name. A result
  * may be read by several threads; it must be freed once. */
-RS_API size_t rs_result_count(const rs_result* result);
+RS_API size_t rs_result_count(const rs_result* result) RS_NOEXCEPT;
 RS_API int rs_result_output(const rs_result* result, size_t index,
-                            rs_tensor* out, rs_error** error);
-RS_API int64_t rs_result_find(const rs_result* result, const char* name);
-RS_API void rs_result_free(rs_result* result);
+                            rs_tensor* out, rs_error** error) RS_NOEXCEPT;
+RS_API int64_t rs_result_find(const rs_result* result, const char* name) RS_NOEXCEPT;
+RS_API void rs_result_free(rs_result* result) RS_NOEXCEPT;
 
 /* DeepRec wire format: `request` is a serialized tensorflow.eas.PredictRequest
- * (see docs/wire-format.md). On success *out_response receives a serialized
+ * (schema: processor/proto/recstrata/wire/predict.proto; docs/processor.md). On success *out_response receives a serialized
  * PredictResponse of *out_size bytes, released with rs_free. A request of
  * size 0 returns the signature description as JSON text instead (as DeepRec
  * does). Thread-safe like rs_model_run. */
 RS_API int rs_model_predict(rs_model* model, const void* request,
                             size_t request_size, void** out_response,
-                            size_t* out_size, rs_error** error);
+                            size_t* out_size, rs_error** error) RS_NOEXCEPT;
 
 /* Runs one generated warmup request (batch 1) on session 0 with
  * RunOptions FULL_TRACE and returns JSON:
@@ -252,16 +275,17 @@ RS_API int rs_model_predict(rs_model* model, const void* request,
  * fused oneDNN kernels ran. Released with rs_free. Thread-safe like
  * rs_model_run (slow: for diagnostics, not serving). */
 RS_API int rs_model_trace_json(rs_model* model, char** out_json,
-                               rs_error** error);
+                               rs_error** error) RS_NOEXCEPT;
 
 /* Serialized ServingModelInfo{model_path} (predict.proto), as DeepRec's
  * get_serving_model_info returns it. *out is released with rs_free.
  * Thread-safe. */
 RS_API int rs_model_serving_info(const rs_model* model, void** out,
-                                 size_t* out_size, rs_error** error);
+                                 size_t* out_size, rs_error** error) RS_NOEXCEPT;
 
-/* Bundle key derivation, exposed for cross-language tests (internal; the
- * serving path uses the same code). `scheme_json` is a key scheme as in a
+/* TEST HOOKS, outside the append-only promise: may change or go away in any
+ * release. Bundle key derivation, exposed for cross-language parity tests
+ * (the serving path uses the same code). `scheme_json` is a key scheme as in a
  * bundle manifest (recstrata.training.keys KeyScheme.to_dict()). Writes the
  * row keys of n ids as [n, S] int64 (S = sub-tables, also stored in
  * *out_num_subtables when non-NULL); out_capacity is the element count of
@@ -270,9 +294,9 @@ RS_API int rs_model_serving_info(const rs_model* model, void** out,
  * Thread-safe, pure. See docs/bundle-format.md. */
 RS_API int rs_bundle_row_keys(const char* scheme_json, const int64_t* ids,
                               size_t n, int64_t* out_keys, size_t out_capacity,
-                              size_t* out_num_subtables, rs_error** error);
+                              size_t* out_num_subtables, rs_error** error) RS_NOEXCEPT;
 RS_API int rs_bundle_string_ids(const rs_bytes* strings, size_t n,
-                                int64_t* out_ids, rs_error** error);
+                                int64_t* out_ids, rs_error** error) RS_NOEXCEPT;
 
 /* ---- Tiered embedding store -------------------------------------------- */
 
@@ -284,7 +308,9 @@ RS_API int rs_bundle_string_ids(const rs_bytes* strings, size_t n,
  * create table) may be called from any thread; they are serialized per table.
  * A reader sees each row either wholly before or wholly after a concurrent
  * write, never a mix. rs_store_close must not overlap any other call on that
- * store or its tables. One process at a time may open a store directory
+ * store or its tables. rs_store_table, rs_store_table_names_json,
+ * rs_store_stats_json and rs_table_dim are thread-safe; rs_store_create_table
+ * is a write. One process at a time may open a store directory
  * (a second open fails with RS_ERR_FAILED_PRECONDITION). */
 typedef struct rs_store rs_store;
 /* A table inside a store. Owned by the store: valid until rs_store_close. */
@@ -309,9 +335,9 @@ typedef struct rs_table rs_table;
  * is the expected result of a crash and is cut off silently).
  * On failure *out is set to NULL. */
 RS_API int rs_store_open(const char* dir, const char* options_json,
-                         rs_store** out, rs_error** error);
+                         rs_store** out, rs_error** error) RS_NOEXCEPT;
 /* Stops background compaction and closes the store. NULL-safe. */
-RS_API void rs_store_close(rs_store* store);
+RS_API void rs_store_close(rs_store* store) RS_NOEXCEPT;
 
 /* Creates a table. `dim` in 1..65536. `options_json`: NULL or a JSON object
  * with default_value (dim floats returned for missing keys; zeros) and
@@ -319,15 +345,15 @@ RS_API void rs_store_close(rs_store* store);
  * the name is taken. `out` may be NULL. */
 RS_API int rs_store_create_table(rs_store* store, const char* name,
                                  int32_t dim, const char* options_json,
-                                 rs_table** out, rs_error** error);
+                                 rs_table** out, rs_error** error) RS_NOEXCEPT;
 /* Finds an existing table. RS_ERR_NOT_FOUND if absent. */
 RS_API int rs_store_table(rs_store* store, const char* name, rs_table** out,
-                          rs_error** error);
+                          rs_error** error) RS_NOEXCEPT;
 /* JSON array of the table names, released with rs_free. */
 RS_API int rs_store_table_names_json(rs_store* store, char** out_json,
-                                     rs_error** error);
+                                     rs_error** error) RS_NOEXCEPT;
 /* Dimension of a table's rows (0 for NULL). Thread-safe. */
-RS_API int32_t rs_table_dim(const rs_table* table);
+RS_API int32_t rs_table_dim(const rs_table* table) RS_NOEXCEPT;
 
 /* Looks up n keys into `out` ([n, dim] float32, caller-allocated). Keys that
  * are absent get the table's default vector and found[i] = 0; present keys
@@ -335,29 +361,29 @@ RS_API int32_t rs_table_dim(const rs_table* table);
  * call with RS_ERR_CORRUPTION (a corrupt vector is never returned).
  * Thread-safe, lock-free; the hot path of the store. */
 RS_API int rs_table_lookup(rs_table* table, const int64_t* keys, size_t n,
-                           float* out, uint8_t* found, rs_error** error);
+                           float* out, uint8_t* found, rs_error** error) RS_NOEXCEPT;
 
 /* Inserts or overwrites n rows ([n, dim] float32) as one committed batch:
  * with durability "fsync" the batch survives kill -9 and power loss once
  * this returns; after a crash a batch is either wholly present or absent.
  * A key repeated in the batch takes its last row. */
 RS_API int rs_table_upsert(rs_table* table, const int64_t* keys, size_t n,
-                           const float* rows, rs_error** error);
+                           const float* rows, rs_error** error) RS_NOEXCEPT;
 /* Deletes n keys as one committed batch; absent keys are ignored. */
 RS_API int rs_table_delete(rs_table* table, const int64_t* keys, size_t n,
-                           rs_error** error);
+                           rs_error** error) RS_NOEXCEPT;
 /* Loads n rows ([n, dim] float32) as one committed batch written in large
  * sequential pieces to a file of its own (one fsync at the end), without
  * filling the DRAM cache in "dram+ssd" mode. For exporting trained tables. */
 RS_API int rs_table_bulk_load(rs_table* table, const int64_t* keys, size_t n,
-                              const float* rows, rs_error** error);
+                              const float* rows, rs_error** error) RS_NOEXCEPT;
 
 /* Makes every committed write durable (fsync), also with durability
  * "none". */
-RS_API int rs_store_flush(rs_store* store, rs_error** error);
+RS_API int rs_store_flush(rs_store* store, rs_error** error) RS_NOEXCEPT;
 /* Compacts, in the calling thread, every data file whose stale share passes
  * compaction_stale_ratio. Readers are not blocked. */
-RS_API int rs_store_compact(rs_store* store, rs_error** error);
+RS_API int rs_store_compact(rs_store* store, rs_error** error) RS_NOEXCEPT;
 /* JSON counters: {"dir", "tiers", "format_version", "last_sequence",
  * "tables": {name: {dim, rows, dram_rows, dram_bytes, dram_capacity_bytes,
  * dram_hits, dram_misses, ssd_hits, ssd_misses, evictions, admissions, files,
@@ -365,7 +391,7 @@ RS_API int rs_store_compact(rs_store* store, rs_error** error);
  * write_amplification, compactions, compaction_bytes_written,
  * corrupt_records, recovered_records, truncated_bytes}}}. rs_free it. */
 RS_API int rs_store_stats_json(rs_store* store, char** out_json,
-                               rs_error** error);
+                               rs_error** error) RS_NOEXCEPT;
 
 /* ---- Core allocator ---------------------------------------------------- */
 
@@ -386,7 +412,7 @@ RS_API int rs_store_stats_json(rs_store* store, char** out_json,
  * Errors: RS_ERR_INVALID_ARGUMENT (malformed request), RS_ERR_FAILED_PRECONDITION
  * (the floors do not fit the CPUs). Pure and thread-safe. */
 RS_API int rs_core_plan_json(const char* request_json, char** out_plan_json,
-                             rs_error** error);
+                             rs_error** error) RS_NOEXCEPT;
 
 /* ---- Model host -------------------------------------------------------- */
 

@@ -11,7 +11,7 @@ extern "C" {
 
 RS_API int rs_bundle_row_keys(const char* scheme_json, const int64_t* ids, size_t n,
                               int64_t* out_keys, size_t out_capacity,
-                              size_t* out_num_subtables, rs_error** error) {
+                              size_t* out_num_subtables, rs_error** error) noexcept {
   RS_API_BEGIN(error);
   if (!scheme_json) rs::Fail(RS_ERR_INVALID_ARGUMENT, "scheme_json is NULL");
   if (n && !ids) rs::Fail(RS_ERR_INVALID_ARGUMENT, "ids is NULL");
@@ -33,7 +33,7 @@ RS_API int rs_bundle_row_keys(const char* scheme_json, const int64_t* ids, size_
 }
 
 RS_API int rs_bundle_string_ids(const rs_bytes* strings, size_t n, int64_t* out_ids,
-                                rs_error** error) {
+                                rs_error** error) noexcept {
   RS_API_BEGIN(error);
   if (n && (!strings || !out_ids)) rs::Fail(RS_ERR_INVALID_ARGUMENT, "NULL buffer");
   for (size_t i = 0; i < n; ++i) {

@@ -5,17 +5,17 @@
 
 extern "C" {
 
-RS_API int rs_version_number(void) { return RS_VERSION_NUMBER; }
-RS_API const char* rs_version_string(void) { return "0.1.0"; }
-RS_API int rs_abi_version(void) { return RS_ABI_VERSION; }
+RS_API int rs_version_number(void) noexcept { return RS_VERSION_NUMBER; }
+RS_API const char* rs_version_string(void) noexcept { return "0.1.0"; }
+RS_API int rs_abi_version(void) noexcept { return RS_ABI_VERSION; }
 
-RS_API int rs_error_code(const rs_error* error) { return error ? error->code : RS_OK; }
-RS_API const char* rs_error_message(const rs_error* error) {
+RS_API int rs_error_code(const rs_error* error) noexcept { return error ? error->code : RS_OK; }
+RS_API const char* rs_error_message(const rs_error* error) noexcept {
   return error ? error->message.c_str() : "";
 }
-RS_API void rs_error_free(rs_error* error) { delete error; }
+RS_API void rs_error_free(rs_error* error) noexcept { delete error; }
 
-RS_API const char* rs_status_name(int code) {
+RS_API const char* rs_status_name(int code) noexcept {
   switch (code) {
     case RS_OK: return "RS_OK";
     case RS_ERR_INVALID_ARGUMENT: return "RS_ERR_INVALID_ARGUMENT";
@@ -36,6 +36,6 @@ RS_API const char* rs_status_name(int code) {
 // Every buffer the library hands out is allocated with malloc (see
 // rs::MallocCopy in base/buffers.h), so rs_free is plain free — but callers
 // must still use rs_free: their process may use another allocator.
-RS_API void rs_free(void* ptr) { std::free(ptr); }
+RS_API void rs_free(void* ptr) noexcept { std::free(ptr); }
 
 }  // extern "C"

@@ -9,7 +9,7 @@
 
 extern "C" {
 
-RS_API int rs_core_plan_json(const char* request_json, char** out_plan_json, rs_error** error) {
+RS_API int rs_core_plan_json(const char* request_json, char** out_plan_json, rs_error** error) noexcept {
   RS_API_BEGIN(error);
   rs::Check(request_json != nullptr && out_plan_json != nullptr, RS_ERR_INVALID_ARGUMENT,
             "rs_core_plan_json: request_json and out_plan_json must not be NULL");

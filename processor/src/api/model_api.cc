@@ -43,7 +43,7 @@ void SpecView(const rs::TensorSpec& s, rs_tensor* out) {
 extern "C" {
 
 RS_API int rs_model_open(const char* model_dir, const char* config_json, rs_model** out,
-                         rs_error** error) {
+                         rs_error** error) noexcept {
   if (out) *out = nullptr;
   RS_API_BEGIN(error);
   NeedOut(out, "out");
@@ -53,22 +53,22 @@ RS_API int rs_model_open(const char* model_dir, const char* config_json, rs_mode
   RS_API_END(error);
 }
 
-RS_API void rs_model_close(rs_model* model) {
+RS_API void rs_model_close(rs_model* model) noexcept {
   try {
     delete model;
   } catch (...) {
   }
 }
 
-RS_API size_t rs_model_num_inputs(const rs_model* model) {
+RS_API size_t rs_model_num_inputs(const rs_model* model) noexcept {
   return model && model->impl ? model->impl->signature().inputs.size() : 0;
 }
 
-RS_API size_t rs_model_num_outputs(const rs_model* model) {
+RS_API size_t rs_model_num_outputs(const rs_model* model) noexcept {
   return model && model->impl ? model->impl->signature().outputs.size() : 0;
 }
 
-RS_API int rs_model_input(const rs_model* model, size_t index, rs_tensor* out, rs_error** error) {
+RS_API int rs_model_input(const rs_model* model, size_t index, rs_tensor* out, rs_error** error) noexcept {
   RS_API_BEGIN(error);
   const rs::Signature& sig = Need(model).signature();
   NeedOut(out, "out");
@@ -79,7 +79,7 @@ RS_API int rs_model_input(const rs_model* model, size_t index, rs_tensor* out, r
   RS_API_END(error);
 }
 
-RS_API int rs_model_output(const rs_model* model, size_t index, rs_tensor* out, rs_error** error) {
+RS_API int rs_model_output(const rs_model* model, size_t index, rs_tensor* out, rs_error** error) noexcept {
   RS_API_BEGIN(error);
   const rs::Signature& sig = Need(model).signature();
   NeedOut(out, "out");
@@ -90,7 +90,7 @@ RS_API int rs_model_output(const rs_model* model, size_t index, rs_tensor* out, 
   RS_API_END(error);
 }
 
-RS_API int rs_model_describe_json(const rs_model* model, char** out_json, rs_error** error) {
+RS_API int rs_model_describe_json(const rs_model* model, char** out_json, rs_error** error) noexcept {
   if (out_json) *out_json = nullptr;
   RS_API_BEGIN(error);
   rs::Model& m = Need(model);
@@ -99,7 +99,7 @@ RS_API int rs_model_describe_json(const rs_model* model, char** out_json, rs_err
   RS_API_END(error);
 }
 
-RS_API int rs_model_stats_json(const rs_model* model, char** out_json, rs_error** error) {
+RS_API int rs_model_stats_json(const rs_model* model, char** out_json, rs_error** error) noexcept {
   if (out_json) *out_json = nullptr;
   RS_API_BEGIN(error);
   rs::Model& m = Need(model);
@@ -110,7 +110,7 @@ RS_API int rs_model_stats_json(const rs_model* model, char** out_json, rs_error*
 
 RS_API int rs_model_run(rs_model* model, const rs_tensor* inputs, size_t n_inputs,
                         const char* const* output_names, size_t n_outputs, rs_result** out,
-                        rs_error** error) {
+                        rs_error** error) noexcept {
   if (out) *out = nullptr;
   RS_API_BEGIN(error);
   rs::Model& m = Need(model);
@@ -119,9 +119,9 @@ RS_API int rs_model_run(rs_model* model, const rs_tensor* inputs, size_t n_input
   RS_API_END(error);
 }
 
-RS_API size_t rs_result_count(const rs_result* result) { return result ? result->count() : 0; }
+RS_API size_t rs_result_count(const rs_result* result) noexcept { return result ? result->count() : 0; }
 
-RS_API int rs_result_output(const rs_result* result, size_t index, rs_tensor* out, rs_error** error) {
+RS_API int rs_result_output(const rs_result* result, size_t index, rs_tensor* out, rs_error** error) noexcept {
   RS_API_BEGIN(error);
   if (result == nullptr) rs::Fail(RS_ERR_INVALID_ARGUMENT, "result is NULL");
   NeedOut(out, "out");
@@ -132,17 +132,17 @@ RS_API int rs_result_output(const rs_result* result, size_t index, rs_tensor* ou
   RS_API_END(error);
 }
 
-RS_API int64_t rs_result_find(const rs_result* result, const char* name) {
+RS_API int64_t rs_result_find(const rs_result* result, const char* name) noexcept {
   if (result == nullptr || name == nullptr) return -1;
   for (size_t i = 0; i < result->count(); ++i)
     if (result->signature->outputs[result->output_index[i]].name == name) return static_cast<int64_t>(i);
   return -1;
 }
 
-RS_API void rs_result_free(rs_result* result) { delete result; }
+RS_API void rs_result_free(rs_result* result) noexcept { delete result; }
 
 RS_API int rs_model_predict(rs_model* model, const void* request, size_t request_size, void** out_response,
-                            size_t* out_size, rs_error** error) {
+                            size_t* out_size, rs_error** error) noexcept {
   if (out_response) *out_response = nullptr;
   if (out_size) *out_size = 0;
   RS_API_BEGIN(error);
@@ -153,7 +153,7 @@ RS_API int rs_model_predict(rs_model* model, const void* request, size_t request
   RS_API_END(error);
 }
 
-RS_API int rs_model_trace_json(rs_model* model, char** out_json, rs_error** error) {
+RS_API int rs_model_trace_json(rs_model* model, char** out_json, rs_error** error) noexcept {
   if (out_json) *out_json = nullptr;
   RS_API_BEGIN(error);
   rs::Model& m = Need(model);
@@ -162,7 +162,7 @@ RS_API int rs_model_trace_json(rs_model* model, char** out_json, rs_error** erro
   RS_API_END(error);
 }
 
-RS_API int rs_model_serving_info(const rs_model* model, void** out, size_t* out_size, rs_error** error) {
+RS_API int rs_model_serving_info(const rs_model* model, void** out, size_t* out_size, rs_error** error) noexcept {
   if (out) *out = nullptr;
   if (out_size) *out_size = 0;
   RS_API_BEGIN(error);

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "base/buffers.h"
+#include "base/json_text.h"
 #include "base/status.h"
 #include "store/store.h"
 
@@ -31,16 +32,16 @@ void CheckBatch(const void* table, const int64_t* keys, size_t n, const void* da
 extern "C" {
 
 RS_API int rs_store_open(const char* dir, const char* options_json, rs_store** out,
-                         rs_error** error) {
+                         rs_error** error) noexcept {
   if (out) *out = nullptr;
   RS_API_BEGIN(error);
   rs::Check(out != nullptr, RS_ERR_INVALID_ARGUMENT, "out is NULL");
-  auto impl = rs::store::Store::Open(dir ? dir : "", options_json ? options_json : "");
+  auto impl = rs::store::Store::OpenJson(dir ? dir : "", options_json ? options_json : "");
   *out = new rs_store{std::move(impl)};
   RS_API_END(error);
 }
 
-RS_API void rs_store_close(rs_store* store) {
+RS_API void rs_store_close(rs_store* store) noexcept {
   try {
     delete store;
   } catch (...) {
@@ -48,7 +49,7 @@ RS_API void rs_store_close(rs_store* store) {
 }
 
 RS_API int rs_store_create_table(rs_store* store, const char* name, int32_t dim,
-                                 const char* options_json, rs_table** out, rs_error** error) {
+                                 const char* options_json, rs_table** out, rs_error** error) noexcept {
   if (out) *out = nullptr;
   RS_API_BEGIN(error);
   rs::Check(store != nullptr && name != nullptr, RS_ERR_INVALID_ARGUMENT, "store or name is NULL");
@@ -57,7 +58,7 @@ RS_API int rs_store_create_table(rs_store* store, const char* name, int32_t dim,
   RS_API_END(error);
 }
 
-RS_API int rs_store_table(rs_store* store, const char* name, rs_table** out, rs_error** error) {
+RS_API int rs_store_table(rs_store* store, const char* name, rs_table** out, rs_error** error) noexcept {
   if (out) *out = nullptr;
   RS_API_BEGIN(error);
   rs::Check(store != nullptr && name != nullptr && out != nullptr, RS_ERR_INVALID_ARGUMENT,
@@ -66,7 +67,7 @@ RS_API int rs_store_table(rs_store* store, const char* name, rs_table** out, rs_
   RS_API_END(error);
 }
 
-RS_API int rs_store_table_names_json(rs_store* store, char** out_json, rs_error** error) {
+RS_API int rs_store_table_names_json(rs_store* store, char** out_json, rs_error** error) noexcept {
   if (out_json) *out_json = nullptr;
   RS_API_BEGIN(error);
   rs::Check(store != nullptr && out_json != nullptr, RS_ERR_INVALID_ARGUMENT, "store or out is NULL");
@@ -75,23 +76,17 @@ RS_API int rs_store_table_names_json(rs_store* store, char** out_json, rs_error*
   for (const std::string& n : store->impl->TableNames()) {
     if (!first) j += ", ";
     first = false;
-    j += "\"";
-    for (char c : n) {
-      if (c == '"' || c == '\\') j += '\\';
-      if (static_cast<unsigned char>(c) < 0x20) continue;
-      j += c;
-    }
-    j += "\"";
+    rs::AppendJsonString(j, n);
   }
   j += "]";
   *out_json = rs::MallocCopy(j);
   RS_API_END(error);
 }
 
-RS_API int32_t rs_table_dim(const rs_table* table) { return table ? T(table)->dim() : 0; }
+RS_API int32_t rs_table_dim(const rs_table* table) noexcept { return table ? T(table)->dim() : 0; }
 
 RS_API int rs_table_lookup(rs_table* table, const int64_t* keys, size_t n, float* out,
-                           uint8_t* found, rs_error** error) {
+                           uint8_t* found, rs_error** error) noexcept {
   RS_API_BEGIN(error);
   CheckBatch(table, keys, n, out, true);
   T(table)->Lookup(keys, n, out, found);
@@ -99,14 +94,14 @@ RS_API int rs_table_lookup(rs_table* table, const int64_t* keys, size_t n, float
 }
 
 RS_API int rs_table_upsert(rs_table* table, const int64_t* keys, size_t n, const float* rows,
-                           rs_error** error) {
+                           rs_error** error) noexcept {
   RS_API_BEGIN(error);
   CheckBatch(table, keys, n, rows, true);
   T(table)->Upsert(keys, n, rows);
   RS_API_END(error);
 }
 
-RS_API int rs_table_delete(rs_table* table, const int64_t* keys, size_t n, rs_error** error) {
+RS_API int rs_table_delete(rs_table* table, const int64_t* keys, size_t n, rs_error** error) noexcept {
   RS_API_BEGIN(error);
   CheckBatch(table, keys, n, nullptr, false);
   T(table)->Delete(keys, n);
@@ -114,28 +109,28 @@ RS_API int rs_table_delete(rs_table* table, const int64_t* keys, size_t n, rs_er
 }
 
 RS_API int rs_table_bulk_load(rs_table* table, const int64_t* keys, size_t n, const float* rows,
-                              rs_error** error) {
+                              rs_error** error) noexcept {
   RS_API_BEGIN(error);
   CheckBatch(table, keys, n, rows, true);
   T(table)->BulkLoad(keys, n, rows);
   RS_API_END(error);
 }
 
-RS_API int rs_store_flush(rs_store* store, rs_error** error) {
+RS_API int rs_store_flush(rs_store* store, rs_error** error) noexcept {
   RS_API_BEGIN(error);
   rs::Check(store != nullptr, RS_ERR_INVALID_ARGUMENT, "store is NULL");
   store->impl->Flush();
   RS_API_END(error);
 }
 
-RS_API int rs_store_compact(rs_store* store, rs_error** error) {
+RS_API int rs_store_compact(rs_store* store, rs_error** error) noexcept {
   RS_API_BEGIN(error);
   rs::Check(store != nullptr, RS_ERR_INVALID_ARGUMENT, "store is NULL");
   store->impl->Compact();
   RS_API_END(error);
 }
 
-RS_API int rs_store_stats_json(rs_store* store, char** out_json, rs_error** error) {
+RS_API int rs_store_stats_json(rs_store* store, char** out_json, rs_error** error) noexcept {
   if (out_json) *out_json = nullptr;
   RS_API_BEGIN(error);
   rs::Check(store != nullptr && out_json != nullptr, RS_ERR_INVALID_ARGUMENT, "store or out is NULL");

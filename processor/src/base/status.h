@@ -1,9 +1,9 @@
 // Internal error plumbing shared by every component.
 //
-// Components report failures by throwing rs::Error (a code + message) or by
-// returning rs::Status; the C entry points in src/api convert both into the
-// public (rs_status, rs_error*) pair with RS_API_BEGIN/RS_API_END, which also
-// catch every other exception so that nothing crosses the C boundary.
+// Components report failures by throwing rs::Error (a code + message); the C
+// entry points in src/api convert it into the public (rs_status, rs_error*)
+// pair with RS_API_BEGIN/RS_API_END, which also catch every other exception so
+// that nothing crosses the C boundary.
 #ifndef RECSTRATA_BASE_STATUS_H_
 #define RECSTRATA_BASE_STATUS_H_
 
@@ -34,14 +34,6 @@ class Error : public std::runtime_error {
   rs_status code_;
 };
 
-// A value-type status for code paths that prefer not to throw.
-struct Status {
-  rs_status code = RS_OK;
-  std::string message;
-  bool ok() const { return code == RS_OK; }
-  static Status Ok() { return {}; }
-};
-
 [[noreturn]] inline void Fail(rs_status code, std::string message) {
   throw Error(code, std::move(message));
 }
@@ -60,14 +52,6 @@ inline int SetError(rs_error** out, int code, const char* message) noexcept {
     }
   }
   return code;
-}
-
-inline int ReturnStatus(rs_error** out, const Status& s) noexcept {
-  if (s.ok()) {
-    if (out) *out = nullptr;
-    return RS_OK;
-  }
-  return SetError(out, s.code, s.message.c_str());
 }
 
 }  // namespace rs

@@ -87,6 +87,8 @@ KeyScheme KeyScheme::FromProto(const recstrata::bundle::KeyScheme& p, const std:
   } else {
     Bad(ctx, "unknown key scheme kind '" + kind + "' (plain, multihash, binary_code)");
   }
+  if (s.rows_.size() > kMaxSubtables)
+    Bad(ctx, std::to_string(s.rows_.size()) + " sub-tables, at most " + std::to_string(kMaxSubtables));
   return s;
 }
 

@@ -18,9 +18,6 @@
 namespace rs {
 namespace bundle {
 
-// Key schema version of docs/embedding-keys.md this code implements.
-inline constexpr uint32_t kKeySchemaVersion = 1;
-
 // FNV-1a 64 of the bytes (string ids -> int64 ids, reinterpreted).
 inline uint64_t Fnv1a64(const char* data, size_t size) {
   uint64_t h = 0xcbf29ce484222325ULL;
@@ -39,6 +36,11 @@ inline uint64_t Hash64(uint64_t u, uint64_t seed) {
 
 // How the sub-vectors of one id combine into its embedding.
 enum class SubCombiner { kAdd, kMultiply, kConcat };
+
+// Most sub-tables a key scheme may have (binary_code with bits = 64 and
+// block_bits = 1). The pooling hot path keeps per-sub-table pointers in arrays
+// of this size on the stack; FromProto refuses any scheme with more.
+inline constexpr size_t kMaxSubtables = 64;
 
 // A validated key scheme. Construct with FromProto (throws rs::Error with
 // RS_ERR_INVALID_ARGUMENT naming the bad field, same rules as keys.py).

@@ -1,4 +1,4 @@
-// Reading and validating a bundle manifest (bundle.json, format version 1).
+// Reading and validating a bundle manifest (bundle.json, format versions 1..kFormatVersion).
 //
 // LoadManifest refuses, with a clear rs::Error, anything that is not a whole,
 // well-formed bundle: missing or unparsable bundle.json (RS_ERR_CORRUPTION),

@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "base/status.h"
+#include "core/cpu_features.h"
 #include "recstrata/config/model_config.pb.h"
 
 namespace rs {
@@ -133,6 +134,14 @@ ModelConfig ParseModelConfig(const char* json) {
   if (!pb.serialize_protocol().empty() && pb.serialize_protocol() != "protobuf")
     Fail(RS_ERR_INVALID_ARGUMENT,
          "config: serialize_protocol \"" + pb.serialize_protocol() + "\" is not supported (only \"protobuf\")");
+  if (pb.precision() == "bf16") {
+    if (!CpuHasBf16())
+      Fail(RS_ERR_FAILED_PRECONDITION,
+           "config: precision \"bf16\" needs a CPU with AVX512-BF16 or AMX-BF16, and this one has neither");
+    cfg.bf16 = true;
+  } else if (!pb.precision().empty() && pb.precision() != "fp32") {
+    Fail(RS_ERR_INVALID_ARGUMENT, "config: precision must be \"fp32\" or \"bf16\", got \"" + pb.precision() + "\"");
+  }
   if (!pb.tags().empty()) {
     cfg.tags.clear();
     for (const std::string& t : Split(pb.tags(), ',')) {

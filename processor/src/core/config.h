@@ -29,6 +29,7 @@ struct ModelConfig {
   int split_min_batch = 64;  // bundles: split calls of >= this many rows (0: never)
   int split_parts = 0;       // parts per split call (0: allowed CPUs, max 8; 1: never)
   std::vector<std::string> tags = {"serve"};
+  bool bf16 = false;         // precision "bf16": oneDNN auto mixed precision
   std::string raw_json;  // the text given (for bundle loaders)
 };
 

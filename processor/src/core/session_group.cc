@@ -11,6 +11,7 @@
 #include <memory>
 #include <set>
 
+#include "base/json_text.h"
 #include "base/status.h"
 #include "tensorflow/core/protobuf/config.pb.h"
 #include "tensorflow/core/protobuf/meta_graph.pb.h"
@@ -207,15 +208,16 @@ void SessionGroup::Load(const std::string& dir, const ModelConfig& cfg) {
   } else {
     config.set_use_per_session_threads(cfg.use_per_session_threads);
   }
+  if (cfg.bf16)
+    config.mutable_graph_options()->mutable_rewrite_options()->set_auto_mixed_precision_onednn_bfloat16(
+        tensorflow::RewriterConfig::ON);
   std::string config_bytes = config.SerializeAsString();
 
   StatusHolder st;
-  TF_SessionOptions* opts = TF_NewSessionOptions();
-  TF_SetConfig(opts, config_bytes.data(), config_bytes.size(), st.s);
-  if (!st.ok()) {
-    TF_DeleteSessionOptions(opts);
-    st.Throw("invalid session config");
-  }
+  std::unique_ptr<TF_SessionOptions, decltype(&TF_DeleteSessionOptions)> opts(TF_NewSessionOptions(),
+                                                                               &TF_DeleteSessionOptions);
+  TF_SetConfig(opts.get(), config_bytes.data(), config_bytes.size(), st.s);
+  if (!st.ok()) st.Throw("invalid session config");
   std::vector<const char*> tags;
   for (const auto& t : cfg.tags) tags.push_back(t.c_str());
   bool pin_pools = !cfg.cpusets.empty() && cfg.inter_op_threads >= 0;
@@ -223,17 +225,14 @@ void SessionGroup::Load(const std::string& dir, const ModelConfig& cfg) {
   if (pin_pools) threads_before = ProcessThreads();
 
   loaded_.graph = TF_NewGraph();
-  TF_Buffer* meta = TF_NewBuffer();
-  loaded_.session = TF_LoadSessionFromSavedModel(opts, nullptr, dir.c_str(), tags.data(),
-                                                 static_cast<int>(tags.size()), loaded_.graph, meta, st.s);
-  TF_DeleteSessionOptions(opts);
-  if (!st.ok()) {
-    TF_DeleteBuffer(meta);
-    st.Throw("could not load SavedModel " + dir);
-  }
+  std::unique_ptr<TF_Buffer, decltype(&TF_DeleteBuffer)> meta(TF_NewBuffer(), &TF_DeleteBuffer);
+  loaded_.session = TF_LoadSessionFromSavedModel(opts.get(), nullptr, dir.c_str(), tags.data(),
+                                                 static_cast<int>(tags.size()), loaded_.graph, meta.get(), st.s);
+  opts.reset();
+  if (!st.ok()) st.Throw("could not load SavedModel " + dir);
   tensorflow::MetaGraphDef mg;
   bool parsed = mg.ParseFromArray(meta->data, static_cast<int>(meta->length));
-  TF_DeleteBuffer(meta);
+  meta.reset();
   if (!parsed) Fail(RS_ERR_CORRUPTION, "could not parse the MetaGraphDef of " + dir);
   signature_ = ParseSignature(mg, cfg.signature_name, dir);
   for (const TensorSpec& s : signature_->inputs) loaded_.inputs.push_back(ResolveOutput(loaded_.graph, s.tensor_name));

@@ -3,6 +3,8 @@
 #include <cctype>
 #include <cstdio>
 
+#include "base/json_text.h"
+
 namespace rs {
 
 void Signature::Finalize() {
@@ -20,28 +22,6 @@ int Signature::FindInput(std::string_view alias) const {
 int Signature::FindOutput(std::string_view alias) const {
   auto it = output_index_.find(alias);
   return it == output_index_.end() ? -1 : it->second;
-}
-
-void AppendJsonString(std::string& out, std::string_view s) {
-  out.push_back('"');
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
-    }
-  }
-  out.push_back('"');
 }
 
 const char* DtypeName(int dtype) {

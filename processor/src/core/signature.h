@@ -43,9 +43,6 @@ class Signature {
   std::unordered_map<std::string_view, int> output_index_;
 };
 
-// Appends `s` to `out` as a JSON string literal (quoted, escaped).
-void AppendJsonString(std::string& out, std::string_view s);
-
 // Name of a TF_DataType ("float", "int64", ...), "unknown" otherwise.
 const char* DtypeName(int dtype);
 

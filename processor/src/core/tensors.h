@@ -38,9 +38,16 @@ void ValidateInput(const TensorSpec& spec, const rs_tensor& t);
 void OrderInputs(const Signature& sig, const rs_tensor* inputs, size_t n,
                  std::vector<const rs_tensor*>& ordered);
 
-// Owning pointer of a TF_Tensor.
-struct TFTensorDeleter {
-  void operator()(TF_Tensor* t) const { if (t) TF_DeleteTensor(t); }
+// TF_Tensors of one call, deleted on scope exit.
+struct TensorList {
+  std::vector<TF_Tensor*> v;
+  TensorList() = default;
+  TensorList(const TensorList&) = delete;
+  TensorList& operator=(const TensorList&) = delete;
+  ~TensorList() {
+    for (TF_Tensor* t : v)
+      if (t) TF_DeleteTensor(t);
+  }
 };
 
 // Builds the TF_Tensor of a validated input. Numeric inputs whose data is

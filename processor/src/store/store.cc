@@ -22,6 +22,7 @@
 #include <sstream>
 #include <thread>
 
+#include "base/json_text.h"
 #include "base/status.h"
 #include "google/protobuf/json/json.h"
 #include "recstrata/store/store.pb.h"
@@ -157,23 +158,6 @@ void AppendKV(std::string& s, const char* k, uint64_t v, bool comma = true) {
   if (comma) s += ", ";
 }
 
-std::string JsonEscape(const std::string& in) {
-  std::string out;
-  for (char c : in) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char b[8];
-      std::snprintf(b, sizeof(b), "\\u%04x", c);
-      out += b;
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
 class StoreImpl final : public Store {
  public:
   StoreImpl(std::string dir, pb::StoreOptions given) : dir_(std::move(dir)) {
@@ -279,7 +263,7 @@ class StoreImpl final : public Store {
 
   std::string StatsJson() const override {
     StoreStats s = Stats();
-    std::string j = "{\"dir\": \"" + JsonEscape(s.dir) + "\", \"tiers\": \"" + s.tiers + "\", ";
+    std::string j = "{\"dir\": " + JsonString(s.dir) + ", \"tiers\": " + JsonString(s.tiers) + ", ";
     AppendKV(j, "format_version", s.format_version);
     AppendKV(j, "last_sequence", s.last_sequence);
     j += "\"tables\": {";
@@ -287,7 +271,7 @@ class StoreImpl final : public Store {
     for (const TableStats& t : s.tables) {
       if (!first) j += ", ";
       first = false;
-      j += "\"" + JsonEscape(t.name) + "\": {";
+      j += JsonString(t.name) + ": {";
       AppendKV(j, "dim", static_cast<uint64_t>(t.dim));
       AppendKV(j, "rows", t.rows);
       AppendKV(j, "dram_rows", t.dram_rows);
@@ -450,11 +434,14 @@ class StoreImpl final : public Store {
 
 }  // namespace
 
-std::unique_ptr<Store> Store::Open(const std::string& dir, const std::string& options_json) {
-  pb::StoreOptions given = ParseJson<pb::StoreOptions>(options_json, "store options");
+std::unique_ptr<Store> Store::Open(const std::string& dir, const pb::StoreOptions& options) {
   std::string d = dir;
   while (d.size() > 1 && d.back() == '/') d.pop_back();
-  return std::unique_ptr<Store>(new StoreImpl(d, given));
+  return std::unique_ptr<Store>(new StoreImpl(d, options));
+}
+
+std::unique_ptr<Store> Store::OpenJson(const std::string& dir, const std::string& options_json) {
+  return Open(dir, ParseJson<pb::StoreOptions>(options_json, "store options"));
 }
 
 }  // namespace store

@@ -47,6 +47,8 @@
 #include <string>
 #include <vector>
 
+#include "recstrata/store/store.pb.h"
+
 namespace rs {
 namespace store {
 
@@ -128,12 +130,14 @@ class Table {
 class Store {
  public:
   // Opens (or creates) the store at `dir` ("" = a volatile in-memory store).
-  // `options_json`: "" or a JSON object, keys documented in docs/store.md
-  // (create_if_missing, tiers, dram_capacity_bytes, cache_policy,
-  // compaction, compaction_stale_ratio, durability, file_target_bytes,
-  // read_path). Unknown keys are RS_ERR_INVALID_ARGUMENT.
+  // `options`: the StoreOptions of store.proto (documented in docs/store.md);
+  // unset fields take the value recorded in the MANIFEST, else the default.
+  // Bad values are RS_ERR_INVALID_ARGUMENT.
   static std::unique_ptr<Store> Open(const std::string& dir,
-                                     const std::string& options_json);
+                                     const ::recstrata::store::StoreOptions& options);
+  // The same with the options as JSON text ("" = none), as rs_store_open
+  // takes them. Unknown keys are RS_ERR_INVALID_ARGUMENT.
+  static std::unique_ptr<Store> OpenJson(const std::string& dir, const std::string& options_json);
 
   // Waits for background compaction to stop, then releases everything.
   virtual ~Store() = default;

@@ -157,6 +157,7 @@ def _run(work, num_train, num_eval, dram_fraction, latency_requests, progress, s
             lat[bs] = {"p50_ms": _pct(times, 50), "p99_ms": _pct(times, 99)}
         stats_after = served.stats()["bundle"]
 
+    bf16 = _bf16_eval(Model, bundle_dir, info["manifest"], blocks, labels, served_p)
     served_auc = metrics.auc(labels, served_p)
     keras_auc = metrics.auc(labels, keras_p)
     max_diff = float(np.abs(served_p - keras_p).max())
@@ -176,12 +177,38 @@ def _run(work, num_train, num_eval, dram_fraction, latency_requests, progress, s
         say(f"    table {t['name']:<14} {len(t['subtables'])} sub-table(s), "
             f"{sum(s['rows'] for s in t['subtables']):>8,} rows, DRAM hit rate "
             f"{t['dram_hits'] / max(hits, 1):.1%}")
+    if "skipped" in bf16:
+        say(f"  bf16 dense stage             not run: {bf16['skipped']}")
+    else:
+        say(f"  bf16 dense stage             AUC {bf16['auc']:.4f} ({bf16['auc_delta']:+.4f} vs fp32), "
+            f"max |bf16 - fp32| = {bf16['max_abs_diff']:.2e}")
     for bs, v in lat.items():
         say(f"  latency batch {bs:<4}           p50 {v['p50_ms']:.3f} ms   p99 {v['p99_ms']:.3f} ms")
     say(f"  total time                   {time.perf_counter() - t_start:.0f} s")
     return {"served_auc": served_auc, "keras_auc": keras_auc, "max_abs_diff": max_diff,
             "dram_hit_rate": stats["dram_hit_rate"], "dram_rows": dram_rows, "rows": rows,
-            "latency": lat, "examples": int(len(labels)), "bundle_stats": stats_after}
+            "latency": lat, "examples": int(len(labels)), "bundle_stats": stats_after, "bf16": bf16}
+
+
+def _bf16_eval(Model, bundle_dir, manifest, blocks, labels, fp32_p) -> dict:
+    """Serves the eval set again with precision "bf16" (the dense stage's matmuls in
+    bfloat16, fp32 accumulation): its AUC, the change against fp32 and the largest
+    prediction difference. {"skipped": why} on a CPU without BF16."""
+    from recstrata.errors import FailedPreconditionError
+    from recstrata.training import metrics
+    from recstrata.training.export import bundle_feeds
+
+    try:
+        m = Model(bundle_dir, session_num=1, intra_op_parallelism_threads=1,
+                  inter_op_parallelism_threads=1, precision="bf16")
+    except FailedPreconditionError as e:
+        return {"skipped": str(e)}
+    with m:
+        p = np.concatenate([m.run(bundle_feeds(manifest, blk), outputs=["prob"])["prob"]
+                            for blk in blocks])
+    auc = metrics.auc(labels, p)
+    return {"auc": auc, "auc_delta": auc - metrics.auc(labels, fp32_p),
+            "max_abs_diff": float(np.abs(p - fp32_p).max())}
 
 
 def _bar(total, desc, progress):
