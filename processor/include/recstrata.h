@@ -461,11 +461,11 @@ typedef struct rs_lease rs_lease;
  * status). Unknown keys, bad values, duplicate or malformed names:
  * RS_ERR_INVALID_ARGUMENT. On failure *out is set to NULL. */
 RS_API int rs_host_open(const char* config_json, rs_host** out,
-                        rs_error** error);
+                        rs_error** error) RS_NOEXCEPT;
 
 /* Stops discovery, refuses new calls (RS_ERR_FAILED_PRECONDITION), closes
  * every version no lease holds, then frees the host. NULL-safe. */
-RS_API void rs_host_close(rs_host* host);
+RS_API void rs_host_close(rs_host* host) RS_NOEXCEPT;
 
 /* The first half of rs_host_close, safe to call while other threads are
  * calling the host: stops discovery and makes every later call fail with
@@ -473,21 +473,23 @@ RS_API void rs_host_close(rs_host* host);
  * finish on their version, which closes after them. Returns once every
  * version no call or lease holds is closed. Idempotent; rs_host_close is
  * still needed to free the host. */
-RS_API int rs_host_shutdown(rs_host* host, rs_error** error);
+RS_API int rs_host_shutdown(rs_host* host,
+                            rs_error** error) RS_NOEXCEPT;
 
 /* Runs one discovery pass now for `model` (NULL: every model): loads the
  * versions the policy wants that are not serving, then retires the ones it
  * no longer wants (only once a wanted version serves). Returns when the pass
  * is done. Unknown model: RS_ERR_NOT_FOUND. Load failures are not an error
  * of this call (they are in the status). */
-RS_API int rs_host_reload(rs_host* host, const char* model, rs_error** error);
+RS_API int rs_host_reload(rs_host* host, const char* model,
+                          rs_error** error) RS_NOEXCEPT;
 
 /* Replaces a model's version policy at run time (and removes a pin), then
  * runs a pass for it. `policy_json`: {"latest": {"num_versions": N}} |
  * {"all": {}} | {"specific": {"versions": [...]}}. Bad JSON:
  * RS_ERR_INVALID_ARGUMENT; unknown model: RS_ERR_NOT_FOUND. */
 RS_API int rs_host_set_policy(rs_host* host, const char* model,
-                              const char* policy_json, rs_error** error);
+                              const char* policy_json, rs_error** error) RS_NOEXCEPT;
 
 /* Pins a model to one version (rollback / roll forward): loads it if it is
  * not serving, then serves only it. version 0 removes the pin (back to the
@@ -495,7 +497,7 @@ RS_API int rs_host_set_policy(rs_host* host, const char* model,
  * not a complete directory: RS_ERR_NOT_FOUND; one that fails to load: its
  * load error, and the previous policy stays in force (nothing changes). */
 RS_API int rs_host_pin(rs_host* host, const char* model, int64_t version,
-                       rs_error** error);
+                       rs_error** error) RS_NOEXCEPT;
 
 /* Like rs_model_run on a version of `model`: `version` 0 is the default
  * (the newest serving version), any other must be serving. *out_version
@@ -506,7 +508,7 @@ RS_API int rs_host_run(rs_host* host, const char* model, int64_t version,
                        const rs_tensor* inputs, size_t n_inputs,
                        const char* const* output_names, size_t n_outputs,
                        rs_result** out, int64_t* out_version,
-                       rs_error** error);
+                       rs_error** error) RS_NOEXCEPT;
 
 /* Like rs_model_predict (DeepRec PredictRequest bytes in, PredictResponse
  * bytes out, released with rs_free) on a version of `model`; routing and
@@ -514,25 +516,25 @@ RS_API int rs_host_run(rs_host* host, const char* model, int64_t version,
 RS_API int rs_host_predict(rs_host* host, const char* model, int64_t version,
                            const void* request, size_t request_size,
                            void** out_response, size_t* out_size,
-                           int64_t* out_version, rs_error** error);
+                           int64_t* out_version, rs_error** error) RS_NOEXCEPT;
 
 /* Takes a lease on a version of `model` (routing and errors as
  * rs_host_run). Release it with rs_lease_release. */
 RS_API int rs_host_acquire(rs_host* host, const char* model, int64_t version,
-                           rs_lease** out, rs_error** error);
+                           rs_lease** out, rs_error** error) RS_NOEXCEPT;
 /* The version a lease holds (0 for NULL). */
-RS_API int64_t rs_lease_version(const rs_lease* lease);
+RS_API int64_t rs_lease_version(const rs_lease* lease) RS_NOEXCEPT;
 /* rs_model_run / rs_model_predict on the leased version (counted in the
  * host's metrics like rs_host_run). */
 RS_API int rs_lease_run(rs_lease* lease, const rs_tensor* inputs,
                         size_t n_inputs, const char* const* output_names,
-                        size_t n_outputs, rs_result** out, rs_error** error);
+                        size_t n_outputs, rs_result** out, rs_error** error) RS_NOEXCEPT;
 RS_API int rs_lease_predict(rs_lease* lease, const void* request,
                             size_t request_size, void** out_response,
-                            size_t* out_size, rs_error** error);
+                            size_t* out_size, rs_error** error) RS_NOEXCEPT;
 /* Drops the lease; the version closes if it was retired and this was its
  * last reference. NULL-safe. Must not overlap other calls on that lease. */
-RS_API void rs_lease_release(rs_lease* lease);
+RS_API void rs_lease_release(rs_lease* lease) RS_NOEXCEPT;
 
 /* JSON status, released with rs_free:
  *   {"models": [{"name", "base_path", "policy" ("latest", "latest:2", "all",
@@ -544,7 +546,7 @@ RS_API void rs_lease_release(rs_lease* lease);
  *    "errors"}]}], "polls",
  *    "poll_interval_seconds"}. */
 RS_API int rs_host_status_json(rs_host* host, char** out_json,
-                               rs_error** error);
+                               rs_error** error) RS_NOEXCEPT;
 
 /* Prometheus text exposition (format 0.0.4), released with rs_free: per
  * model rs_host_model_ready, rs_host_loads_total,
@@ -556,7 +558,7 @@ RS_API int rs_host_status_json(rs_host* host, char** out_json,
  * rs_host_store_{dram,ssd}_{hits,misses}_total. Counters of a version live
  * as long as the host. */
 RS_API int rs_host_metrics_text(rs_host* host, char** out_text,
-                                rs_error** error);
+                                rs_error** error) RS_NOEXCEPT;
 
 /* RS_CDEF_END */
 

@@ -59,7 +59,7 @@ void Counted(rs::host::Servable& s, F&& call) {
 
 extern "C" {
 
-RS_API int rs_host_open(const char* config_json, rs_host** out, rs_error** error) {
+RS_API int rs_host_open(const char* config_json, rs_host** out, rs_error** error) noexcept {
   if (out) *out = nullptr;
   RS_API_BEGIN(error);
   NeedOut(out, "out");
@@ -69,26 +69,26 @@ RS_API int rs_host_open(const char* config_json, rs_host** out, rs_error** error
   RS_API_END(error);
 }
 
-RS_API void rs_host_close(rs_host* host) {
+RS_API void rs_host_close(rs_host* host) noexcept {
   try {
     delete host;
   } catch (...) {
   }
 }
 
-RS_API int rs_host_shutdown(rs_host* host, rs_error** error) {
+RS_API int rs_host_shutdown(rs_host* host, rs_error** error) noexcept {
   RS_API_BEGIN(error);
   Need(host).Shutdown();
   RS_API_END(error);
 }
 
-RS_API int rs_host_reload(rs_host* host, const char* model, rs_error** error) {
+RS_API int rs_host_reload(rs_host* host, const char* model, rs_error** error) noexcept {
   RS_API_BEGIN(error);
   Need(host).Reload(model);
   RS_API_END(error);
 }
 
-RS_API int rs_host_set_policy(rs_host* host, const char* model, const char* policy_json, rs_error** error) {
+RS_API int rs_host_set_policy(rs_host* host, const char* model, const char* policy_json, rs_error** error) noexcept {
   RS_API_BEGIN(error);
   rs::host::Manager& m = Need(host);
   if (model == nullptr) rs::Fail(RS_ERR_INVALID_ARGUMENT, "model name is NULL");
@@ -96,7 +96,7 @@ RS_API int rs_host_set_policy(rs_host* host, const char* model, const char* poli
   RS_API_END(error);
 }
 
-RS_API int rs_host_pin(rs_host* host, const char* model, int64_t version, rs_error** error) {
+RS_API int rs_host_pin(rs_host* host, const char* model, int64_t version, rs_error** error) noexcept {
   RS_API_BEGIN(error);
   rs::host::Manager& m = Need(host);
   if (model == nullptr) rs::Fail(RS_ERR_INVALID_ARGUMENT, "model name is NULL");
@@ -106,7 +106,7 @@ RS_API int rs_host_pin(rs_host* host, const char* model, int64_t version, rs_err
 
 RS_API int rs_host_run(rs_host* host, const char* model, int64_t version, const rs_tensor* inputs, size_t n_inputs,
                        const char* const* output_names, size_t n_outputs, rs_result** out, int64_t* out_version,
-                       rs_error** error) {
+                       rs_error** error) noexcept {
   if (out) *out = nullptr;
   if (out_version) *out_version = 0;
   RS_API_BEGIN(error);
@@ -122,7 +122,7 @@ RS_API int rs_host_run(rs_host* host, const char* model, int64_t version, const 
 
 RS_API int rs_host_predict(rs_host* host, const char* model, int64_t version, const void* request,
                            size_t request_size, void** out_response, size_t* out_size, int64_t* out_version,
-                           rs_error** error) {
+                           rs_error** error) noexcept {
   if (out_response) *out_response = nullptr;
   if (out_size) *out_size = 0;
   if (out_version) *out_version = 0;
@@ -138,7 +138,7 @@ RS_API int rs_host_predict(rs_host* host, const char* model, int64_t version, co
   RS_API_END(error);
 }
 
-RS_API int rs_host_acquire(rs_host* host, const char* model, int64_t version, rs_lease** out, rs_error** error) {
+RS_API int rs_host_acquire(rs_host* host, const char* model, int64_t version, rs_lease** out, rs_error** error) noexcept {
   if (out) *out = nullptr;
   RS_API_BEGIN(error);
   rs::host::Manager& h = Need(host);
@@ -149,12 +149,12 @@ RS_API int rs_host_acquire(rs_host* host, const char* model, int64_t version, rs
   RS_API_END(error);
 }
 
-RS_API int64_t rs_lease_version(const rs_lease* lease) {
+RS_API int64_t rs_lease_version(const rs_lease* lease) noexcept {
   return lease && lease->servable ? lease->servable->version() : 0;
 }
 
 RS_API int rs_lease_run(rs_lease* lease, const rs_tensor* inputs, size_t n_inputs, const char* const* output_names,
-                        size_t n_outputs, rs_result** out, rs_error** error) {
+                        size_t n_outputs, rs_result** out, rs_error** error) noexcept {
   if (out) *out = nullptr;
   RS_API_BEGIN(error);
   rs::host::Servable& s = Need(lease);
@@ -166,7 +166,7 @@ RS_API int rs_lease_run(rs_lease* lease, const rs_tensor* inputs, size_t n_input
 }
 
 RS_API int rs_lease_predict(rs_lease* lease, const void* request, size_t request_size, void** out_response,
-                            size_t* out_size, rs_error** error) {
+                            size_t* out_size, rs_error** error) noexcept {
   if (out_response) *out_response = nullptr;
   if (out_size) *out_size = 0;
   RS_API_BEGIN(error);
@@ -179,14 +179,14 @@ RS_API int rs_lease_predict(rs_lease* lease, const void* request, size_t request
   RS_API_END(error);
 }
 
-RS_API void rs_lease_release(rs_lease* lease) {
+RS_API void rs_lease_release(rs_lease* lease) noexcept {
   try {
     delete lease;
   } catch (...) {
   }
 }
 
-RS_API int rs_host_status_json(rs_host* host, char** out_json, rs_error** error) {
+RS_API int rs_host_status_json(rs_host* host, char** out_json, rs_error** error) noexcept {
   if (out_json) *out_json = nullptr;
   RS_API_BEGIN(error);
   rs::host::Manager& h = Need(host);
@@ -195,7 +195,7 @@ RS_API int rs_host_status_json(rs_host* host, char** out_json, rs_error** error)
   RS_API_END(error);
 }
 
-RS_API int rs_host_metrics_text(rs_host* host, char** out_text, rs_error** error) {
+RS_API int rs_host_metrics_text(rs_host* host, char** out_text, rs_error** error) noexcept {
   if (out_text) *out_text = nullptr;
   RS_API_BEGIN(error);
   rs::host::Manager& h = Need(host);

@@ -14,9 +14,16 @@
 
 namespace rs::host {
 
+// A load failure as the library reported it (code RS_OK: no failure).
+struct LoadError {
+  rs_status code = RS_OK;
+  std::string message;
+  bool ok() const { return code == RS_OK; }
+};
+
 struct LoadResult {
   std::unique_ptr<Model> model;  // set on success
-  Status status;                 // the library's code and message on failure
+  LoadError status;              // the library's code and message on failure
   double load_ms = 0;
 };
 

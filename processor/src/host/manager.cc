@@ -5,7 +5,7 @@
 #include <exception>
 
 #include "base/status.h"
-#include "core/signature.h"
+#include "base/json_text.h"
 
 namespace rs::host {
 
@@ -156,7 +156,7 @@ void Manager::Load(Slot& s, int64_t v, const std::string& path) {
     Record& rec = s.records[v];
     rec.path = path;
     rec.state = State::kLoading;
-    rec.error = Status::Ok();
+    rec.error = LoadError{};
     rec.last_attempt = std::chrono::steady_clock::now();
   }
   std::string fp = Fingerprint(path);

@@ -78,7 +78,7 @@ class Manager {
   struct Record {
     std::string path;
     State state = State::kLoading;
-    Status error;
+    LoadError error;
     double load_ms = -1;
     uint32_t failures = 0;
     std::chrono::steady_clock::time_point last_attempt{};
