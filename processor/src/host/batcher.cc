@@ -19,6 +19,7 @@ struct Batcher::Call {
   std::exception_ptr error;
   bool done = false, lead = false;
   std::chrono::steady_clock::time_point deadline;
+  std::condition_variable cv;  // this call's wake-up: done, or leads now
 };
 
 std::string Batcher::Eligible(const Signature& sig) {
@@ -69,8 +70,8 @@ std::unique_ptr<rs_result> Batcher::Run(const rs_tensor* inputs, size_t n, const
     leader_waiting_ = true;
     Lead(lk, &c);
   } else {
-    cv_.notify_all();  // the collecting leader recounts
-    cv_.wait(lk, [&] { return c.done || c.lead; });
+    leader_cv_.notify_one();  // the collecting leader recounts
+    c.cv.wait(lk, [&] { return c.done || c.lead; });
     if (!c.done) Lead(lk, &c);
   }
   if (c.error) std::rethrow_exception(c.error);
@@ -84,7 +85,7 @@ void Batcher::Lead(std::unique_lock<std::mutex>& lk, Call* self) {
     for (Call* q : queue_)
       if (q == self || Compatible(*self, *q)) rows += q->rows;
     if (rows >= cap) break;
-    if (cv_.wait_until(lk, self->deadline) == std::cv_status::timeout) break;
+    if (leader_cv_.wait_until(lk, self->deadline) == std::cv_status::timeout) break;
   }
   std::vector<Call*> batch{self};
   int64_t total = self->rows;
@@ -105,13 +106,15 @@ void Batcher::Lead(std::unique_lock<std::mutex>& lk, Call* self) {
   if (!queue_.empty()) {  // the oldest call left leads the next batch
     queue_.front()->lead = true;
     leader_waiting_ = true;
-    cv_.notify_all();
+    queue_.front()->cv.notify_one();
   }
   lk.unlock();
   RunBatch(batch);
   lk.lock();
-  for (Call* b : batch) b->done = true;
-  cv_.notify_all();
+  for (Call* b : batch) {
+    b->done = true;
+    if (b != self) b->cv.notify_one();
+  }
 }
 
 namespace {

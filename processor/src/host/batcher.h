@@ -60,7 +60,7 @@ class Batcher {
   BatchingOptions opt_;
   VersionCounters& counters_;
   std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable leader_cv_;  // the collecting leader waits here
   std::deque<Call*> queue_;
   bool leader_waiting_ = false;  // a leader is collecting its batch
 };
