@@ -491,3 +491,16 @@ def test_bundle_versions_export_store_tier_metrics(tmp_path):
         hits = {k: v for k, v in m.items() if k[0] in ("rs_host_store_dram_hits_total", "rs_host_store_dram_misses_total")}
         assert hits and all(("model", "rec") in k[1] for k in hits)
         assert sum(hits.values()) > 0  # lookups were counted by the store
+
+
+def test_loader_thread_priority(tmp_path, templates):
+    bases = make_bases(tmp_path, templates, versions=(1,))
+    cfg = config(bases)
+    cfg["models"][1]["model_config"] = {"inter_op_parallelism_threads": 2}  # pooled: normal priority
+    with Host(cfg) as host:
+        assert host.status("a")["versions"][0]["loader"] == "nice +10"
+        assert host.status("b")["versions"][0]["loader"] == "normal priority"
+    with Host(config(bases, load_nice=0)) as host:
+        assert host.status("a")["versions"][0]["loader"] == "normal priority"
+    with pytest.raises(InvalidArgumentError, match="load_nice must be in 0..19"):
+        Host(config(bases, load_nice=25))

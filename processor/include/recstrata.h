@@ -446,8 +446,11 @@ typedef struct rs_lease rs_lease;
  *    "model_config": {...keys for every model, a model's own keys win...},
  *    "batching": {...for every model without its own; absent: off...},
  *    "poll_interval_seconds": 5,   (background discovery; 0 or absent: off)
- *    "retry_seconds": 30}          (a failed version is retried after this,
+ *    "retry_seconds": 30,          (a failed version is retried after this,
  *                                   or as soon as its directory changed)
+ *    "load_nice": 10}              (versions whose session config runs ops
+ *                                   inline load on a thread at this higher
+ *                                   nice value; 0..19, 0: off)
  * A version directory is complete once it holds saved_model.pb,
  * saved_model.pbtxt or bundle.json; other entries (3.tmp, files, 0) are
  * ignored. Versions are >= 1. With batching (max_batch_size > 1), concurrent
@@ -542,8 +545,8 @@ RS_API void rs_lease_release(rs_lease* lease) RS_NOEXCEPT;
  *    (0: none), "ready", "incomplete_versions", "base_error",
  *    "versions": [{"version", "state" ("loading" | "ready" | "failed" |
  *    "unloading" | "end"), "path", "error", "load_ms", "load_failures",
- *    "batching" ("on: ..." | "off" | "off: why"), "in_flight", "requests",
- *    "errors"}]}], "polls",
+ *    "batching" ("on: ..." | "off" | "off: why"), "loader" ("nice +N" |
+ *    "normal priority"), "in_flight", "requests", "errors"}]}], "polls",
  *    "poll_interval_seconds"}. */
 RS_API int rs_host_status_json(rs_host* host, char** out_json,
                                rs_error** error) RS_NOEXCEPT;

@@ -73,6 +73,10 @@ HostSpec ParseHostConfig(const char* json) {
     if (!std::isfinite(pb.retry_seconds()) || pb.retry_seconds() < 0) Bad("retry_seconds must be >= 0");
     spec.retry_seconds = pb.retry_seconds();
   }
+  if (pb.has_load_nice()) {
+    if (pb.load_nice() < 0 || pb.load_nice() > 19) Bad("load_nice must be in 0..19");
+    spec.load_nice = pb.load_nice();
+  }
   if (pb.models().empty()) Bad("\"models\" is empty: list at least one {name, base_path}");
   std::set<std::string> names;
   for (int i = 0; i < pb.models_size(); ++i) {

@@ -24,6 +24,7 @@ struct HostSpec {
   std::vector<ModelSpec> models;
   double poll_seconds = 0;  // 0: no discovery thread
   double retry_seconds = 30;
+  int load_nice = 10;
 };
 
 HostSpec ParseHostConfig(const char* json);

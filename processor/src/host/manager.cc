@@ -20,7 +20,10 @@ std::string JoinVersions(const std::vector<int64_t>& vs) {
 }  // namespace
 
 Manager::Manager(HostSpec spec, ModelDeps deps)
-    : loader_(std::move(deps)), poll_seconds_(spec.poll_seconds), retry_seconds_(spec.retry_seconds) {
+    : loader_(std::move(deps), spec.load_nice),
+      poll_seconds_(spec.poll_seconds),
+      retry_seconds_(spec.retry_seconds),
+      load_nice_(spec.load_nice) {
   for (auto& m : spec.models) {
     auto slot = std::make_unique<Slot>();
     slot->name = m.name;
@@ -164,6 +167,7 @@ void Manager::Load(Slot& s, int64_t v, const std::string& path) {
   std::unique_lock<std::mutex> lk(mu_);
   Record& rec = s.records[v];
   rec.fingerprint = fp;
+  rec.loader = r.lowered ? "nice +" + std::to_string(load_nice_) : "normal priority";
   if (!r.model) {
     rec.state = State::kFailed;
     rec.error = r.status;
@@ -396,6 +400,7 @@ std::string Manager::StatusJson() {
       o += ",\"load_ms\":" + std::string(ms);
       num(o, "load_failures", r.failures);
       str(o, "batching", r.batching);
+      str(o, "loader", r.loader);
       int64_t refs = 0;
       auto sv = s.serving->find(v);
       if (sv != s.serving->end()) refs += sv->second.use_count() - 1;  // minus the table's own

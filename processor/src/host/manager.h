@@ -84,6 +84,7 @@ class Manager {
     std::chrono::steady_clock::time_point last_attempt{};
     std::string fingerprint;
     std::string batching;  // "on: ..." / "off: why" of the loaded model
+    std::string loader;    // "nice +N" (loader thread) or "normal priority"
   };
   using Table = std::map<int64_t, std::shared_ptr<Servable>>;
   struct Slot {  // one model; fields below `name` change under mu_
@@ -114,6 +115,7 @@ class Manager {
 
   VersionLoader loader_;
   double poll_seconds_, retry_seconds_;
+  int load_nice_;
   std::map<std::string, std::unique_ptr<Slot>, std::less<>> slots_;  // fixed after construction
   std::shared_ptr<Reaper> reaper_ = std::make_shared<Reaper>();
 
