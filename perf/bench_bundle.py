@@ -55,7 +55,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -64,11 +63,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-N_DENSE, N_SPARSE, DIM = 13, 26, 16
+sys.path.insert(0, str(HERE))
+from bundle_models import (DIM, N_SPARSE, RS_CONFIG, build_ingraph,  # noqa: E402
+                           build_keras_ingraph, config, convert_onnx, keras_feeds, load_requests,
+                           make_call, make_requests, save_requests)
+from c_loops import (NativeLoop, bundle_spec, compile_bundle_loop,  # noqa: E402
+                     compile_c_loop, write_c_spec)
+from harness import (StdinLoop, grouped_bars, plot_path, print_result, rss_mib,  # noqa: E402
+                     run_threads_over, save_plot, summarize_calls)
+
 BATCHES = (1, 64, 512)
 CALLERS = (1, 2)
-RS_CONFIG = {"session_num": 1, "intra_op_parallelism_threads": 1,
-             "inter_op_parallelism_threads": -1}
 SYSTEMS = ("rs_bundle_ssd10", "rs_bundle_ssd10_mmap", "rs_bundle_ssd10_nosplit", "rs_bundle_mem",
            "rs_bundle_py",
            "tf_python", "tf_c_api", "onnxruntime",
@@ -84,192 +89,7 @@ def table_rows(quick: bool) -> list[int]:
     return [10_000 + (i * 113_017) % 290_001 for i in range(N_SPARSE)]
 
 
-# ----------------------------------------------------------------------------- model
-
-def config(rows: list[int]) -> dict:
-    return {
-        "name": "criteo_bundle_bench", "label": "label",
-        "sparse": [{"name": f"C{i + 1}", "dim": DIM,
-                    "embedding": {"kind": "plain", "rows": r, "hashed": False}}
-                   for i, r in enumerate(rows)],
-        "dense": [{"name": f"I{i + 1}", "transform": "log1p"} for i in range(N_DENSE)],
-        "model": {"type": "wdl", "hidden": [512, 256]},
-        "data": {"format": "synthetic", "synthetic": {"num_train": 10, "num_eval": 10}},
-    }
-
-
-def build_ingraph(model, cfg, path: Path) -> None:
-    """(b)-(d)'s model: one SavedModel with the tables inside, each variable stored once."""
-    import tensorflow as tf
-
-    tables = model.embedding_tables()
-    names = [f.name for f in cfg.sparse]
-    rows = [int(tables[f.table]["subtables"][0].shape[0]) for f in cfg.sparse]
-    stage = model.dense_stage
-    mod = tf.Module()
-    mod.tables = [tf.Variable(tables[f.table]["subtables"][0], name=f"emb_{f.name}")
-                  for f in cfg.sparse]
-    mod.dense_vars = [w.value if hasattr(w, "value") else w for w in stage.weights]
-    specs = [tf.TensorSpec([None], tf.int64, name=n) for n in names]
-    specs.append(tf.TensorSpec([None, N_DENSE], tf.float32, name="dense"))
-
-    def serve(*args):
-        pooled = {n: tf.gather(mod.tables[i], tf.math.floormod(args[i], rows[i]))
-                  for i, n in enumerate(names)}
-        pooled["dense"] = args[-1]
-        logit = tf.reshape(stage(pooled, training=False), [-1])
-        return {"prob": tf.sigmoid(logit)}
-
-    mod.serve = tf.function(serve, input_signature=specs)
-    tf.saved_model.save(mod, str(path),
-                        signatures={"serving_default": mod.serve.get_concrete_function()})
-
-
-def build_keras_ingraph(model, cfg, path: Path) -> None:
-    """The same model the way a Keras user exports it: a Keras 3 functional model with one
-    Embedding layer per feature (ids [B, 1] -> Embedding -> Reshape), the same dense stage and
-    the same weights, saved with ``model.export(path, format="tf_saved_model")``. Keras' TF
-    backend lowers each Embedding to a cast / negative-index fix-up / gather chain (about a
-    dozen graph nodes per lookup instead of the lean model's two)."""
-    import keras
-
-    tables = model.embedding_tables()
-    inputs, pooled = {}, {}
-    for f in cfg.sparse:
-        t = tables[f.table]["subtables"][0]
-        x = keras.Input(shape=(1,), dtype="int64", name=f.name)
-        emb = keras.layers.Embedding(t.shape[0], t.shape[1], name=f"emb_{f.name}")
-        pooled[f.name] = keras.layers.Reshape((t.shape[1],), name=f"flat_{f.name}")(emb(x))
-        emb.set_weights([t])
-        inputs[f.name] = x
-    inputs["dense"] = keras.Input(shape=(N_DENSE,), dtype="float32", name="dense")
-    logit = model.dense_stage({**pooled, "dense": inputs["dense"]})
-    prob = keras.layers.Activation("sigmoid", name="prob")(logit)
-    km = keras.Model(inputs=inputs, outputs={"prob": prob})
-    km.export(str(path), format="tf_saved_model", verbose=False)
-
-
-def keras_feeds(feeds: dict) -> dict:
-    """Requests for the Keras-exported peers: the same values, ids shaped [B, 1]."""
-    return {k: (v.reshape(-1, 1) if k != "dense" else v) for k, v in feeds.items()}
-
-
-def make_requests(rows: list[int], batch: int, count: int, seed: int) -> list[dict]:
-    """`count` requests of `batch` rows: Zipf(1.05) ids per table, lognormal dense values."""
-    rng = np.random.default_rng(seed)
-    reqs = []
-    for _ in range(count):
-        feeds = {}
-        for i, r in enumerate(rows):
-            rank = np.minimum(rng.zipf(1.05, batch), r) - 1          # heavy head, long tail
-            feeds[f"C{i + 1}"] = ((rank * 2_654_435_761 + i * 97) % r).astype(np.int64)
-        feeds["dense"] = rng.lognormal(0, 1, (batch, N_DENSE)).astype(np.float32)
-        reqs.append(feeds)
-    return reqs
-
-
-def save_requests(reqs: list[dict], d: Path) -> None:
-    d.mkdir(parents=True, exist_ok=True)
-    for r, feeds in enumerate(reqs):
-        for name, arr in feeds.items():
-            (d / f"{name}.{r}.bin").write_bytes(np.ascontiguousarray(arr).tobytes())
-    np.savez(d / "requests.npz", **{f"{n}__{r}": a for r, f in enumerate(reqs) for n, a in f.items()})
-
-
-def load_requests(d: Path) -> list[dict]:
-    z = np.load(d / "requests.npz")
-    out: dict[int, dict] = {}
-    for key in z.files:
-        name, r = key.rsplit("__", 1)
-        out.setdefault(int(r), {})[name] = z[key]
-    return [out[r] for r in sorted(out)]
-
-
-# ----------------------------------------------------------------------------- measurement
-
-def summarize(lat: list[np.ndarray], batch: int) -> dict:
-    allv = np.concatenate(lat)
-    wall = max(float(x.sum()) for x in lat)
-    return {"calls": int(allv.size), "median_ms": float(np.median(allv)) * 1e3,
-            "p99_ms": float(np.percentile(allv, 99)) * 1e3,
-            "throughput_rps": allv.size / wall, "items_per_s": allv.size * batch / wall}
-
-
-def run_threads(fn, reqs: list, callers: int, seconds: float) -> list[np.ndarray]:
-    barrier = threading.Barrier(callers)
-    out: list = [None] * callers
-
-    def worker(k):
-        for r in reqs:
-            fn(r)
-        barrier.wait()
-        lat, i = [], k * 7
-        end = time.perf_counter() + seconds
-        while True:
-            t0 = time.perf_counter()
-            fn(reqs[i % len(reqs)])
-            t1 = time.perf_counter()
-            lat.append(t1 - t0)
-            i += 1
-            if t1 >= end:
-                break
-        out[k] = np.array(lat)
-
-    ths = [threading.Thread(target=worker, args=(k,)) for k in range(callers)]
-    for t in ths:
-        t.start()
-    for t in ths:
-        t.join()
-    return out
-
-
-def rss_mib(pid: int | str = "self") -> dict:
-    vals = {}
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith(("VmRSS:", "VmHWM:", "RssAnon:", "RssFile:")):
-                k, v = line.split(":")
-                vals[k] = int(v.split()[0]) / 1024.0
-    # RssFile: file-backed pages mapped into the process (libraries, mmap'ed store files);
-    # RssAnon: heap and other anonymous memory.
-    return {"rss_mib": vals.get("VmRSS", 0.0), "peak_mib": vals.get("VmHWM", 0.0),
-            "anon_mib": vals.get("RssAnon", 0.0), "file_mib": vals.get("RssFile", 0.0)}
-
-
 # ----------------------------------------------------------------------------- workers
-
-def make_call(system: str, model: str):
-    """(call(feeds) -> probabilities, the loaded object) of a Python-driven system: TF Python
-    signature call, ONNX Runtime session or recstrata Model (names may end in "_keras")."""
-    kind = system.removesuffix("_keras")
-    if kind == "tf_python":
-        import tensorflow as tf
-
-        fn_sig = tf.saved_model.load(model).signatures["serving_default"]
-
-        def call(feeds):
-            out = fn_sig(**{k: tf.constant(v) for k, v in feeds.items()})
-            return (out["prob"] if "prob" in out else next(iter(out.values()))).numpy()
-        return call, fn_sig
-    if kind == "onnxruntime":
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-        alias = {i.name.split(":")[0]: i.name for i in sess.get_inputs()}
-
-        def call(feeds):
-            return sess.run(None, {alias[k]: v for k, v in feeds.items()})[0]
-        return call, sess
-    if kind.startswith("rs_"):
-        from recstrata.processor import Model
-
-        m = Model(model, dict(RS_CONFIG))   # bundles default to the pread read path
-
-        def call(feeds):
-            return m.run(feeds, outputs=["prob"])["prob"]
-        return call, m
-    raise SystemExit(f"unknown worker system {system}")
-
 
 def worker_main(args) -> int:
     """One Python-driven system in its own process: loads, prints "ready", then serves
@@ -289,7 +109,7 @@ def worker_main(args) -> int:
         if not parts or parts[0] == "quit":
             break
         b, c, sec, lat_file = int(parts[1]), int(parts[2]), float(parts[3]), parts[4]
-        lat = run_threads(call, reqs[b], c, sec)
+        lat = run_threads_over(call, reqs[b], c, sec)
         np.savez(lat_file, *lat)
         print(json.dumps(rss_mib()), flush=True)
     return 0
@@ -334,85 +154,6 @@ class PyWorker:
                 self.proc.kill()
 
 
-def compile_bundle_loop(out: Path) -> Path:
-    import recstrata
-
-    exe = out / "bundle_loop"
-    src = HERE / "bundle_loop.c"
-    lib_dir = os.path.dirname(recstrata.library_path())
-    import tensorflow as tf
-
-    tf_dir = tf.sysconfig.get_lib()
-    if not (exe.exists() and exe.stat().st_mtime > src.stat().st_mtime):
-        subprocess.run(["gcc", "-O2", "-std=c11", "-D_GNU_SOURCE", str(src), "-o", str(exe),
-                        f"-I{recstrata.include_dir()}", f"-L{lib_dir}", "-lrecstrata", "-lpthread",
-                        f"-Wl,-rpath,{lib_dir}", f"-Wl,-rpath,{tf_dir}"], check=True)
-    return exe
-
-
-def bundle_spec(model_dir: Path, sets: list[tuple[Path, list[dict]]], path: Path,
-                rs_config: dict = RS_CONFIG) -> Path:
-    """Spec of perf/bundle_loop.c: one request set per batch size."""
-    from recstrata.processor import _dtype_code
-
-    lines = [f"model_dir {model_dir}",
-             f"rs_config {json.dumps(rs_config, separators=(',', ':'))}"]
-    for req_dir, reqs in sets:
-        lines += ["set", f"requests {len(reqs)}", f"inputs {len(reqs[0])}"]
-        for name, arr in reqs[0].items():
-            lines.append(f"{name} {_dtype_code(arr.dtype)} {arr.ndim} "
-                         + " ".join(str(x) for x in arr.shape) + f" {req_dir / name}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-class StdinLoop:
-    """A perf/*_loop.c process driven over stdin: it prints "ready" once loaded, answers
-    `run ... LAT_FILE` with "done" after writing the latencies there, and ends on `quit`."""
-
-    def __init__(self, exe: Path, args: list[str], lat_file: Path):
-        self.lat_file = lat_file
-        self.label = Path(exe).name
-        self.proc = subprocess.Popen([str(exe), *args], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-        self._expect("ready")
-
-    def _expect(self, word: str) -> None:
-        line = self.proc.stdout.readline().strip()
-        if line != word:
-            err = self.proc.stderr.read() if self.proc.poll() is not None else ""
-            raise RuntimeError(f"{self.label}: expected {word!r}, got {line!r} {err[-2000:]}")
-
-    def request(self, *fields) -> list[np.ndarray]:
-        """`run FIELDS... LAT_FILE`; returns one latency array (seconds) per caller."""
-        self.proc.stdin.write("run " + " ".join(str(f) for f in fields) + f" {self.lat_file}\n")
-        self.proc.stdin.flush()
-        self._expect("done")
-        raw = np.fromfile(self.lat_file, dtype=np.int64)
-        n = int(raw[0])
-        return np.split(raw[1 + n:] / 1e9, np.cumsum(raw[1:1 + n])[:-1])
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.flush()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-class NativeLoop(StdinLoop):
-    """A bundle_loop process (one loaded model, several request sets)."""
-
-    def __init__(self, exe: Path, spec: Path, lat_file: Path):
-        super().__init__(exe, ["rs_run", str(spec)], lat_file)
-
-    def run(self, set_index: int, callers: int, seconds: float) -> list[np.ndarray]:
-        return self.request(set_index, callers, seconds)
-
-
 class BundleSystem:
     """rs_bundle_*: one bundle_loop process holding every batch size's request set."""
 
@@ -452,9 +193,6 @@ class ServingLoopSystem:
     process per batch size (its input values are fixed per process)."""
 
     def __init__(self, exe: Path, ingraph: Path, all_reqs: dict, out: Path, keras: bool = False):
-        sys.path.insert(0, str(HERE))
-        from bench_serving import write_c_spec
-
         self.loops = {}
         tag = "keras_" if keras else ""
         for b in BATCHES:
@@ -476,32 +214,6 @@ class ServingLoopSystem:
     def close(self) -> None:
         for loop in self.loops.values():
             loop.close()
-
-
-def convert_onnx(saved_model: str, out_path: str) -> None:
-    """tf2onnx conversion of the in-graph SavedModel (runs in a child process).
-
-    tf2onnx 1.17 has no converter for TF's Log1p (used by the dense normalisation), so a custom
-    handler rewrites it as Log(x + 1), which is what Log1p computes.
-    """
-    import tensorflow as tf
-    import tf2onnx
-    from tf2onnx import utils
-
-    def log1p(ctx, node, name, args):
-        one = ctx.make_const(utils.make_name("one"), np.array(1, np.float32)).output[0]
-        add = ctx.make_node("Add", [node.input[0], one])
-        ctx.replace_inputs(node, [add.output[0]])
-        node.type = "Log"
-
-    loaded = tf.saved_model.load(saved_model)   # keep it alive: it owns the variables
-    f = loaded.signatures["serving_default"]
-    items = sorted(f.structured_input_signature[1].items())
-    names = [n for n, _ in items]
-    sig = [tf.TensorSpec(spec.shape, spec.dtype, name=n) for n, spec in items]
-    g = tf.function(lambda *a: f(**dict(zip(names, a))), input_signature=sig)
-    tf2onnx.convert.from_function(g, input_signature=sig, opset=17,
-                                  custom_op_handlers={"Log1p": (log1p, [])}, output_path=out_path)
 
 
 # ----------------------------------------------------------------------------- main
@@ -623,9 +335,6 @@ def main(argv=None) -> int:
                     live[name] = BundleSystem(exe, Path(bundle), req_root, all_reqs, out, name,
                                               rcfg)
         if "tf_c_api" in systems or "tf_c_api_keras" in systems:
-            sys.path.insert(0, str(HERE))
-            from bench_serving import compile_c_loop
-
             c_exe = compile_c_loop(out)
             if "tf_c_api" in systems:
                 live["tf_c_api"] = ServingLoopSystem(c_exe, ingraph, all_reqs, out)
@@ -656,7 +365,7 @@ def main(argv=None) -> int:
                         acc = lat[name].setdefault((b, c), [np.empty(0)] * c)
                         lat[name][(b, c)] = [np.concatenate([a, g]) for a, g in zip(acc, got)]
             say(f"round {r + 1}/{rounds} done")
-        results = {s: {f"b{b}_c{c}": summarize(v, b) for (b, c), v in cells.items()}
+        results = {s: {f"b{b}_c{c}": summarize_calls(v, b) for (b, c), v in cells.items()}
                    for s, cells in lat.items()}
         memory = {s: live[s].memory() for s in live}
     finally:
@@ -735,8 +444,24 @@ def main(argv=None) -> int:
                "memory_mib": memory, "ratios": ratios, "parity": parity, "targets": targets,
                "wall_s": time.perf_counter() - t_start}
     print(f"\ntotal {summary['wall_s']:.0f} s")
-    print("RESULT " + json.dumps(summary, separators=(",", ":")))
+    save_plot(plot_path("bundle", quick), lambda fig: plot(fig, summary))
+    print_result(summary)
     return 0
+
+
+def plot(fig, summary: dict) -> None:
+    """Main figure: median latency per call by batch size and system (1 caller), and RSS."""
+    results, memory = summary["results"], summary["memory_mib"]
+    ax = fig.add_subplot(1, 2, 1)
+    grouped_bars(ax, [f"batch {b}" for b in BATCHES],
+                 {s: [cells[f"b{b}_c1"]["median_ms"] for b in BATCHES] for s, cells in results.items()},
+                 "median ms per call, 1 caller (log)", log=True)
+    ax.set_title("bundle serving latency")
+    ax = fig.add_subplot(1, 2, 2)
+    names = list(memory)
+    ax.barh(names, [memory[s]["rss_mib"] for s in names])
+    ax.set_xlabel("resident memory, MiB (VmRSS after the runs)")
+    ax.tick_params(axis="y", labelsize=7)
 
 
 if __name__ == "__main__":

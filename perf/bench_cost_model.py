@@ -31,7 +31,6 @@ Ends with `RESULT {json}`; writes perf/results/cost_model.png.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import queue
@@ -48,6 +47,7 @@ import numpy as np  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import cost_model_sim as sim  # noqa: E402
+from harness import p99, plot_path, print_result, save_plot  # noqa: E402
 
 BATCH, WIDTH = 32, 256
 
@@ -204,10 +204,6 @@ def throughput(model, callers: int, seconds: float) -> float:
 
 
 # ---- main --------------------------------------------------------------------
-
-def p99(x) -> float:
-    return float(np.percentile(x, 99)) if len(x) else math.nan
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -374,17 +370,16 @@ def main() -> None:
         print(f"SessionGroup 2 callers: session_num=1 {np.median(tp[1]):.0f}/s, session_num=2 "
               f"{np.median(tp[2]):.0f}/s", flush=True)
 
-    _plot(real, scales, alone_p99)
-    print("RESULT " + json.dumps(result))
+    # the documented figures come from --quick runs, so the plot goes to results/ either way
+    dest = save_plot(plot_path("cost_model"), lambda fig: plot(fig, real, scales), figsize=(10, 4))
+    if dest:
+        print(f"plot: {dest}")
+    print_result(result, compact=False)
 
 
-def _plot(real, scales, alone_p99) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+def plot(fig, real, scales) -> None:
+    """Main figure: baseline p99 per phase on this machine, and simulated 128-core throughput."""
+    a, b = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     phases = ["alone", "shared", "alone_costmodel", "costmodel"]
     a.bar(phases, [np.median([x["baseline_p99"] for x in real[p]]) for p in phases],
           color=["grey", "tab:red", "grey", "tab:green"])
@@ -394,11 +389,6 @@ def _plot(real, scales, alone_p99) -> None:
     b.bar(pol, [scales[p][1] for p in pol], color=["tab:red", "tab:green", "tab:blue"])
     b.set_ylabel("throughput at the p99 targets (req/s)")
     b.set_title("simulated 128 cores")
-    fig.tight_layout()
-    dest = HERE / "results" / "cost_model.png"
-    dest.parent.mkdir(exist_ok=True)
-    fig.savefig(dest, dpi=110)
-    print(f"plot: {dest}")
 
 
 if __name__ == "__main__":

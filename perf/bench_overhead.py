@@ -20,7 +20,6 @@ Prints medians and p99 per batch size and the overhead ratios
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -31,6 +30,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from c_loops import write_c_spec  # noqa: E402
+from harness import grouped_bars, plot_path, print_result, save_plot  # noqa: E402
+from serving_models import build_model, make_feeds, table_rows  # noqa: E402
 
 
 def compile_ab(out_dir: Path) -> Path:
@@ -63,19 +66,18 @@ def main(argv=None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    import bench_serving as bs  # model builder, feeds and C spec writer shared with the serving benchmark
     from recstrata.wire import codec
 
     t0 = time.time()
-    rows = bs.table_rows(args.quick)
-    model_dir = bs.build_model(out_dir, rows)
+    rows = table_rows(args.quick)
+    model_dir = build_model(out_dir, rows)
     exe = compile_ab(out_dir)
     cfg = {"session_num": 1}
     results = []
     print(f"{'batch':>5} {'system':<17} {'median us':>10} {'p99 us':>9} {'overhead':>9}")
     for batch in batches:
-        feeds = bs.make_feeds(batch, rows, seed=batch)
-        spec = bs.write_c_spec(out_dir, model_dir, feeds, cfg, codec.make_request(feeds))
+        feeds = make_feeds(batch, rows, seed=batch)
+        spec = write_c_spec(out_dir, model_dir, feeds, cfg, codec.make_request(feeds))
         proc = subprocess.run([str(exe), str(spec), str(calls)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-2000:])
@@ -90,9 +92,24 @@ def main(argv=None) -> int:
             results.append(r)
             print(f"{batch:>5} {name:<17} {r['median_us']:>10.1f} {r['p99_us']:>9.1f} {r['overhead_vs_tf_c_api']:>+9.1%}")
     print(f"elapsed {time.time() - t0:.1f} s")
-    print("RESULT " + json.dumps({"benchmark": "overhead", "quick": args.quick, "calls_per_system": calls,
-                                  "rs_config": cfg, "cells": results}))
+    summary = {"benchmark": "overhead", "quick": args.quick, "calls_per_system": calls,
+               "rs_config": cfg, "cells": results}
+    save_plot(plot_path("core", args.quick), lambda fig: plot(fig, summary))
+    print_result(summary, compact=False)
     return 0
+
+
+def plot(fig, summary: dict) -> None:
+    """Main figure: median latency per call of each entry point, by batch size."""
+    cells = summary["cells"]
+    batches = sorted({c["batch"] for c in cells})
+    systems = list(dict.fromkeys(c["system"] for c in cells))
+    med = {(c["system"], c["batch"]): c["median_us"] for c in cells}
+    ax = fig.add_subplot(1, 1, 1)
+    grouped_bars(ax, [f"batch {b}" for b in batches],
+                 {s: [med.get((s, b), float("nan")) for b in batches] for s in systems},
+                 "median us per call")
+    ax.set_title("processor overhead over the bare TF C API (one native process)")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -68,229 +67,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-N_DENSE, N_SPARSE, EMB_DIM = 13, 26, 16
-
-
-def table_rows(quick: bool) -> list[int]:
-    # 10k..100k rows; the same in --quick (building them takes seconds).
-    return [10_000 + (i * 37_000) % 90_001 for i in range(N_SPARSE)]
-
-
-# ---- model -------------------------------------------------------------------
-
-
-def build_model(out_dir: Path, rows: list[int]) -> Path:
-    """Exports the CTR model once; reused while its parameters are unchanged."""
-    model_dir = out_dir / "criteo_ctr"
-    meta = {"rows": rows, "dim": EMB_DIM, "mlp": [512, 256, 1], "version": 1}
-    meta_file = out_dir / "criteo_ctr.json"
-    if model_dir.exists() and meta_file.exists() and json.loads(meta_file.read_text()) == meta:
-        return model_dir
-    import tensorflow as tf
-
-    rng = np.random.default_rng(0)
-
-    class CriteoCTR(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.tables = [tf.Variable(rng.normal(0, 0.05, (r, EMB_DIM)).astype(np.float32), name=f"emb_C{i + 1}")
-                           for i, r in enumerate(rows)]
-            d_in = N_DENSE + N_SPARSE * EMB_DIM
-            dims = [d_in, 512, 256, 1]
-            self.ws = [tf.Variable(rng.normal(0, (2.0 / a) ** 0.5, (a, b)).astype(np.float32), name=f"w{k}")
-                       for k, (a, b) in enumerate(zip(dims[:-1], dims[1:]))]
-            self.bs = [tf.Variable(np.zeros(b, np.float32), name=f"b{k}") for k, b in enumerate(dims[1:])]
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name=f"I{i + 1}") for i in range(N_DENSE)]
-                     + [tf.TensorSpec([None, 1], tf.int64, name=f"C{i + 1}") for i in range(N_SPARSE)])
-        def serve(self, *args):
-            dense = tf.concat(args[:N_DENSE], axis=1)
-            embs = [tf.gather(t, tf.math.floormod(ids[:, 0], t.shape[0])) for t, ids in zip(self.tables, args[N_DENSE:])]
-            h = tf.concat([dense] + embs, axis=1)
-            h = tf.nn.relu(tf.nn.bias_add(tf.matmul(h, self.ws[0]), self.bs[0]))
-            h = tf.nn.relu(tf.nn.bias_add(tf.matmul(h, self.ws[1]), self.bs[1]))
-            return {"prob": tf.sigmoid(tf.nn.bias_add(tf.matmul(h, self.ws[2]), self.bs[2]))}
-
-    m = CriteoCTR()
-    tf.saved_model.save(m, str(model_dir), signatures={"serving_default": m.serve})
-    meta_file.write_text(json.dumps(meta))
-    return model_dir
-
-
-def build_keras_model(out_dir: Path, rows: list[int]) -> Path:
-    """The same CTR model as a Keras 3 functional model, exported with model.export."""
-    model_dir = out_dir / "criteo_ctr_keras"
-    meta = {"rows": rows, "dim": EMB_DIM, "mlp": [512, 256, 1], "version": 1, "export": "keras"}
-    meta_file = out_dir / "criteo_ctr_keras.json"
-    if model_dir.exists() and meta_file.exists() and json.loads(meta_file.read_text()) == meta:
-        return model_dir
-    import keras
-
-    keras.utils.set_random_seed(0)
-    dense_in = [keras.Input(shape=(1,), dtype="float32", name=f"I{i + 1}") for i in range(N_DENSE)]
-    sparse_in = [keras.Input(shape=(1,), dtype="int64", name=f"C{i + 1}") for i in range(N_SPARSE)]
-    embs = [keras.layers.Reshape((EMB_DIM,))(keras.layers.Embedding(r, EMB_DIM, name=f"emb_C{i + 1}")(x))
-            for i, (r, x) in enumerate(zip(rows, sparse_in))]
-    h = keras.layers.Concatenate()([keras.layers.Concatenate()(dense_in)] + embs)
-    h = keras.layers.Dense(512, activation="relu")(h)
-    h = keras.layers.Dense(256, activation="relu")(h)
-    prob = keras.layers.Dense(1, activation="sigmoid", name="prob")(h)
-    m = keras.Model(inputs={x.name: x for x in dense_in + sparse_in}, outputs={"prob": prob})
-    m.export(str(model_dir), format="tf_saved_model", verbose=False)
-    meta_file.write_text(json.dumps(meta))
-    return model_dir
-
-
-MODEL_BUILDERS = {"module": build_model, "keras": build_keras_model}
-
-
-def make_feeds(batch: int, rows: list[int], seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds = {f"I{i + 1}": rng.lognormal(0, 1, (batch, 1)).astype(np.float32) for i in range(N_DENSE)}
-    for i, r in enumerate(rows):
-        feeds[f"C{i + 1}"] = rng.integers(0, r, (batch, 1), dtype=np.int64)
-    return feeds
-
-
-# ---- measurement helpers -------------------------------------------------------
-
-
-def _throughput(lat_per_thread: list[np.ndarray]) -> float:
-    wall = max(float(l.sum()) for l in lat_per_thread)  # callers run back to back
-    return sum(l.size for l in lat_per_thread) / wall
-
-
-def summarize(rounds: list[list[np.ndarray]], batch: int) -> dict:
-    """Figures of one cell from its rounds (each a list of per-thread latencies).
-
-    median/p99/throughput use every call of every round. The best_round_*
-    figures take the best round (lowest median, highest throughput): on a
-    shared machine other tenants' load only ever slows a round down, so the
-    best round is the closest estimate of what the system itself costs.
-    """
-    threads = [np.concatenate([r[k] for r in rounds]) for k in range(len(rounds[0]))]
-    allv = np.concatenate(threads)
-    tput = _throughput(threads)
-    return {
-        "calls": int(allv.size),
-        "median_ms": float(np.median(allv)) * 1e3,
-        "p99_ms": float(np.percentile(allv, 99)) * 1e3,
-        "throughput_rps": tput,  # requests (batches) per second
-        "throughput_items_s": tput * batch,
-        "best_round_median_ms": min(float(np.median(np.concatenate(r))) for r in rounds) * 1e3,
-        "best_round_throughput_rps": max(_throughput(r) for r in rounds),
-    }
-
-
-def run_threads(fn, callers: int, seconds: float, warmup: int = 10) -> list[np.ndarray]:
-    """Runs fn() back to back in `callers` Python threads; per-call seconds per thread."""
-    barrier = threading.Barrier(callers)
-    results: list[np.ndarray] = [None] * callers  # type: ignore[list-item]
-
-    def worker(k):
-        for _ in range(warmup):
-            fn()
-        barrier.wait()
-        lat = []
-        end = time.perf_counter() + seconds
-        while True:
-            t0 = time.perf_counter()
-            fn()
-            t1 = time.perf_counter()
-            lat.append(t1 - t0)
-            if t1 >= end:
-                break
-        results[k] = np.array(lat)
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(callers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
-
-
-# ---- the C loop ----------------------------------------------------------------
-
-
-def compile_c_loop(out_dir: Path) -> Path:
-    import tensorflow as tf
-
-    import recstrata
-
-    exe = out_dir / "serving_loop"
-    src = HERE / "serving_loop.c"
-    tf_dir = tf.sysconfig.get_lib()
-    lib_dir = os.path.dirname(recstrata.library_path())
-    if exe.exists() and exe.stat().st_mtime > src.stat().st_mtime:
-        return exe
-    cmd = ["gcc", "-O2", "-std=c11", "-D_GNU_SOURCE", str(src), "-o", str(exe),
-           f"-I{tf.sysconfig.get_include()}", f"-I{recstrata.include_dir()}",
-           f"-L{tf_dir}", f"-L{lib_dir}", "-lrecstrata",
-           "-l:libtensorflow_cc.so.2", "-l:libtensorflow_framework.so.2", "-lpthread",
-           f"-Wl,-rpath,{tf_dir}", f"-Wl,-rpath,{lib_dir}"]
-    subprocess.run(cmd, check=True)
-    return exe
-
-
-def session_config_hex(rs_config: dict) -> str:
-    """The ConfigProto recstrata builds from rs_config, for the bare TF loop."""
-    from tensorflow.core.protobuf import config_pb2
-
-    cfg = config_pb2.ConfigProto(
-        intra_op_parallelism_threads=rs_config.get("intra_op_parallelism_threads", 1),
-        inter_op_parallelism_threads=rs_config.get("inter_op_parallelism_threads", -1),
-        use_per_session_threads=rs_config.get("use_per_session_threads", False),
-        allow_soft_placement=True)  # as processor/src/core/session_group.cc builds it
-    return cfg.SerializeToString().hex()
-
-
-def signature_graph_names(model_dir: Path) -> tuple[dict, dict]:
-    """alias -> (op name, output index) of the serving_default signature."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    sm = saved_model_pb2.SavedModel.FromString((model_dir / "saved_model.pb").read_bytes())
-    sig = sm.meta_graphs[0].signature_def["serving_default"]
-
-    def split(info):
-        op, _, idx = info.name.partition(":")
-        return op, int(idx or 0)
-
-    return ({k: split(v) for k, v in sig.inputs.items()}, {k: split(v) for k, v in sig.outputs.items()})
-
-
-def write_c_spec(out_dir: Path, model_dir: Path, feeds: dict, rs_config: dict, request: bytes,
-                 tag: str = "") -> Path:
-    """Writes serving_loop.c's spec (and input files) under out_dir/cspec_{tag}b{B}."""
-    from recstrata.processor import _dtype_code
-
-    d = out_dir / f"cspec_{tag}b{len(next(iter(feeds.values())))}"
-    d.mkdir(exist_ok=True)
-    ins, outs = signature_graph_names(model_dir)
-    lines = [f"model_dir {model_dir}", f"config_hex {session_config_hex(rs_config)}",
-             f"rs_config {json.dumps(rs_config, separators=(',', ':'))}"]
-    (d / "request.bin").write_bytes(request)
-    lines.append(f"request {d / 'request.bin'}")
-    lines.append(f"inputs {len(feeds)}")
-    for name, arr in feeds.items():
-        path = d / f"{name}.bin"
-        path.write_bytes(np.ascontiguousarray(arr).tobytes())
-        op, idx = ins[name]
-        lines.append(f"{name} {op} {idx} {_dtype_code(arr.dtype)} {arr.ndim} "
-                     + " ".join(str(x) for x in arr.shape) + f" {path}")
-    lines.append(f"outputs {len(outs)}")
-    for name, (op, idx) in outs.items():
-        lines.append(f"{name} {op} {idx}")
-    spec = d / "spec.txt"
-    spec.write_text("\n".join(lines) + "\n")
-    return spec
-
-
-def write_latencies(path: Path, per_thread: list[np.ndarray]) -> None:
-    """The latency file format shared with serving_loop.c (see its header)."""
-    ns = [np.asarray(np.round(l * 1e9), dtype=np.int64) for l in per_thread]
-    header = np.array([len(ns)] + [len(l) for l in ns], dtype=np.int64)
-    np.concatenate([header] + ns).tofile(path)
+sys.path.insert(0, str(HERE))
+from c_loops import compile_c_loop, write_c_spec  # noqa: E402
+from harness import (grouped_bars, plot_path, print_result, run_threads,  # noqa: E402
+                     save_plot, summarize_rounds, write_latencies)
+from serving_models import (EMB_DIM, MODEL_BUILDERS, N_DENSE, N_SPARSE,  # noqa: E402
+                            make_feeds, table_rows)
 
 
 class Worker:
@@ -455,16 +237,34 @@ def main(argv=None) -> int:
         ratios += compute_ratios(name, m_cells, batches_for(name), callers_list)
     elapsed = time.time() - t_start
     print(f"elapsed {elapsed:.1f} s; load average {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end")
-    print("RESULT " + json.dumps({"benchmark": "serving", "quick": args.quick, "seconds_per_round": seconds,
-                                  "rounds": args.rounds, "load_avg_1m_start": load_start,
-                                  "load_avg_1m": os.getloadavg()[0],
-                                  "models": model_names,
-                                  "model": {"dense": N_DENSE, "tables": len(rows), "rows_min": min(rows),
-                                            "rows_max": max(rows), "dim": EMB_DIM, "mlp": [512, 256, 1]},
-                                  "rs_config": rs_config, "configs": configs if args.configs else None,
-                                  "cells": cells, "ratios": ratios,
-                                  "elapsed_s": round(elapsed, 1)}))
+    summary = {"benchmark": "serving", "quick": args.quick, "seconds_per_round": seconds,
+               "rounds": args.rounds, "load_avg_1m_start": load_start,
+               "load_avg_1m": os.getloadavg()[0],
+               "models": model_names,
+               "model": {"dense": N_DENSE, "tables": len(rows), "rows_min": min(rows),
+                         "rows_max": max(rows), "dim": EMB_DIM, "mlp": [512, 256, 1]},
+               "rs_config": rs_config, "configs": configs if args.configs else None,
+               "cells": cells, "ratios": ratios,
+               "elapsed_s": round(elapsed, 1)}
+    if not args.configs:
+        save_plot(plot_path("serving", args.quick), lambda fig: plot(fig, summary))
+    print_result(summary, compact=False)
     return 0
+
+
+def plot(fig, summary: dict) -> None:
+    """Main figure: median latency per call by batch size and system, 1 caller, per model."""
+    models = summary["models"]
+    for i, name in enumerate(models):
+        ax = fig.add_subplot(1, len(models), i + 1)
+        cells = [c for c in summary["cells"] if c["model"] == name and c["callers"] == 1]
+        batches = sorted({c["batch"] for c in cells})
+        systems = list(dict.fromkeys(c["system"] for c in cells))
+        med = {(c["system"], c["batch"]): c["median_ms"] for c in cells}
+        grouped_bars(ax, [f"batch {b}" for b in batches],
+                     {s: [med.get((s, b), float("nan")) for b in batches] for s in systems},
+                     "median ms per call (log)", log=True)
+        ax.set_title(f"{name} model, 1 caller")
 
 
 def measure_model(name: str, model_dir: Path, batches: list[int], callers_list: list[int], systems: list[str],
@@ -532,7 +332,7 @@ def measure_model(name: str, model_dir: Path, batches: list[int], callers_list: 
                         lat.setdefault((system, callers), []).append(workers[system].run(callers, seconds))
             for callers in callers_list:
                 for system in systems:
-                    s = summarize(lat[(system, callers)], batch)
+                    s = summarize_rounds(lat[(system, callers)], batch)
                     s.update(model=name, batch=batch, callers=callers, system=system)
                     cells.append(s)
                     print(f"{batch:>5} {callers:>7} {system:<18} {s['median_ms']:>10.3f} {s['p99_ms']:>9.3f} "

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -40,6 +39,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from harness import plot_path, print_result, save_plot  # noqa: E402
+
 HARNESS_SRC = HERE / "rocksdb_harness" / "harness.cc"
 
 
@@ -412,7 +414,23 @@ def main():
     results["elapsed_s"] = time.time() - t0
     results["quick"] = args.quick
     results["notes"] = note
-    print("RESULT " + json.dumps(results))
+    save_plot(plot_path("store", args.quick), lambda fig: plot(fig, results))
+    print_result(results, compact=False)
+
+
+def plot(fig, results: dict) -> None:
+    """Main figure: Zipf lookup throughput (keys/s) of every system, per table size."""
+    sizes = [k for k, v in results.items() if isinstance(v, dict) and "n" in v]
+    for i, size in enumerate(sizes):
+        r = results[size]
+        names = [k for k, v in r.items() if isinstance(v, dict)
+                 and isinstance(v.get("zipf"), dict) and v["zipf"].get("keys_per_s")]
+        ax = fig.add_subplot(1, len(sizes), i + 1)
+        ax.barh(names, [r[k]["zipf"]["keys_per_s"] / 1e6 for k in names])
+        ax.set_xscale("log")
+        ax.set_xlabel("M keys/s, Zipf lookups (log)")
+        ax.set_title(f"{size} keys x dim")
+        ax.tick_params(axis="y", labelsize=7)
 
 
 if __name__ == "__main__":

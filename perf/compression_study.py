@@ -14,7 +14,7 @@ DeepFM model is trained with the large tables stored as
 at several compression ratios (plain embedding bytes / scheme embedding bytes, all tables
 counted; the small tables stay plain). Reported per run: eval AUC, relative AUC loss vs plain
 ((AUC_plain - AUC) / AUC_plain), log loss, bytes, wall seconds. Plain is trained with several
-seeds to show the run-to-run noise. Writes perf/out/compression.{md,json,png}; the last line is
+seeds to show the run-to-run noise. Writes perf/out/compression.{md,json} and perf/results/compression.png; the last line is
 ``RESULT {json}``.
 
     python perf/compression_study.py            # full
@@ -36,6 +36,9 @@ import numpy as np  # noqa: E402
 
 from recstrata.training import keys as K  # noqa: E402
 from recstrata.training.spec import load_config  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import plot_path, print_result, save_plot  # noqa: E402
 
 DIM = 16
 # (name, vocab, max_values); vocab >= COMPRESS_MIN are compressed
@@ -130,13 +133,9 @@ def run_one(d: dict) -> dict:
                         if d["data"]["synthetic"]["vocab"][f.name] >= COMPRESS_MIN}}
 
 
-def plot(rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+def plot(fig, rows) -> None:
+    """Main figure: relative AUC loss against compression ratio, per scheme."""
+    ax = fig.add_subplot(1, 1, 1)
     for kind in sorted({r["scheme"] for r in rows if r["scheme"] != "plain"}):
         pts = sorted((r["ratio"], 100 * r["rel_auc_loss"]) for r in rows if r["scheme"] == kind)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=kind)
@@ -148,8 +147,6 @@ def plot(rows, path):
     ax.set_title("Embedding compression on synthetic Zipf data (DeepFM)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 def main(argv=None) -> int:
@@ -242,10 +239,8 @@ def main(argv=None) -> int:
         fh.write("\n".join(md) + "\n")
     with open(os.path.join(args.out, stem + ".json"), "w") as fh:
         json.dump({"teacher_auc": teacher, "plain_runs": plains, "rows": rows}, fh, indent=1)
-    try:
-        plot(rows, os.path.join(args.out, stem + ".png"))
-    except ImportError:
-        print("matplotlib not installed (pip install recstrata[perf]); no plot", file=sys.stderr)
+    # the documented figures come from --quick runs (perf/RESULTS.md), so both go to results/
+    save_plot(plot_path("compression"), lambda fig: plot(fig, rows), figsize=(7, 4.5))
     print("\n".join(md), flush=True)
     result = {"quick": args.quick, "zipf": args.zipf, "num_train": num_train, "epochs": args.epochs,
               "teacher_auc": round(teacher, 5), "plain_auc": round(plain_auc, 5),
@@ -256,7 +251,7 @@ def main(argv=None) -> int:
               "goal_20x_at_0.3pct": goal_met,
               "runs": [{"scheme": r["scheme"], "ratio": round(r["ratio"], 1), "auc": round(r["auc"], 5),
                         "rel_auc_loss": round(r["rel_auc_loss"], 5)} for r in rows]}
-    print("RESULT " + json.dumps(result), flush=True)
+    print_result(result, compact=False)
     return 0
 
 

@@ -43,6 +43,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from harness import grouped_bars, plot_path, print_result, save_plot  # noqa: E402
+
 OUT = HERE / "out" / "serving_load"
 VOCAB, DIM, N_CAT, N_DENSE = 20000, 16, 26, 13
 
@@ -349,8 +352,21 @@ def main(argv=None) -> int:
             f.write(text + "\n")
     result = {"vocab": args.vocab, "users": args.users, "rate_per_user": args.rate, "batch": args.batch, "duration_s": args.duration,
               "rounds": args.rounds, "systems": summary, "ratios": ratios, "runs": runs}
-    print("RESULT " + json.dumps(result, separators=(",", ":")))
+    save_plot(plot_path("serving_load", args.quick), lambda fig: plot(fig, result))
+    print_result(result)
     return 0
+
+
+def plot(fig, result: dict) -> None:
+    """Main figure: p50 / p99 client latency per system in the steady and the reload window."""
+    systems = result["systems"]
+    ax = fig.add_subplot(1, 1, 1)
+    groups = [f"{w} {k[:3]}" for w in ("steady", "reload") for k in ("p50_ms", "p99_ms")]
+    grouped_bars(ax, groups, {s: [v[w][k] if v[w][k] is not None else float("nan")
+                                  for w in ("steady", "reload") for k in ("p50_ms", "p99_ms")]
+                              for s, v in systems.items()}, "client latency, ms")
+    ax.set_title(f"HTTP load test with a hot reload ({result['users']} users x "
+                 f"{result['rate_per_user']:g} req/s, batch {result['batch']})")
 
 
 if __name__ == "__main__":

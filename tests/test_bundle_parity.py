@@ -205,6 +205,25 @@ def test_single_valued_missing_values_with_lengths_layout_per_feature_inputs(len
            seed=20, single_missing=True)
 
 
+def test_single_valued_missing_values_in_single_layout_name_feature_rows_and_fix(dram_bundle,
+                                                                                  trained):
+    from recstrata.training.export import bundle_feeds
+
+    cfg = trained[1]
+    ex = make_examples(cfg, 300, 21, single_missing=True)
+    singles = [f.name for f in cfg.sparse if f.max_values == 1]
+    assert len(singles) >= 2
+    with pytest.raises(ValueError) as info:
+        bundle_feeds(dram_bundle["manifest"], ex)
+    msg = str(info.value)
+    assert "of the 300 examples given" in msg
+    for name in singles:   # every feature in one message, each with its own count and rows
+        missing = np.flatnonzero(ex[name + "/len"] == 0)
+        assert missing.size > 5
+        assert f"{name!r}: {missing.size} (rows {', '.join(map(str, missing[:5]))}, ...)" in msg
+    assert "--single-valued-layout lengths" in msg
+
+
 @pytest.fixture(scope="module")
 def concat_bundle(trained):
     # the format-version-1 layout: one pooled input, split inside the dense graph

@@ -15,6 +15,7 @@ from pathlib import Path
 import cffi
 
 import recstrata
+from recstrata import _tf_logs
 from recstrata._paths import include_dir, library_path
 from recstrata.errors import LibraryVersionError, error_for
 
@@ -80,8 +81,11 @@ def lib():
     if _lib is None:
         with _lock:
             if _lib is None:
-                _preload_tensorflow()
-                handle = ffi.dlopen(library_path())
+                # TensorFlow logs at load time; recstrata._tf_logs keeps that quiet
+                # unless RECSTRATA_TF_LOGS=1.
+                with _tf_logs.quiet_load():
+                    _preload_tensorflow()
+                    handle = ffi.dlopen(library_path())
                 got = handle.rs_version_number()
                 if got != recstrata.NATIVE_VERSION_NUMBER:
                     raise LibraryVersionError(

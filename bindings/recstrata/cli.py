@@ -13,10 +13,10 @@ import importlib
 import sys
 
 _COMMAND_MODULES = (
-    "recstrata.training.cli",  # train, eval
-    "recstrata.bundle_cli",    # export, demo
-    "recstrata.serve_cli",     # info, predict
-    "recstrata.server_cli",    # serve (HTTP, versioned model directories)
+    "recstrata.training.train_cli",   # train, eval
+    "recstrata.training.export_cli",  # export, demo (bundles made from trained models)
+    "recstrata.model_cli",            # info, predict (one model, in this process)
+    "recstrata.serve_cli",            # serve (HTTP, versioned model directories)
 )
 
 

@@ -1,93 +1,98 @@
-"""`recstrata info` and `recstrata predict`: look at and run a served model.
+"""`recstrata serve`: serve versioned model directories over HTTP.
 
-    recstrata info MODEL_DIR [--config JSON]
-        prints the model's description (signature, session group) as JSON.
-    recstrata predict MODEL_DIR --input NAME=FILE.npy [--input ...]
-                      [--output NAME ...] [--config JSON] [--save OUT.npz]
-                      [--repeat N]
-        runs the model once on the given arrays (.npy files, or .npz files
-        whose arrays are named like the inputs via --input @FILE.npz) and prints
-        the outputs as JSON (or saves them to an .npz); --repeat times N runs.
+    recstrata serve --model ctr=/models/ctr [--model NAME=BASE_DIR ...]
+                    [--port 8500] [--host 127.0.0.1] [--poll-seconds 5]
+                    [--policy latest|latest:N|all|specific:1,2] [--config JSON]
+                    [--load-config JSON] [--load-nice 10] [--reload availability|resource]
+
+Each BASE_DIR holds version directories ``BASE_DIR/<int>/`` (SavedModels or
+recstrata bundles); see docs/serving.md. Once every model's first load has
+been attempted the command prints one line ``serving on http://HOST:PORT`` to
+stdout (``--port 0`` picks a free port) and serves until SIGINT/SIGTERM, then
+stops the server and closes every model.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import logging
+import signal
 import sys
-import time
+import threading
 
 
 def register(subparsers) -> None:
-    info = subparsers.add_parser("info", help="describe a servable model (JSON)")
-    info.add_argument("model_dir")
-    info.add_argument("--config", default=None, help="model_config JSON (DeepRec keys)")
-    info.set_defaults(func=_info)
-
-    pred = subparsers.add_parser("predict", help="run a model on .npy/.npz inputs")
-    pred.add_argument("model_dir")
-    pred.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy|@FILE.npz",
-                      help="one signature input; repeat for each (or @file.npz holding all)")
-    pred.add_argument("--output", "-o", action="append", default=None, metavar="NAME",
-                      help="fetch only these outputs (repeatable)")
-    pred.add_argument("--config", default=None, help="model_config JSON (DeepRec keys)")
-    pred.add_argument("--save", default=None, metavar="OUT.npz", help="write outputs to an .npz")
-    pred.add_argument("--repeat", type=int, default=1, help="run N times and report latency")
-    pred.set_defaults(func=_predict)
-
-
-def _load_feeds(specs: list[str]) -> dict:
-    import numpy as np
-
-    feeds = {}
-    for spec in specs:
-        if spec.startswith("@"):
-            with np.load(spec[1:], allow_pickle=False) as npz:
-                feeds.update({k: npz[k] for k in npz.files})
-            continue
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--input expects NAME=FILE.npy or @FILE.npz, got {spec!r}")
-        feeds[name] = np.load(path, allow_pickle=False)
-    if not feeds:
-        raise ValueError("give at least one --input")
-    return feeds
+    p = subparsers.add_parser("serve", help="serve versioned model directories over HTTP")
+    p.add_argument("--model", "-m", action="append", required=True, metavar="NAME=BASE_DIR",
+                   help="a model name and its base directory of version subdirectories (repeatable)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8500, help="port (0: any free port)")
+    p.add_argument("--poll-seconds", type=float, default=5.0,
+                   help="seconds between version directory polls (0: never poll again)")
+    p.add_argument("--policy", default="latest", help="latest, latest:N, all or specific:V1,V2")
+    p.add_argument("--config", default=None, help="model_config JSON applied to every version")
+    p.add_argument("--load-config", default=None,
+                   help="model_config JSON overrides for versions loaded by a reload")
+    p.add_argument("--load-nice", type=int, default=10,
+                   help="nice increment of the loader thread (inline session configs)")
+    p.add_argument("--reload", choices=("availability", "resource"), default="availability",
+                   help="availability: old version serves until the new one is ready (default); "
+                        "resource: unload first (less memory, requests fail meanwhile)")
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(func=_serve)
 
 
-def _jsonable(arr):
-    if arr.dtype == object:
-        return [x.decode("utf-8", "backslashreplace") if isinstance(x, bytes) else x
-                for x in arr.ravel().tolist()]
-    return arr.tolist()
+def _json_arg(text: str | None, flag: str) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{flag} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object")
+    return value
 
 
-def _info(args) -> int:
-    from recstrata.processor import Model
+def _serve(args) -> int:
+    from recstrata.serving.http_server import ServingHTTPServer
+    from recstrata.serving.manager import ModelManager
 
-    with Model(args.model_dir, args.config) as model:
-        print(json.dumps(model.describe(), indent=2))
-    return 0
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    models = {}
+    for spec in args.model:
+        name, sep, base = spec.partition("=")
+        if not sep or not name or not base:
+            raise ValueError(f"--model expects NAME=BASE_DIR, got {spec!r}")
+        models[name] = {"base_path": base, "policy": args.policy}
+    manager = ModelManager(models, config=_json_arg(args.config, "--config"),
+                           load_config=_json_arg(args.load_config, "--load-config"),
+                           load_nice=args.load_nice, reload=args.reload)
+    try:
+        server = ServingHTTPServer(manager, host=args.host, port=args.port)
+    except BaseException:
+        manager.close()
+        raise
+    for name, st in manager.status().items():
+        if not st["available"]:
+            print(f"recstrata serve: warning: model {name!r} has no version serving yet "
+                  f"({[v['error'] for v in st['versions'] if v['error']] or st['base_error'] or 'no complete version'})",
+                  file=sys.stderr)
+    if args.poll_seconds > 0:
+        manager.start(args.poll_seconds)
+    stop = threading.Event()
 
+    def on_signal(signum, frame):
+        stop.set()
 
-def _predict(args) -> int:
-    import numpy as np
-
-    from recstrata.processor import Model
-
-    feeds = _load_feeds(args.input)
-    with Model(args.model_dir, args.config) as model:
-        times = []
-        for _ in range(max(1, args.repeat)):
-            t0 = time.perf_counter()
-            outputs = model.run(feeds, args.output)
-            times.append(time.perf_counter() - t0)
-    if args.save:
-        np.savez(args.save, **outputs)
-    else:
-        print(json.dumps({k: {"dtype": str(v.dtype), "shape": list(v.shape), "values": _jsonable(v)}
-                          for k, v in outputs.items()}))
-    if args.repeat > 1:
-        times.sort()
-        print(f"{len(times)} runs: median {times[len(times) // 2] * 1e3:.3f} ms, "
-              f"min {times[0] * 1e3:.3f} ms", file=sys.stderr)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    print(f"serving on {server.url}", flush=True)
+    try:
+        stop.wait()
+    finally:
+        server.shutdown_and_close()
+        manager.close()
     return 0

@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
+	"strconv"
+	"time"
 
 	"github.com/recstrata/recstrata/go_client"
 )
@@ -13,202 +15,216 @@ import (
 // maxBody caps request bodies (JSON or protobuf) at 64 MiB.
 const maxBody = 64 << 20
 
-// jsonTensor is the JSON form of a tensor: data is a flat row-major array
-// (String elements are base64, the encoding/json convention for []byte).
-// On input, dtype may be omitted: the signature's dtype is used.
-type jsonTensor struct {
-	DType string          `json:"dtype,omitempty"`
-	Shape []int64         `json:"shape"`
-	Data  json.RawMessage `json:"data"`
-}
+// modelPath matches /v1/models/{name}[/versions/{v}][:action].
+var modelPath = regexp.MustCompile(`^/v1/models/([^/:]+)(?:/versions/(\d+))?(?::([a-z_]+))?$`)
 
-type predictRequest struct {
-	Inputs  map[string]jsonTensor `json:"inputs"`
-	Outputs []string              `json:"outputs,omitempty"` // default: all
-}
-
-type predictResponse struct {
-	Outputs map[string]any `json:"outputs"`
-}
-
-type errorBody struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-// newHandler serves one model:
+// newHandler is the HTTP front:
 //
-//	POST /v1/predict     JSON tensors in, JSON tensors out
-//	POST /v1/predict.pb  DeepRec PredictRequest bytes in, PredictResponse out
-//	GET  /v1/model       signature (inputs and outputs)
-//	GET  /v1/stats       the library's counters
-//	GET  /healthz        liveness
+//	POST /v1/models/{name}[/versions/{v}]:predict     JSON tensors in, JSON tensors out
+//	POST /v1/models/{name}[/versions/{v}]:predict_pb  PredictRequest bytes in, PredictResponse out
+//	GET  /v1/models/{name}[/versions/{v}]             signature of the serving version
+//	GET  /v1/models, /v1/models/{name}:status         lifecycle status (JSON)
+//	POST /v1/models/{name}:pin     {"version": N}     serve version N until unpinned
+//	POST /v1/models/{name}:rollback                   pin the highest version below the serving one
+//	POST /v1/models/{name}:unpin                      back to the latest version
+//	POST /v1/models/{name}:reload                     discover now (also retries failed versions)
+//	GET  /healthz                                     200 while the process serves
+//	GET  /readyz                                      200 when every model serves a version, else 503
+//	GET  /metrics                                     Prometheus text format
 //
-// Every handler calls the shared *recstrata.Model directly: it is safe for
-// concurrent use, and net/http runs each request on its own goroutine.
-func newHandler(m *recstrata.Model) http.Handler {
+// Predict responses carry the header X-Recstrata-Model-Version. Errors are
+// JSON {"code": "RS_ERR_...", "message": ...}; see writeModelError.
+func newHandler(svc *service) http.Handler {
 	mux := http.NewServeMux()
-	inputTypes := map[string]recstrata.DType{}
-	for _, in := range m.Inputs() {
-		inputTypes[in.Name] = in.DType
-	}
-
-	mux.HandleFunc("POST /v1/predict", func(w http.ResponseWriter, r *http.Request) {
-		var req predictRequest
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			writeError(w, http.StatusBadRequest, "RS_ERR_INVALID_ARGUMENT", "request JSON: "+err.Error())
+	mux.HandleFunc("/v1/models/", func(w http.ResponseWriter, r *http.Request) {
+		m := modelPath.FindStringSubmatch(r.URL.Path)
+		if m == nil {
+			writeError(w, http.StatusNotFound, "RS_ERR_NOT_FOUND", "no such path "+r.URL.Path)
 			return
 		}
-		inputs := make([]recstrata.Tensor, 0, len(req.Inputs))
-		for name, jt := range req.Inputs {
-			t, err := jt.decode(name, inputTypes[name])
-			if err != nil {
-				writeError(w, http.StatusBadRequest, "RS_ERR_INVALID_ARGUMENT", err.Error())
+		name, action := m[1], m[3]
+		var want int64
+		if m[2] != "" {
+			var err error
+			if want, err = strconv.ParseInt(m[2], 10, 64); err != nil || want <= 0 {
+				writeError(w, http.StatusBadRequest, "RS_ERR_INVALID_ARGUMENT", "version must be a positive integer")
 				return
 			}
-			inputs = append(inputs, t)
 		}
-		outs, err := m.Run(inputs, req.Outputs...)
-		if err != nil {
-			writeModelError(w, err)
+		method := http.MethodPost
+		if action == "" || action == "status" {
+			method = http.MethodGet
+		}
+		if r.Method != method {
+			w.Header().Set("Allow", method)
+			writeError(w, http.StatusMethodNotAllowed, "RS_ERR_INVALID_ARGUMENT", r.URL.Path+" takes "+method)
 			return
 		}
-		resp := predictResponse{Outputs: map[string]any{}}
-		for _, t := range outs {
-			resp.Outputs[t.Name] = map[string]any{"dtype": t.DType.String(), "shape": t.Shape, "data": t.Data}
+		if want != 0 && action != "" && action != "predict" && action != "predict_pb" {
+			writeError(w, http.StatusNotFound, "RS_ERR_NOT_FOUND", ":"+action+" takes no /versions/ part")
+			return
 		}
-		writeJSON(w, http.StatusOK, resp)
+		switch action {
+		case "predict":
+			predictJSON(svc, w, r, name, want)
+		case "predict_pb":
+			predictProto(svc, w, r, name, want)
+		case "":
+			metadataRoute(svc, w, r, name, want)
+		case "status":
+			st, err := svc.mg.ModelStatus(name)
+			if err != nil {
+				writeModelError(w, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, st)
+		case "pin", "rollback", "unpin", "reload":
+			adminRoute(svc, w, r, name, action)
+		default:
+			writeError(w, http.StatusNotFound, "RS_ERR_NOT_FOUND", "unknown action :"+action)
+		}
 	})
-
-	mux.HandleFunc("POST /v1/predict.pb", func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "RS_ERR_INVALID_ARGUMENT", err.Error())
-			return
-		}
-		if len(body) == 0 {
-			// PredictBytes(nil) would answer with JSON; this route speaks protobuf only.
-			writeError(w, http.StatusBadRequest, "RS_ERR_INVALID_ARGUMENT", "empty request body")
-			return
-		}
-		resp, err := m.PredictBytes(body)
-		if err != nil {
-			writeModelError(w, err)
-			return
-		}
-		w.Header().Set("Content-Type", "application/x-protobuf")
-		w.Write(resp)
+	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"models": svc.mg.Status()})
 	})
-
-	mux.HandleFunc("GET /v1/model", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"inputs": infos(m.Inputs()), "outputs": infos(m.Outputs())})
-	})
-
-	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
-		stats, err := m.Stats()
-		if err != nil {
-			writeModelError(w, err)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, stats)
-	})
-
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !svc.mg.Ready() {
+			writeError(w, http.StatusServiceUnavailable, "RS_ERR_FAILED_PRECONDITION", "not every model has a version serving")
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	mux.Handle("GET /metrics", svc.metrics.handler())
 	return mux
 }
 
-func infos(in []recstrata.TensorInfo) []map[string]any {
-	out := make([]map[string]any, len(in))
-	for i, t := range in {
-		out[i] = map[string]any{"name": t.Name, "dtype": t.DType.String(), "shape": t.Shape}
+func setVersion(w http.ResponseWriter, num int64) {
+	if num != 0 {
+		w.Header().Set("X-Recstrata-Model-Version", strconv.FormatInt(num, 10))
 	}
-	return out
 }
 
-// decode turns a JSON tensor into a typed Tensor; fallback is the
-// signature's dtype (Invalid for an unknown input, which the library rejects
-// by name).
-func (j jsonTensor) decode(name string, fallback recstrata.DType) (recstrata.Tensor, error) {
-	d := fallback
-	if j.DType != "" {
-		var ok bool
-		if d, ok = recstrata.ParseDType(j.DType); !ok {
-			return recstrata.Tensor{}, fmt.Errorf("input %q: unknown dtype %q", name, j.DType)
-		}
-	}
-	if d == recstrata.Invalid {
-		d = recstrata.Float32 // unknown input: let the library name the problem
-	}
-	var data any
-	var err error
-	switch d {
-	case recstrata.Float32:
-		data, err = unmarshal[float32](j.Data)
-	case recstrata.Float64:
-		data, err = unmarshal[float64](j.Data)
-	case recstrata.Int32:
-		data, err = unmarshal[int32](j.Data)
-	case recstrata.Int64:
-		data, err = unmarshal[int64](j.Data)
-	case recstrata.Bool:
-		data, err = unmarshal[bool](j.Data)
-	case recstrata.String:
-		data, err = unmarshal[[]byte](j.Data)
-	default:
-		err = fmt.Errorf("dtype %s is not supported in JSON", d)
-	}
-	if err != nil {
-		return recstrata.Tensor{}, fmt.Errorf("input %q: %v", name, err)
-	}
-	return recstrata.Tensor{Name: name, DType: d, Shape: j.Shape, Data: data}, nil
-}
-
-func unmarshal[T any](raw json.RawMessage) ([]T, error) {
-	out := []T{}
-	if len(raw) == 0 {
-		return out, nil
-	}
-	err := json.Unmarshal(raw, &out)
-	return out, err
-}
-
-// writeModelError maps library status codes to HTTP statuses.
-func writeModelError(w http.ResponseWriter, err error) {
-	var e *recstrata.Error
-	if !errors.As(err, &e) {
-		writeError(w, http.StatusInternalServerError, "RS_ERR_INTERNAL", err.Error())
+func predictJSON(svc *service, w http.ResponseWriter, r *http.Request, name string, want int64) {
+	var req predictRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		svc.metrics.observeRequest(labelFor(svc, name), 0, "http_json", time.Now(), badRequest(err))
+		writeError(w, http.StatusBadRequest, "RS_ERR_INVALID_ARGUMENT", "request JSON: "+err.Error())
 		return
 	}
-	status := http.StatusInternalServerError
-	switch e.Code {
-	case recstrata.InvalidArgument, recstrata.OutOfRange, recstrata.NotFound:
-		status = http.StatusBadRequest
-	case recstrata.FailedPrecondition:
-		status = http.StatusServiceUnavailable
-	case recstrata.ResourceExhausted:
-		status = http.StatusTooManyRequests
-	}
-	writeError(w, status, e.Code.String(), e.Message)
-}
-
-func writeError(w http.ResponseWriter, status int, code, message string) {
-	writeJSON(w, status, errorBody{Code: code, Message: message})
-}
-
-// writeJSON encodes before writing, so an unencodable value (NaN and Inf
-// have no JSON form) becomes a clean 500 instead of a truncated 200.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
+	var outs []recstrata.Tensor
+	num, err := svc.call(r.Context(), name, want, "http_json", func(m *recstrata.Model) error {
+		types := map[string]recstrata.DType{}
+		for _, in := range m.Inputs() {
+			types[in.Name] = in.DType
+		}
+		inputs := make([]recstrata.Tensor, 0, len(req.Inputs))
+		for in, jt := range req.Inputs {
+			t, err := jt.decode(in, types[in])
+			if err != nil {
+				return badRequest(err)
+			}
+			inputs = append(inputs, t)
+		}
+		var err error
+		outs, err = m.Run(inputs, req.Outputs...)
+		return err
+	})
+	setVersion(w, num)
 	if err != nil {
-		status = http.StatusInternalServerError
-		body, _ = json.Marshal(errorBody{Code: "RS_ERR_INTERNAL", Message: "encoding the response: " + err.Error()})
+		writeModelError(w, err)
+		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(append(body, '\n'))
+	resp := predictResponse{Outputs: map[string]any{}, ModelVersion: num}
+	for _, t := range outs {
+		resp.Outputs[t.Name] = map[string]any{"dtype": t.DType.String(), "shape": t.Shape, "data": t.Data}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func predictProto(svc *service, w http.ResponseWriter, r *http.Request, name string, want int64) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err == nil && len(body) == 0 {
+		// PredictBytes(nil) would answer with JSON; this route speaks protobuf only.
+		err = fmt.Errorf("empty request body")
+	}
+	if err != nil {
+		svc.metrics.observeRequest(labelFor(svc, name), 0, "http_pb", time.Now(), badRequest(err))
+		writeError(w, http.StatusBadRequest, "RS_ERR_INVALID_ARGUMENT", err.Error())
+		return
+	}
+	var out []byte
+	num, err := svc.call(r.Context(), name, want, "http_pb", func(m *recstrata.Model) error {
+		var perr error
+		out, perr = m.PredictBytes(body)
+		return perr
+	})
+	setVersion(w, num)
+	if err != nil {
+		writeModelError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	w.Write(out)
+}
+
+func metadataRoute(svc *service, w http.ResponseWriter, r *http.Request, name string, want int64) {
+	l, err := svc.mg.Acquire(name, want)
+	if err != nil {
+		writeModelError(w, err)
+		return
+	}
+	defer l.Release()
+	setVersion(w, l.num)
+	writeJSON(w, http.StatusOK, map[string]any{"model": name, "version": l.num,
+		"inputs": infos(l.model.Inputs()), "outputs": infos(l.model.Outputs())})
+}
+
+func adminRoute(svc *service, w http.ResponseWriter, r *http.Request, name, action string) {
+	var err error
+	switch action {
+	case "pin":
+		var body struct {
+			Version int64 `json:"version"`
+		}
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
+		dec.DisallowUnknownFields()
+		if derr := dec.Decode(&body); derr != nil {
+			writeError(w, http.StatusBadRequest, "RS_ERR_INVALID_ARGUMENT", `body must be {"version": N}: `+derr.Error())
+			return
+		}
+		err = svc.mg.Pin(name, body.Version)
+	case "rollback":
+		_, err = svc.mg.Rollback(name)
+	case "unpin":
+		err = svc.mg.Unpin(name)
+	case "reload":
+		err = svc.mg.Reload(name)
+	}
+	if err != nil {
+		writeModelError(w, err)
+		return
+	}
+	st, err := svc.mg.ModelStatus(name)
+	if err != nil {
+		writeModelError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func labelFor(svc *service, name string) string {
+	if _, ok := svc.mg.models[name]; ok {
+		return name
+	}
+	return "_unknown"
+}
+
+// badRequest marks a decoding error as the request's fault.
+func badRequest(err error) error {
+	return &recstrata.Error{Op: "Decode", Code: recstrata.InvalidArgument, Message: err.Error()}
 }

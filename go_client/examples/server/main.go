@@ -1,12 +1,17 @@
-// Command server is an example HTTP prediction service embedding a recstrata
-// model in a Go process. It listens on 127.0.0.1 only.
+// Command server is an example prediction service embedding recstrata in a
+// Go process: gRPC (recstrata.serving.v1.PredictionService over DeepRec's
+// PredictRequest/PredictResponse) and HTTP (JSON and protobuf predict,
+// lifecycle admin, /metrics, health), several models, each with integer
+// version directories that are discovered, warmed and hot swapped. It
+// listens on 127.0.0.1 only (it has no authentication).
 //
-//	go run ./examples/server -model /path/to/saved_model -port 8500
-//	curl -s localhost:8500/v1/model
-//	curl -s -d '{"inputs":{"x":{"shape":[1,4],"data":[1,2,3,4]}}}' localhost:8500/v1/predict
+//	go build -o recstrata-server . && ./recstrata-server -model ctr=/models/ctr -model rank=/models/rank
 //
-// The library comes from -library or RECSTRATA_LIBRARY. See handler.go for
-// the routes and docs/go.md for the package.
+// Once every model's first load was attempted it prints one line
+// "serving grpc=ADDR http=ADDR" on stdout. SIGTERM or SIGINT: readiness
+// drops, the servers stop taking requests and finish those in flight, then
+// every model version is closed. The library comes from -library or
+// RECSTRATA_LIBRARY. See docs/go.md.
 package main
 
 import (
@@ -20,81 +25,159 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/recstrata/recstrata/go_client"
 )
 
+//go:generate ./gen.sh
+
+type modelFlags []modelSpec
+
+func (f *modelFlags) String() string { return fmt.Sprint(*f) }
+func (f *modelFlags) Set(s string) error {
+	name, base, ok := strings.Cut(s, "=")
+	if !ok || name == "" || base == "" {
+		return fmt.Errorf("want NAME=BASE_DIR, got %q", s)
+	}
+	*f = append(*f, modelSpec{Name: name, Base: base})
+	return nil
+}
+
+type config struct {
+	models      []modelSpec
+	grpcPort    int
+	httpPort    int
+	poll        time.Duration
+	maxInFlight int
+	drain       time.Duration
+	library     string // "" : $RECSTRATA_LIBRARY, then the loader's search
+	opts        []recstrata.Option
+}
+
 func main() {
-	modelDir := flag.String("model", "", "SavedModel directory (required)")
-	port := flag.Int("port", 8500, "port on 127.0.0.1")
-	sessions := flag.Int("sessions", 1, "session_num")
-	policy := flag.String("policy", "MOD", "select_session_policy: MOD, RR or LEAST_LOADED")
+	var models modelFlags
+	flag.Var(&models, "model", "NAME=BASE_DIR, BASE_DIR holding integer version directories (repeatable; the first is the gRPC default)")
+	grpcPort := flag.Int("grpc-port", 8500, "gRPC port on 127.0.0.1 (0: any free port)")
+	httpPort := flag.Int("http-port", 8501, "HTTP port on 127.0.0.1 (0: any free port)")
+	poll := flag.Duration("poll", 2*time.Second, "version discovery interval (0: only at start and on :reload)")
+	sessions := flag.Int("sessions", 1, "session_num of every version")
+	policy := flag.String("policy", "LEAST_LOADED", "select_session_policy: MOD, RR or LEAST_LOADED")
 	signature := flag.String("signature", "serving_default", "signature_name")
+	configJSON := flag.String("config", "", "model_config JSON merged into every version's config")
 	libPath := flag.String("library", "", "path of librecstrata.so (default $RECSTRATA_LIBRARY)")
 	maxInFlight := flag.Int("max-inflight", 4*runtime.GOMAXPROCS(0), "model calls running at once (others queue)")
+	warmup := flag.Int("warmup-runs", warmRuns, "synthetic requests run on a new version before it serves (0: none)")
+	drain := flag.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long requests in flight may take")
 	flag.Parse()
-	if *modelDir == "" {
+	if len(models) == 0 || flag.NArg() != 0 {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*modelDir, *port, *libPath, *maxInFlight, recstrata.WithSessions(*sessions),
-		recstrata.WithPolicy(recstrata.Policy(*policy)), recstrata.WithSignature(*signature)); err != nil {
+	warmRuns = *warmup
+	cfg := config{models: models, grpcPort: *grpcPort, httpPort: *httpPort, poll: *poll,
+		maxInFlight: *maxInFlight, drain: *drain,
+		opts: []recstrata.Option{recstrata.WithSessions(*sessions),
+			recstrata.WithPolicy(recstrata.Policy(*policy)), recstrata.WithSignature(*signature)}}
+	if *configJSON != "" {
+		cfg.opts = append(cfg.opts, recstrata.WithConfigJSON(*configJSON))
+	}
+	cfg.library = *libPath
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(modelDir string, port int, libPath string, maxInFlight int, opts ...recstrata.Option) error {
-	if libPath != "" {
-		opts = append(opts, recstrata.WithLibrary(libPath))
+// run serves until ctx ends, then shuts down gracefully.
+func run(ctx context.Context, cfg config) error {
+	// Loaded up front, so a wrong path fails before any listener opens.
+	if err := recstrata.LoadLibrary(cfg.library); err != nil {
+		return err
 	}
-	m, err := recstrata.Open(modelDir, opts...)
+	mt := newMetrics()
+	for _, m := range cfg.models {
+		mt.declare(m.Name)
+	}
+	mg, err := NewManager(cfg.models, cfg.poll, mt, cfg.opts...)
 	if err != nil {
 		return err
 	}
-	defer m.Close() // after Shutdown: no handler is still calling the model
+	defer mg.Close() // after both servers stopped: waits for the last lease
 
 	// Loopback only: this example has no authentication.
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	gl, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", cfg.grpcPort))
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: limitInFlight(newHandler(m), maxInFlight), ReadHeaderTimeout: 10 * time.Second}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Printf("serving %s on http://%s", modelDir, ln.Addr())
+	hl, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", cfg.httpPort))
+	if err != nil {
+		gl.Close()
+		return err
+	}
+	svc := newService(mg, mt, cfg.maxInFlight)
+	// Same request cap as the HTTP front (gRPC's default is 4 MiB).
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(maxBody), grpc.MaxSendMsgSize(maxBody),
+		grpc.ForceServerCodecV2(newRawCodec()))
+	(&grpcService{svc: svc}).register(gs)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	hsrv := &http.Server{Handler: newHandler(svc), ReadHeaderTimeout: 10 * time.Second}
+
+	errc := make(chan error, 2)
+	go func() { errc <- gs.Serve(gl) }()
+	go func() { errc <- hsrv.Serve(hl) }()
+	// gRPC health: SERVING once every model serves ("" is the whole server).
+	go func() {
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			st := healthpb.HealthCheckResponse_NOT_SERVING
+			if mg.Ready() {
+				st = healthpb.HealthCheckResponse_SERVING
+			}
+			hs.SetServingStatus("", st)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	fmt.Printf("serving grpc=%s http=%s\n", gl.Addr(), hl.Addr())
+	os.Stdout.Sync()
+
 	select {
 	case err := <-errc:
+		gs.Stop()
+		hsrv.Close()
 		return err
 	case <-ctx.Done():
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	log.Printf("shutting down: draining requests in flight (up to %v)", cfg.drain)
+	mg.Drain() // readiness drops, no more loads; leases still work
+	hs.Shutdown()
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.drain)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	herr := hsrv.Shutdown(dctx)
+	select {
+	case <-done:
+	case <-dctx.Done():
+		gs.Stop() // drain timeout: cancel what is left
 	}
+	if herr != nil && !errors.Is(herr, http.ErrServerClosed) {
+		log.Printf("http shutdown: %v", herr)
+	}
+	mg.Close()
+	log.Printf("shutdown complete")
 	return nil
-}
-
-// limitInFlight lets at most n requests run at once; the rest wait (or give
-// up when the client goes away). A cgo call occupies an OS thread for its
-// whole duration, so an unbounded burst of requests would otherwise turn into
-// as many OS threads blocked in TensorFlow.
-func limitInFlight(h http.Handler, n int) http.Handler {
-	if n <= 0 {
-		return h
-	}
-	sem := make(chan struct{}, n)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case sem <- struct{}{}:
-			defer func() { <-sem }()
-			h.ServeHTTP(w, r)
-		case <-r.Context().Done():
-			http.Error(w, "request cancelled while queued", http.StatusServiceUnavailable)
-		}
-	})
 }

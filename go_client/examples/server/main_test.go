@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"reflect"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -15,11 +17,31 @@ import (
 	"github.com/recstrata/recstrata/go_client/internal/testmodel"
 )
 
+// newTestManager serves the test model as versions 1..n of model "m" (the
+// version directories are symlinks to the one SavedModel).
+func newTestManager(t *testing.T, n int, opts ...recstrata.Option) (*Manager, string) {
+	t.Helper()
+	dir := testmodel.Dir(t)
+	base := t.TempDir()
+	for v := 1; v <= n; v++ {
+		if err := os.Symlink(dir, filepath.Join(base, strconv.Itoa(v))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mg, err := NewManager([]modelSpec{{Name: "m", Base: base}}, 0, newMetrics(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mg.Close)
+	return mg, base
+}
+
 func newTestServer(t *testing.T, opts ...recstrata.Option) (*httptest.Server, *recstrata.Model, *testmodel.Expected) {
 	_, exp := testmodel.Load(t)
 	m := testmodel.Open(t, opts...)
+	mg, _ := newTestManager(t, 1, opts...)
 	// httptest listens on 127.0.0.1; a limit of 2 makes the concurrent test queue.
-	srv := httptest.NewServer(limitInFlight(newHandler(m), 2))
+	srv := httptest.NewServer(newHandler(newService(mg, mg.metrics, 2)))
 	t.Cleanup(srv.Close)
 	return srv, m, exp
 }
@@ -52,7 +74,7 @@ func TestServerPredictJSON(t *testing.T) {
 		inputs[name] = jsonTensor{Shape: j.Shape, Data: j.Data}
 	}
 	body, _ := json.Marshal(predictRequest{Inputs: inputs})
-	status, out := post(t, srv.URL+"/v1/predict", "application/json", body)
+	status, out := post(t, srv.URL+"/v1/models/m:predict", "application/json", body)
 	if status != http.StatusOK {
 		t.Fatalf("status %d: %s", status, out)
 	}
@@ -86,7 +108,7 @@ func TestServerPredictProto(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	status, out := post(t, srv.URL+"/v1/predict.pb", "application/x-protobuf", req)
+	status, out := post(t, srv.URL+"/v1/models/m:predict_pb", "application/x-protobuf", req)
 	if status != http.StatusOK {
 		t.Fatalf("status %d: %s", status, out)
 	}
@@ -106,12 +128,18 @@ func TestServerErrors(t *testing.T) {
 		status           int
 		code             string
 	}{
-		{"malformed JSON", "/v1/predict", "{", 400, "RS_ERR_INVALID_ARGUMENT"},
-		{"unknown input", "/v1/predict", `{"inputs":{"nope":{"shape":[1],"data":[1]}}}`, 400, "RS_ERR_INVALID_ARGUMENT"},
-		{"bad shape", "/v1/predict", `{"inputs":{"x":{"shape":[2,4],"data":[1,2,3]}}}`, 400, "RS_ERR_INVALID_ARGUMENT"},
-		{"wrong JSON type", "/v1/predict", `{"inputs":{"x":{"shape":[1,4],"data":["a","b","c","d"]}}}`, 400, "RS_ERR_INVALID_ARGUMENT"},
-		{"garbage protobuf", "/v1/predict.pb", "\xff\xff\xff\xff\xff garbage", 400, "RS_ERR_INVALID_ARGUMENT"},
-		{"empty protobuf", "/v1/predict.pb", "", 400, "RS_ERR_INVALID_ARGUMENT"},
+		{"malformed JSON", "/v1/models/m:predict", "{", 400, "RS_ERR_INVALID_ARGUMENT"},
+		{"unknown input", "/v1/models/m:predict", `{"inputs":{"nope":{"shape":[1],"data":[1]}}}`, 400, "RS_ERR_INVALID_ARGUMENT"},
+		{"bad shape", "/v1/models/m:predict", `{"inputs":{"x":{"shape":[2,4],"data":[1,2,3]}}}`, 400, "RS_ERR_INVALID_ARGUMENT"},
+		{"wrong JSON type", "/v1/models/m:predict", `{"inputs":{"x":{"shape":[1,4],"data":["a","b","c","d"]}}}`, 400, "RS_ERR_INVALID_ARGUMENT"},
+		{"garbage protobuf", "/v1/models/m:predict_pb", "\xff\xff\xff\xff\xff garbage", 400, "RS_ERR_INVALID_ARGUMENT"},
+		{"empty protobuf", "/v1/models/m:predict_pb", "", 400, "RS_ERR_INVALID_ARGUMENT"},
+		{"unknown model", "/v1/models/nope:predict", `{"inputs":{}}`, 404, "RS_ERR_NOT_FOUND"},
+		{"unknown version", "/v1/models/m/versions/7:predict_pb", "\x0a\x00", 404, "RS_ERR_NOT_FOUND"},
+		{"unknown action", "/v1/models/m:explode", "", 404, "RS_ERR_NOT_FOUND"},
+		{"pin without body", "/v1/models/m:pin", "", 400, "RS_ERR_INVALID_ARGUMENT"},
+		{"pin missing version", "/v1/models/m:pin", `{"version": 9}`, 404, "RS_ERR_NOT_FOUND"},
+		{"rollback below 1", "/v1/models/m:rollback", "", 404, "RS_ERR_NOT_FOUND"},
 	}
 	for _, c := range cases {
 		status, out := post(t, srv.URL+c.path, "application/octet-stream", []byte(c.body))
@@ -121,15 +149,15 @@ func TestServerErrors(t *testing.T) {
 			t.Errorf("%s: %d %s", c.name, status, out)
 		}
 	}
-	resp, err := http.Get(srv.URL + "/v1/predict")
+	resp, err := http.Get(srv.URL + "/v1/models/m:predict")
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
-		t.Errorf("GET /v1/predict: %d", resp.StatusCode)
+		t.Errorf("GET :predict: %d", resp.StatusCode)
 	}
-	for _, path := range []string{"/v1/model", "/v1/stats", "/healthz"} {
+	for _, path := range []string{"/v1/models/m", "/v1/models/m/versions/1", "/v1/models/m:status", "/v1/models", "/healthz", "/readyz", "/metrics"} {
 		resp, err := http.Get(srv.URL + path)
 		if err != nil {
 			t.Fatal(err)
@@ -164,7 +192,7 @@ func TestServerConcurrentRequests(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 10 {
-				r, err := http.Post(srv.URL+"/v1/predict", "application/json", bytes.NewReader(body))
+				r, err := http.Post(srv.URL+"/v1/models/m:predict", "application/json", bytes.NewReader(body))
 				if err != nil {
 					t.Error(err)
 					return

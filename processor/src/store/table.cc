@@ -36,8 +36,8 @@ TableImpl::TableImpl(TableConfig cfg, EpochDomain* epoch, std::atomic<uint64_t>*
     size_t n = size_t{1} << cfg_.shard_bits;
     for (size_t i = 0; i < n; ++i) ssd_.emplace_back(new ShardIndex(epoch_));
     if (cfg_.dense_keys) direct_.reset(new DirectIndex(cfg_.dense_keys));
-    files_.reset(new std::atomic<DataFile*>[kMaxFiles]);
-    for (uint32_t i = 0; i < kMaxFiles; ++i) files_[i].store(nullptr);
+    // Value-initialized: all null (zero-filled in one pass, no per-slot store).
+    files_.reset(new std::atomic<DataFile*>[kMaxFiles]());
   }
   if (cfg_.default_value.empty()) cfg_.default_value.assign(cfg_.dim, 0.0f);
   if (cfg_.ssd_tier && cfg_.doorkeeper) {
@@ -46,8 +46,7 @@ TableImpl::TableImpl(TableConfig cfg, EpochDomain* epoch, std::atomic<uint64_t>*
     while (door_bits_ < 26 && (1ull << door_bits_) < 8 * cap_rows) ++door_bits_;
     door_reset_ = (1ull << door_bits_) / 4;
     size_t words = (size_t{1} << door_bits_) / 64;
-    door_.reset(new std::atomic<uint64_t>[words]);
-    for (size_t i = 0; i < words; ++i) door_[i].store(0, std::memory_order_relaxed);
+    door_.reset(new std::atomic<uint64_t>[words]());  // value-initialized: all zero
   }
 }
 

@@ -94,7 +94,8 @@ def _run(work, num_train, num_eval, dram_fraction, latency_requests, progress, s
         f"(teacher AUC on eval: {synthetic.teacher_auc(cfg):.4f})")
 
     say("[2/4] training DeepFM with plain + multihash + binary_code embeddings")
-    trainer = Trainer(cfg, make_cluster("cpu"), log=lambda s: say("      " + s))
+    trainer = Trainer(cfg, make_cluster("cpu"), log=lambda s: say("      " + s),
+                      fresh=True)  # the demo always trains from the start
     say("\n".join("      " + line for line in trainer.summary().splitlines()))
     trainer.train(eval_each_epoch=False)
     keras_eval = trainer.evaluate()

@@ -397,9 +397,11 @@ def bundle_feeds(manifest: dict, examples: dict) -> dict:
     ``{input alias: array}`` in the bundle's request layout: single-valued ids [n], multi-valued
     ids [n, k] plus ``<feature>_lengths`` int32 [n], dense [n, D] float32.
     A single-valued feature in the "single" layout cannot carry a missing value (length 0):
-    that raises ValueError (export with single_valued_layout="lengths" to serve those).
+    that raises one ValueError naming every such feature with its count and first rows in
+    ``examples`` (export with single_valued_layout="lengths" to serve those).
     """
     feeds: dict = {}
+    missing = []   # (feature, rows without a value) of every single-valued feature
     for f in manifest["sparse_features"]:
         name = f["name"]
         ids = np.asarray(examples[name])
@@ -414,10 +416,20 @@ def bundle_feeds(manifest: dict, examples: dict) -> dict:
             feeds[name] = ids
             feeds[f.get("lengths_input") or lengths_input_name(name)] = lens
         else:
-            if (lens != 1).any():
-                raise ValueError(f"feature {name!r}: {int((lens != 1).sum())} example(s) have no "
-                                 f"value; the single-valued [B] layout cannot express that")
+            bad = np.flatnonzero(lens != 1)
+            if bad.size:
+                missing.append((name, bad))
             feeds[name] = np.ascontiguousarray(ids[:, 0])
+    if missing:
+        n = len(next(iter(feeds.values())))
+        each = "; ".join(
+            f"{name!r}: {bad.size} (rows {', '.join(str(int(r)) for r in bad[:5])}"
+            f"{', ...' if bad.size > 5 else ''})" for name, bad in missing)
+        raise ValueError(
+            f"examples without a value in single-valued features, of the {n} examples given: "
+            f"{each}. This bundle serves them in the single-valued ids [B] layout, which "
+            f"cannot express a missing value: export with --single-valued-layout lengths "
+            f"(single_valued_layout=\"lengths\")")
     for d in manifest.get("dense_features", []):
         feeds[d["name"]] = np.ascontiguousarray(examples[d["name"]], dtype=np.float32)
     return feeds

@@ -27,11 +27,12 @@ from typing import Callable
 
 import numpy as np
 
+from recstrata.training import checkpoint_dir as ckdir
 from recstrata.training import data as D
 from recstrata.training import metrics
 from recstrata.training.spec import Config, load_config
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = ckdir.CONFIG_FILE
 
 
 def _tf():
@@ -111,10 +112,14 @@ class Trainer:
 
     ``record_indices=True`` keeps the example indices this process trained on (tests use it to
     prove exactly-once). ``log`` receives progress lines (chief only).
+
+    A ``train.checkpoint_dir`` that holds checkpoints of another config is refused
+    (:class:`~recstrata.training.checkpoint_dir.CheckpointConfigError`) unless ``fresh=True``,
+    which deletes them (chief) and makes :meth:`restore` start over.
     """
 
     def __init__(self, cfg: Config, cluster: Cluster | None = None, record_indices: bool = False,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, fresh: bool = False):
         tf = _tf()
         import keras
 
@@ -154,8 +159,12 @@ class Trainer:
                                         epoch=self.epoch, step_in_epoch=self.step_in_epoch,
                                         best_auc=self.best_auc, bad_epochs=self.bad_epochs)
         self.manager = None
+        self.checkpoint_state = ckdir.prepare(cfg, fresh, wipe_allowed=self.cluster.is_chief)
+        if self.checkpoint_state == "fresh":
+            self._say(f"--fresh: deleted the checkpoints in {cfg.train.checkpoint_dir}; "
+                      f"training from the start")
         if cfg.train.checkpoint_dir:
-            self.manager = self._manager(cfg.train.checkpoint_dir, "ckpt")
+            self.manager = self._manager(cfg.train.checkpoint_dir, ckdir.CHECKPOINT_NAME)
         self._train_step = None
         self._eval_step = None
 
@@ -205,14 +214,14 @@ class Trainer:
     def restore(self) -> bool:
         """Restore the latest checkpoint of ``train.checkpoint_dir``; False when there is none."""
         tf = _tf()
-        if not self.cfg.train.checkpoint_dir:
+        if not self.cfg.train.checkpoint_dir or self.checkpoint_state == "fresh":
             return False
         latest = tf.train.latest_checkpoint(self.cfg.train.checkpoint_dir)
         if not latest:
             return False
         self.ckpt.restore(latest).assert_existing_objects_matched()
-        self._say(f"resumed from {latest}: epoch {int(self.epoch.numpy())}, "
-                  f"step {int(self.step_in_epoch.numpy())} of that epoch")
+        self._say(f"resuming from {latest} (same config): epoch {int(self.epoch.numpy())}, "
+                  f"step {int(self.step_in_epoch.numpy())} of that epoch; --fresh starts over")
         return True
 
     # -- distribution of host batches

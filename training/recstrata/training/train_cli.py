@@ -13,12 +13,16 @@ import json
 import os
 import sys
 
+from recstrata._tf_logs import import_tensorflow
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a CTR model from a JSON/YAML config",
         description="Train the model described by CONFIG (see docs/training.md). Resumes from "
-                    "the latest checkpoint in the checkpoint directory when there is one.")
+                    "the latest checkpoint in the checkpoint directory when there is one and it "
+                    "was written with the same config; a changed config is refused unless "
+                    "--fresh is given.")
     p.add_argument("config", help="JSON or YAML training config")
     p.add_argument("--checkpoint-dir", help="override train.checkpoint_dir")
     p.add_argument("--epochs", type=int, help="override train.epochs")
@@ -27,6 +31,9 @@ def register(subparsers) -> None:
     p.add_argument("--max-steps-per-epoch", type=int, help="override train.max_steps_per_epoch")
     p.add_argument("--fail-on-bad-rows", action="store_true",
                    help="stop at the first bad data row instead of counting and skipping it")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete the checkpoints in the checkpoint directory and start over "
+                        "(needed when the config changed since they were written)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--metrics-out", help="write the per-epoch history as JSON to this file")
     p.set_defaults(func=_train)
@@ -68,10 +75,11 @@ def _overridden(args):
 
 
 def _train(args) -> int:
+    import_tensorflow()
     cfg = _overridden(args)
     from recstrata.training.trainer import Trainer
 
-    tr = Trainer(cfg)
+    tr = Trainer(cfg, fresh=args.fresh)
     if tr.cluster.is_chief:
         print(tr.summary(), file=sys.stderr)
     tr.restore()
@@ -86,6 +94,7 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
+    import_tensorflow()
     from recstrata.training.spec import load_config
     from recstrata.training.trainer import CONFIG_FILE, Trainer, restore_model
 

@@ -1,4 +1,4 @@
-"""`recstrata export` and `recstrata demo` (registered by recstrata.cli).
+"""`recstrata export` and `recstrata demo` (registered by recstrata.cli): bundles of trained models.
 
 TensorFlow is imported inside the command functions only, so building the parser stays cheap.
 """
@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+
+from recstrata._tf_logs import import_tensorflow
 
 
 def register(subparsers) -> None:
@@ -59,6 +61,7 @@ def register(subparsers) -> None:
 
 
 def _export(args) -> int:
+    import_tensorflow()
     from recstrata.training.export import export_bundle
 
     if not os.path.isdir(args.model):
@@ -83,6 +86,7 @@ def _export(args) -> int:
 
 
 def _demo(args) -> int:
+    import_tensorflow()
     from recstrata.training.demo import run_demo
 
     if args.dram_fraction is not None and not 0 < args.dram_fraction <= 1:

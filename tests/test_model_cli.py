@@ -1,4 +1,4 @@
-"""`recstrata info` and `recstrata predict` (recstrata.serve_cli)."""
+"""`recstrata info` and `recstrata predict` (recstrata.model_cli)."""
 
 from __future__ import annotations
 
@@ -44,3 +44,20 @@ def test_predict_errors_are_one_line(mlp_model_dir, tmp_path, capsys):
     np.save(tmp_path / "bad.npy", np.ones((2, 8), np.float64))
     assert main(["predict", mlp_model_dir, "--input", f"x={tmp_path / 'bad.npy'}"]) == 1
     assert "dtype" in capsys.readouterr().err
+
+
+def test_each_verb_comes_from_the_module_named_after_it():
+    from recstrata.cli import build_parser
+
+    parser = build_parser()
+    owners = {
+        ("train", "c.json"): "recstrata.training.train_cli",
+        ("eval", "ck"): "recstrata.training.train_cli",
+        ("export", "ck", "out"): "recstrata.training.export_cli",
+        ("demo",): "recstrata.training.export_cli",
+        ("info", "m"): "recstrata.model_cli",
+        ("predict", "m"): "recstrata.model_cli",
+        ("serve", "--model", "a=b"): "recstrata.serve_cli",
+    }
+    for argv, module in owners.items():
+        assert parser.parse_args(list(argv)).func.__module__ == module, argv
