@@ -491,6 +491,17 @@ def test_bundle_versions_export_store_tier_metrics(tmp_path):
         hits = {k: v for k, v in m.items() if k[0] in ("rs_host_store_dram_hits_total", "rs_host_store_dram_misses_total")}
         assert hits and all(("model", "rec") in k[1] for k in hits)
         assert sum(hits.values()) > 0  # lookups were counted by the store
+        # roll back to a bundle version that is still draining: revived, not
+        # opened twice (its store directory can be open only once)
+        lease = host.acquire("rec")
+        put_version(base, 2, bundle["path"])
+        host.reload("rec")
+        assert states(host, "rec") == {2: "ready", 1: "unloading"}
+        host.pin("rec", 1)
+        assert host.status("rec")["serving"] == [1] and states(host, "rec")[1] == "ready"
+        for k, v in host.run("rec", feeds).items():
+            np.testing.assert_array_equal(v, expected[k])
+        lease.release()
 
 
 def test_loader_thread_priority(tmp_path, templates):
@@ -504,3 +515,28 @@ def test_loader_thread_priority(tmp_path, templates):
         assert host.status("a")["versions"][0]["loader"] == "normal priority"
     with pytest.raises(InvalidArgumentError, match="load_nice must be in 0..19"):
         Host(config(bases, load_nice=25))
+
+
+def test_draining_version_is_revived_not_loaded_twice(tmp_path, templates):
+    bases = make_bases(tmp_path, templates, versions=(1, 2))
+    with Host(config({"a": bases["a"]})) as host:
+        lease = host.acquire("a")               # holds version 2
+        host.pin("a", 1)                        # 2 retires, stays open for the lease
+        assert states(host, "a") == {2: "unloading", 1: "ready"}
+        host.unpin("a")                         # 2 is wanted again: put back, not reloaded
+        assert host.status("a")["serving"] == [2] and value(host, "a") == (2.0, 2)
+        m = parse_metrics(host.metrics_text())
+        A = frozenset({("model", "a")})
+        assert m["rs_host_revivals_total", A] == 1 and m["rs_host_loads_total", A] == 2  # 2 and 1, once each
+        lease.release()
+        assert value(host, "a") == (2.0, 2)     # the lease's release does not close a serving version
+        host.pin("a", 1)
+        assert wait_for(lambda: states(host, "a")[2] == "end")  # nobody holds it: closed
+        shutil.rmtree(bases["a"] / "2")
+        put_version(bases["a"], 2, templates["a", 3])  # a different version 2 on disk
+        lease = host.acquire("a")                       # holds version 1
+        host.unpin("a")                                 # loads the new 2 (fresh load)
+        assert value(host, "a") == (3.0, 2)
+        host.pin("a", 1)                                # 1 was draining with an unchanged dir: revived
+        assert parse_metrics(host.metrics_text())["rs_host_revivals_total", A] == 2
+        lease.release()

@@ -553,7 +553,8 @@ RS_API int rs_host_status_json(rs_host* host, char** out_json,
 
 /* Prometheus text exposition (format 0.0.4), released with rs_free: per
  * model rs_host_model_ready, rs_host_loads_total,
- * rs_host_load_failures_total; per model and version rs_host_version_ready,
+ * rs_host_load_failures_total, rs_host_revivals_total (draining versions
+ * put back instead of reloaded); per model and version rs_host_version_ready,
  * rs_host_load_seconds, rs_host_requests_total, rs_host_errors_total,
  * rs_host_request_duration_seconds (histogram of successful calls), and with
  * batching rs_host_batch_size (histogram of calls per run) and

@@ -130,6 +130,7 @@ void Manager::Pass(Slot& s) {
       if (known) rec = r->second;
     }
     if (known && !ShouldRetry(rec)) continue;
+    if (Revive(s, v, scan.complete[v])) continue;
     Load(s, v, scan.complete[v]);
   }
   {
@@ -202,6 +203,31 @@ void Manager::Load(Slot& s, int64_t v, const std::string& path) {
   rec.load_ms = r.load_ms;
   ++s.loads;
   s.loaded_once = true;
+}
+
+bool Manager::Revive(Slot& s, int64_t v, const std::string& path) {
+  std::shared_ptr<Servable> alive;
+  std::string fp;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (const auto& d : s.draining)
+      if (d.first == v)
+        if (auto p = d.second.lock(); p && p->path() == path) alive = std::move(p);
+    if (!alive) return false;
+    fp = s.records[v].fingerprint;
+  }
+  if (Fingerprint(path) != fp) return false;  // the directory changed since: load it afresh
+  std::lock_guard<std::mutex> lk(mu_);
+  if (closed_) return false;
+  auto t = std::make_shared<Table>(*s.serving);
+  (*t)[v] = alive;
+  s.serving = std::move(t);
+  s.draining.erase(std::remove_if(s.draining.begin(), s.draining.end(),
+                                  [&](const auto& d) { return d.second.lock() == alive; }),
+                   s.draining.end());
+  s.records[v].state = State::kReady;
+  ++s.revivals;
+  return true;
 }
 
 void Manager::Retire(Slot& s, const std::vector<int64_t>& versions, std::vector<std::shared_ptr<Servable>>* dropped) {
@@ -432,6 +458,7 @@ std::string Manager::MetricsText() {
       mm.ready = !s.serving->empty();
       mm.loads = s.loads;
       mm.load_failures = s.load_failures;
+      mm.revivals = s.revivals;
       for (const auto& [v, c] : s.counters) {
         VersionMetrics vm;
         vm.version = v;

@@ -13,6 +13,9 @@
 // - Drain before close: calls and leases hold a shared_ptr<Servable>; a
 //   retired version leaves the table at once and is closed (by the Reaper)
 //   when its last reference is gone. A version is never closed under a call.
+//   A version the policy wants again while it is still draining is put back
+//   (revived) instead of loaded twice, if its directory did not change (a
+//   bundle's store directory can only be open once).
 // - Availability first: a serving version leaves the table only once a
 //   version the policy wants is serving. A failed load keeps the old version
 //   serving, is reported in status (state "failed" with the library's
@@ -98,13 +101,17 @@ class Manager {
     std::map<int64_t, std::shared_ptr<VersionCounters>> counters;
     std::vector<int64_t> incomplete;
     std::string base_error;
-    uint64_t loads = 0, load_failures = 0;
+    uint64_t loads = 0, load_failures = 0, revivals = 0;
     bool loaded_once = false;
   };
 
   Slot& Find(const char* model);  // throws NOT_FOUND / INVALID_ARGUMENT (slots_ is fixed)
   void Pass(Slot& s);             // caller holds pass_mu_
   void Load(Slot& s, int64_t v, const std::string& path);
+  // Puts a retired but still open instance of v (held by a call or lease)
+  // back into the table instead of loading it again, if its directory is
+  // unchanged. Caller holds pass_mu_.
+  bool Revive(Slot& s, int64_t v, const std::string& path);
   // Caller holds mu_; the removed references go to *dropped (released after
   // the caller unlocks, so no Servable dies under mu_).
   void Retire(Slot& s, const std::vector<int64_t>& versions, std::vector<std::shared_ptr<Servable>>* dropped);

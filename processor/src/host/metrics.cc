@@ -106,6 +106,9 @@ std::string RenderMetrics(const std::vector<ModelMetrics>& models) {
   Header(out, "rs_host_load_failures_total", "counter", "Version loads that failed.");
   for (const auto& m : models)
     out += "rs_host_load_failures_total{model=\"" + Label(m.name) + "\"} " + std::to_string(m.load_failures) + "\n";
+  Header(out, "rs_host_revivals_total", "counter", "Draining versions put back into service instead of reloaded.");
+  for (const auto& m : models)
+    out += "rs_host_revivals_total{model=\"" + Label(m.name) + "\"} " + std::to_string(m.revivals) + "\n";
   Header(out, "rs_host_version_ready", "gauge", "1 while the version is in the serving table.");
   for (const auto& m : models)
     for (const auto& v : m.versions) out += "rs_host_version_ready{" + MV(m.name, v.version) + "} " + (v.ready ? "1" : "0") + "\n";

@@ -46,7 +46,7 @@ struct VersionMetrics {
 struct ModelMetrics {
   std::string name;
   bool ready = false;
-  uint64_t loads = 0, load_failures = 0;
+  uint64_t loads = 0, load_failures = 0, revivals = 0;
   std::vector<VersionMetrics> versions;
 };
 
