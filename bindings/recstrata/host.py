@@ -22,8 +22,10 @@ Contracts
   the native host down (calls already inside the library finish on their
   version), waits for them, then frees the native host. Leases
   stay usable until released (a lease pins its version, even after close).
-- Feeds follow :class:`recstrata.processor.Model` (numpy arrays, strict
-  dtypes); outputs are fresh numpy arrays.
+- Feeds are numpy arrays with the signature's dtypes (strict, as for
+  :class:`recstrata.processor.Model`); lists are converted with numpy's
+  default dtype (the host does not look the signature up). Outputs are fresh
+  numpy arrays.
 - Errors raise the typed exceptions of :mod:`recstrata.errors`: unknown model
   or version ``NotFoundError``, no version serving ``FailedPreconditionError``,
   bad config or policy ``InvalidArgumentError``.
