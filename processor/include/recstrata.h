@@ -431,6 +431,156 @@ RS_API int rs_store_stats_json(rs_store* store, char** out_json,
 RS_API int rs_core_plan_json(const char* request_json, char** out_plan_json,
                              rs_error** error) RS_NOEXCEPT;
 
+/* ---- Model host -------------------------------------------------------- */
+
+/* A host serves named models, each from a base directory of integer version
+ * sub-directories (BASE/1/, BASE/2/, ...: SavedModels or bundles), the way
+ * TF Serving lays them out (docs/host.md). It discovers versions, loads and
+ * warms each one completely before it takes traffic, routes calls by model
+ * name and version, keeps a version that is being replaced open until its
+ * last call or lease is gone, and keeps the old version serving when a new
+ * one fails to load (the failure is reported in rs_host_status_json).
+ * Threading: every rs_host_* function except rs_host_close may be called by
+ * any number of threads at once on the same host (passes that load or
+ * unload versions are serialized inside; calls never wait for a load).
+ * rs_host_close must not overlap other calls on that host (stop the callers
+ * first, e.g. with rs_host_shutdown); leases may outlive it. */
+typedef struct rs_host rs_host;
+/* A reference to one serving version of a model: every call through it hits
+ * that version, which stays open (also after it is unloaded, and after
+ * rs_host_close) until rs_lease_release. Thread-safe like rs_model. */
+typedef struct rs_lease rs_lease;
+
+/* Opens a host. `config_json` (HostConfig in
+ * processor/proto/recstrata/host/host_config.proto):
+ *   {"models": [{"name": "ctr", "base_path": "/models/ctr",
+ *                "version_policy": {"latest": {"num_versions": 1}}
+ *                                | {"all": {}}
+ *                                | {"specific": {"versions": [1, 3]}},
+ *                "model_config": {...rs_model_open config keys...},
+ *                "batching": {"max_batch_size": 32,
+ *                             "max_queue_delay_us": 500}}],
+ *    "model_config": {...keys for every model, a model's own keys win...},
+ *    "batching": {...for every model without its own; absent: off...},
+ *    "poll_interval_seconds": 5,   (background discovery; 0 or absent: off)
+ *    "retry_seconds": 30,          (a failed version is retried after this,
+ *                                   or as soon as its directory changed)
+ *    "load_nice": 10}              (versions whose session config runs ops
+ *                                   inline load on a thread at this higher
+ *                                   nice value; 0..19, 0: off)
+ * A version directory is complete once it holds saved_model.pb,
+ * saved_model.pbtxt or bundle.json; other entries (3.tmp, files, 0) are
+ * ignored. Versions are >= 1. With batching (max_batch_size > 1), concurrent
+ * calls of a version whose signature has only numeric inputs and outputs
+ * with an unknown first dimension are merged into one run of at most
+ * max_batch_size rows, a call waiting at most max_queue_delay_us for
+ * company; calls that cannot be merged (other outputs requested, other
+ * trailing shapes, too many rows) run alone (docs/host.md). The first load
+ * of every model happens before
+ * this returns; a model whose first load failed does not fail the open (see
+ * status). Unknown keys, bad values, duplicate or malformed names:
+ * RS_ERR_INVALID_ARGUMENT. On failure *out is set to NULL. */
+RS_API int rs_host_open(const char* config_json, rs_host** out,
+                        rs_error** error) RS_NOEXCEPT;
+
+/* Stops discovery, refuses new calls (RS_ERR_FAILED_PRECONDITION), closes
+ * every version no lease holds, then frees the host. NULL-safe. */
+RS_API void rs_host_close(rs_host* host) RS_NOEXCEPT;
+
+/* The first half of rs_host_close, safe to call while other threads are
+ * calling the host: stops discovery and makes every later call fail with
+ * RS_ERR_FAILED_PRECONDITION ("host is closed"); calls already running
+ * finish on their version, which closes after them. Returns once every
+ * version no call or lease holds is closed. Idempotent; rs_host_close is
+ * still needed to free the host. */
+RS_API int rs_host_shutdown(rs_host* host,
+                            rs_error** error) RS_NOEXCEPT;
+
+/* Runs one discovery pass now for `model` (NULL: every model): loads the
+ * versions the policy wants that are not serving, then retires the ones it
+ * no longer wants (only once a wanted version serves). Returns when the pass
+ * is done. Unknown model: RS_ERR_NOT_FOUND. Load failures are not an error
+ * of this call (they are in the status). */
+RS_API int rs_host_reload(rs_host* host, const char* model,
+                          rs_error** error) RS_NOEXCEPT;
+
+/* Replaces a model's version policy at run time (and removes a pin), then
+ * runs a pass for it. `policy_json`: {"latest": {"num_versions": N}} |
+ * {"all": {}} | {"specific": {"versions": [...]}}. Bad JSON:
+ * RS_ERR_INVALID_ARGUMENT; unknown model: RS_ERR_NOT_FOUND. */
+RS_API int rs_host_set_policy(rs_host* host, const char* model,
+                              const char* policy_json, rs_error** error) RS_NOEXCEPT;
+
+/* Pins a model to one version (rollback / roll forward): loads it if it is
+ * not serving, then serves only it. version 0 removes the pin (back to the
+ * policy of the config or of the last rs_host_set_policy). A version that is
+ * not a complete directory: RS_ERR_NOT_FOUND; one that fails to load: its
+ * load error, and the previous policy stays in force (nothing changes). */
+RS_API int rs_host_pin(rs_host* host, const char* model, int64_t version,
+                       rs_error** error) RS_NOEXCEPT;
+
+/* Like rs_model_run on a version of `model`: `version` 0 is the default
+ * (the newest serving version), any other must be serving. *out_version
+ * (may be NULL) receives the version that answered. Errors: unknown model or
+ * version RS_ERR_NOT_FOUND; no version serving or host closed
+ * RS_ERR_FAILED_PRECONDITION; the model's own errors as rs_model_run. */
+RS_API int rs_host_run(rs_host* host, const char* model, int64_t version,
+                       const rs_tensor* inputs, size_t n_inputs,
+                       const char* const* output_names, size_t n_outputs,
+                       rs_result** out, int64_t* out_version,
+                       rs_error** error) RS_NOEXCEPT;
+
+/* Like rs_model_predict (DeepRec PredictRequest bytes in, PredictResponse
+ * bytes out, released with rs_free) on a version of `model`; routing and
+ * errors as rs_host_run. */
+RS_API int rs_host_predict(rs_host* host, const char* model, int64_t version,
+                           const void* request, size_t request_size,
+                           void** out_response, size_t* out_size,
+                           int64_t* out_version, rs_error** error) RS_NOEXCEPT;
+
+/* Takes a lease on a version of `model` (routing and errors as
+ * rs_host_run). Release it with rs_lease_release. */
+RS_API int rs_host_acquire(rs_host* host, const char* model, int64_t version,
+                           rs_lease** out, rs_error** error) RS_NOEXCEPT;
+/* The version a lease holds (0 for NULL). */
+RS_API int64_t rs_lease_version(const rs_lease* lease) RS_NOEXCEPT;
+/* rs_model_run / rs_model_predict on the leased version (counted in the
+ * host's metrics like rs_host_run). */
+RS_API int rs_lease_run(rs_lease* lease, const rs_tensor* inputs,
+                        size_t n_inputs, const char* const* output_names,
+                        size_t n_outputs, rs_result** out, rs_error** error) RS_NOEXCEPT;
+RS_API int rs_lease_predict(rs_lease* lease, const void* request,
+                            size_t request_size, void** out_response,
+                            size_t* out_size, rs_error** error) RS_NOEXCEPT;
+/* Drops the lease; the version closes if it was retired and this was its
+ * last reference. NULL-safe. Must not overlap other calls on that lease. */
+RS_API void rs_lease_release(rs_lease* lease) RS_NOEXCEPT;
+
+/* JSON status, released with rs_free:
+ *   {"models": [{"name", "base_path", "policy" ("latest", "latest:2", "all",
+ *    "specific:1,3"), "pinned", "serving": [versions], "default_version"
+ *    (0: none), "ready", "incomplete_versions", "base_error",
+ *    "versions": [{"version", "state" ("loading" | "ready" | "failed" |
+ *    "unloading" | "end"), "path", "error", "load_ms", "load_failures",
+ *    "batching" ("on: ..." | "off" | "off: why"), "loader" ("nice +N" |
+ *    "normal priority"), "in_flight", "requests", "errors"}]}], "polls",
+ *    "poll_interval_seconds"}. */
+RS_API int rs_host_status_json(rs_host* host, char** out_json,
+                               rs_error** error) RS_NOEXCEPT;
+
+/* Prometheus text exposition (format 0.0.4), released with rs_free: per
+ * model rs_host_model_ready, rs_host_loads_total,
+ * rs_host_load_failures_total, rs_host_revivals_total (draining versions
+ * put back instead of reloaded); per model and version rs_host_version_ready,
+ * rs_host_load_seconds, rs_host_requests_total, rs_host_errors_total,
+ * rs_host_request_duration_seconds (histogram of successful calls), and with
+ * batching rs_host_batch_size (histogram of calls per run) and
+ * rs_host_queue_depth; per bundle store table rs_host_store_{rows,dram_rows,dram_bytes}, and
+ * rs_host_store_{dram,ssd}_{hits,misses}_total. Counters of a version live
+ * as long as the host. */
+RS_API int rs_host_metrics_text(rs_host* host, char** out_text,
+                                rs_error** error) RS_NOEXCEPT;
+
 /* RS_CDEF_END */
 
 #ifdef __cplusplus

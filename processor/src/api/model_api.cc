@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "api/composition.h"
+#include "api/model_calls.h"
 #include "base/buffers.h"
 #include "base/status.h"
 #include "core/model.h"
@@ -114,31 +115,7 @@ RS_API int rs_model_run(rs_model* model, const rs_tensor* inputs, size_t n_input
   RS_API_BEGIN(error);
   rs::Model& m = Need(model);
   NeedOut(out, "out");
-  constexpr size_t kStack = 32;
-  int idx_stack[kStack];
-  std::vector<int> idx_heap;
-  int* idx = idx_stack;
-  if (n_outputs > kStack) {
-    idx_heap.resize(n_outputs);
-    idx = idx_heap.data();
-  }
-  if (n_outputs > 0 && output_names == nullptr) {
-    m.CountError();
-    rs::Fail(RS_ERR_INVALID_ARGUMENT, "output_names is NULL");
-  }
-  const rs::Signature& sig = m.signature();
-  for (size_t k = 0; k < n_outputs; ++k) {
-    int i = output_names[k] ? sig.FindOutput(output_names[k]) : -1;
-    if (i < 0) {
-      m.CountError();
-      std::string known;
-      for (const auto& s : sig.outputs) known += (known.empty() ? "" : ", ") + s.name;
-      rs::Fail(RS_ERR_INVALID_ARGUMENT, std::string("unknown output '") + (output_names[k] ? output_names[k] : "(null)") +
-                                            "' (signature outputs: " + known + ")");
-    }
-    idx[k] = i;
-  }
-  *out = m.Run(inputs, n_inputs, idx, n_outputs).release();
+  *out = rs::RunNamed(m, inputs, n_inputs, output_names, n_outputs).release();
   RS_API_END(error);
 }
 
@@ -172,22 +149,7 @@ RS_API int rs_model_predict(rs_model* model, const void* request, size_t request
   rs::Model& m = Need(model);
   NeedOut(out_response, "out_response");
   NeedOut(out_size, "out_size");
-  if (request_size == 0) {
-    std::string json = m.signature().ToJson();
-    *out_response = rs::MallocCopy(json);
-    *out_size = json.size();
-    return RS_OK;
-  }
-  rs::DecodedRequest req;
-  try {
-    if (request == nullptr) rs::Fail(RS_ERR_INVALID_ARGUMENT, "request is NULL");
-    req.Parse(request, request_size, m.signature());
-  } catch (...) {
-    m.CountError();
-    throw;
-  }
-  std::unique_ptr<rs_result> result = m.Run(req.inputs(), req.num_inputs(), req.outputs().data(), req.outputs().size());
-  rs::EncodeResponse(*result, out_response, out_size);
+  rs::PredictWire(m, request, request_size, out_response, out_size);
   RS_API_END(error);
 }
 

@@ -1,0 +1,187 @@
+#include "host/metrics.h"
+
+#include <google/protobuf/json/json.h>
+#include <google/protobuf/struct.pb.h>
+
+#include <cstdio>
+
+namespace rs::host {
+
+void VersionCounters::Record(bool ok, uint64_t ns) {
+  requests.fetch_add(1, std::memory_order_relaxed);
+  if (!ok) {
+    errors.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  double s = static_cast<double>(ns) * 1e-9;
+  size_t b = 0;
+  while (b < kLatencyBuckets.size() && s > kLatencyBuckets[b]) ++b;
+  buckets[b].fetch_add(1, std::memory_order_relaxed);
+  latency_ns_sum.fetch_add(ns, std::memory_order_relaxed);
+}
+
+void VersionCounters::RecordBatch(size_t calls) {
+  size_t b = 0;
+  while (b < kBatchBuckets.size() && static_cast<double>(calls) > kBatchBuckets[b]) ++b;
+  batch_buckets[b].fetch_add(1, std::memory_order_relaxed);
+  batch_calls_sum.fetch_add(calls, std::memory_order_relaxed);
+}
+
+namespace {
+
+std::string Label(const std::string& v) {  // escaped per the exposition format
+  std::string o;
+  for (char c : v) {
+    if (c == '\\') o += "\\\\";
+    else if (c == '"') o += "\\\"";
+    else if (c == '\n') o += "\\n";
+    else o += c;
+  }
+  return o;
+}
+
+std::string Num(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+
+void Header(std::string& out, const char* name, const char* type, const char* help) {
+  out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+}
+
+std::string MV(const std::string& model, int64_t version) {
+  return "model=\"" + Label(model) + "\",version=\"" + std::to_string(version) + "\"";
+}
+
+double Field(const google::protobuf::Struct& s, const char* k) {
+  auto it = s.fields().find(k);
+  return it == s.fields().end() ? 0 : it->second.number_value();
+}
+
+// Tier counters of a bundle's store tables, summed over sub-tables.
+struct TierStats {
+  std::string labels;
+  double rows = 0, dram_rows = 0, dram_bytes = 0, dram_hits = 0, dram_misses = 0, ssd_hits = 0, ssd_misses = 0;
+};
+
+std::vector<TierStats> StoreStats(const std::string& model, int64_t version, const std::string& json) {
+  std::vector<TierStats> out;
+  google::protobuf::Struct root;
+  if (json.empty() || !google::protobuf::json::JsonStringToMessage(json, &root).ok()) return out;
+  auto b = root.fields().find("bundle");
+  if (b == root.fields().end() || !b->second.has_struct_value()) return out;
+  auto tables = b->second.struct_value().fields().find("tables");
+  if (tables == b->second.struct_value().fields().end()) return out;
+  for (const auto& t : tables->second.list_value().values()) {
+    const auto& tf = t.struct_value().fields();
+    TierStats ts;
+    auto name = tf.find("name");
+    ts.labels = MV(model, version) + ",table=\"" + Label(name == tf.end() ? "" : name->second.string_value()) + "\"";
+    auto subs = tf.find("subtables");
+    if (subs == tf.end()) continue;
+    for (const auto& sub : subs->second.list_value().values()) {
+      const auto& st = sub.struct_value();
+      ts.rows += Field(st, "rows");
+      ts.dram_rows += Field(st, "dram_rows");
+      ts.dram_bytes += Field(st, "dram_bytes");
+      ts.dram_hits += Field(st, "dram_hits");
+      ts.dram_misses += Field(st, "dram_misses");
+      ts.ssd_hits += Field(st, "ssd_hits");
+      ts.ssd_misses += Field(st, "ssd_misses");
+    }
+    out.push_back(ts);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string RenderMetrics(const std::vector<ModelMetrics>& models) {
+  std::string out;
+  Header(out, "rs_host_model_ready", "gauge", "1 when at least one version of the model is serving.");
+  for (const auto& m : models) out += "rs_host_model_ready{model=\"" + Label(m.name) + "\"} " + (m.ready ? "1" : "0") + "\n";
+  Header(out, "rs_host_loads_total", "counter", "Versions loaded and published.");
+  for (const auto& m : models) out += "rs_host_loads_total{model=\"" + Label(m.name) + "\"} " + std::to_string(m.loads) + "\n";
+  Header(out, "rs_host_load_failures_total", "counter", "Version loads that failed.");
+  for (const auto& m : models)
+    out += "rs_host_load_failures_total{model=\"" + Label(m.name) + "\"} " + std::to_string(m.load_failures) + "\n";
+  Header(out, "rs_host_revivals_total", "counter", "Draining versions put back into service instead of reloaded.");
+  for (const auto& m : models)
+    out += "rs_host_revivals_total{model=\"" + Label(m.name) + "\"} " + std::to_string(m.revivals) + "\n";
+  Header(out, "rs_host_version_ready", "gauge", "1 while the version is in the serving table.");
+  for (const auto& m : models)
+    for (const auto& v : m.versions) out += "rs_host_version_ready{" + MV(m.name, v.version) + "} " + (v.ready ? "1" : "0") + "\n";
+  Header(out, "rs_host_load_seconds", "gauge", "Time the newest load of the version took (open and warmup).");
+  for (const auto& m : models)
+    for (const auto& v : m.versions)
+      if (v.load_seconds >= 0) out += "rs_host_load_seconds{" + MV(m.name, v.version) + "} " + Num(v.load_seconds) + "\n";
+  Header(out, "rs_host_requests_total", "counter", "Calls routed to the version.");
+  for (const auto& m : models)
+    for (const auto& v : m.versions)
+      out += "rs_host_requests_total{" + MV(m.name, v.version) + "} " + std::to_string(v.counters->requests.load()) + "\n";
+  Header(out, "rs_host_errors_total", "counter", "Calls routed to the version that failed.");
+  for (const auto& m : models)
+    for (const auto& v : m.versions)
+      out += "rs_host_errors_total{" + MV(m.name, v.version) + "} " + std::to_string(v.counters->errors.load()) + "\n";
+  Header(out, "rs_host_request_duration_seconds", "histogram", "Latency of successful calls, in the library.");
+  for (const auto& m : models)
+    for (const auto& v : m.versions) {
+      std::string mv = MV(m.name, v.version);
+      uint64_t cum = 0;
+      for (size_t b = 0; b <= kLatencyBuckets.size(); ++b) {
+        cum += v.counters->buckets[b].load();
+        std::string le = b < kLatencyBuckets.size() ? Num(kLatencyBuckets[b]) : "+Inf";
+        out += "rs_host_request_duration_seconds_bucket{" + mv + ",le=\"" + le + "\"} " + std::to_string(cum) + "\n";
+      }
+      out += "rs_host_request_duration_seconds_sum{" + mv + "} " + Num(v.counters->latency_ns_sum.load() * 1e-9) + "\n";
+      out += "rs_host_request_duration_seconds_count{" + mv + "} " + std::to_string(cum) + "\n";
+    }
+  Header(out, "rs_host_batch_size", "histogram", "Calls merged into one model run (versions with dynamic batching).");
+  for (const auto& m : models)
+    for (const auto& v : m.versions) {
+      if (!v.counters->batching) continue;
+      std::string mv = MV(m.name, v.version);
+      uint64_t cum = 0;
+      for (size_t b = 0; b <= kBatchBuckets.size(); ++b) {
+        cum += v.counters->batch_buckets[b].load();
+        std::string le = b < kBatchBuckets.size() ? Num(kBatchBuckets[b]) : "+Inf";
+        out += "rs_host_batch_size_bucket{" + mv + ",le=\"" + le + "\"} " + std::to_string(cum) + "\n";
+      }
+      out += "rs_host_batch_size_sum{" + mv + "} " + std::to_string(v.counters->batch_calls_sum.load()) + "\n";
+      out += "rs_host_batch_size_count{" + mv + "} " + std::to_string(cum) + "\n";
+    }
+  Header(out, "rs_host_queue_depth", "gauge", "Calls waiting in the dynamic batcher.");
+  for (const auto& m : models)
+    for (const auto& v : m.versions)
+      if (v.counters->batching)
+        out += "rs_host_queue_depth{" + MV(m.name, v.version) + "} " + std::to_string(v.counters->queued.load()) + "\n";
+  std::vector<TierStats> tiers;
+  for (const auto& m : models)
+    for (const auto& v : m.versions)
+      for (auto& t : StoreStats(m.name, v.version, v.stats_json)) tiers.push_back(std::move(t));
+  if (!tiers.empty()) {
+    struct Col {
+      const char* name;
+      const char* type;
+      const char* help;
+      double TierStats::*field;
+    };
+    const Col cols[] = {
+        {"rs_host_store_rows", "gauge", "Rows of the bundle's store table.", &TierStats::rows},
+        {"rs_host_store_dram_rows", "gauge", "Rows resident in the DRAM tier.", &TierStats::dram_rows},
+        {"rs_host_store_dram_bytes", "gauge", "Bytes resident in the DRAM tier.", &TierStats::dram_bytes},
+        {"rs_host_store_dram_hits_total", "counter", "Lookups served by the DRAM tier.", &TierStats::dram_hits},
+        {"rs_host_store_dram_misses_total", "counter", "Lookups the DRAM tier missed.", &TierStats::dram_misses},
+        {"rs_host_store_ssd_hits_total", "counter", "Lookups served by the SSD tier.", &TierStats::ssd_hits},
+        {"rs_host_store_ssd_misses_total", "counter", "Lookups the SSD tier missed.", &TierStats::ssd_misses},
+    };
+    for (const auto& c : cols) {
+      Header(out, c.name, c.type, c.help);
+      for (const auto& t : tiers) out += std::string(c.name) + "{" + t.labels + "} " + Num(t.*c.field) + "\n";
+    }
+  }
+  return out;
+}
+
+}  // namespace rs::host
