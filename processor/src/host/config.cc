@@ -77,6 +77,22 @@ HostSpec ParseHostConfig(const char* json) {
     if (pb.load_nice() < 0 || pb.load_nice() > 19) Bad("load_nice must be in 0..19");
     spec.load_nice = pb.load_nice();
   }
+  const std::string& alloc = pb.core_allocation();
+  if (alloc == "dynamic")
+    Bad("core_allocation \"dynamic\" is not built yet (use \"static\" or \"off\"; docs/host.md)");
+  if (!alloc.empty() && alloc != "off" && alloc != "static")
+    Bad("core_allocation must be \"off\" or \"static\", not \"" + alloc + "\"");
+  spec.cores.mode = alloc.empty() ? "off" : alloc;
+  spec.cores.cpus = pb.core_cpus();
+  if (pb.has_core_target_utilization()) {
+    double u = pb.core_target_utilization();
+    if (!(u > 0 && u <= 1)) Bad("core_target_utilization must be in (0, 1]");
+    spec.cores.target_utilization = u;
+  }
+  if (pb.has_min_shared_cores()) {
+    if (pb.min_shared_cores() < 0) Bad("min_shared_cores must be >= 0");
+    spec.cores.min_shared_cores = pb.min_shared_cores();
+  }
   if (pb.models().empty()) Bad("\"models\" is empty: list at least one {name, base_path}");
   std::set<std::string> names;
   for (int i = 0; i < pb.models_size(); ++i) {
@@ -98,6 +114,24 @@ HostSpec ParseHostConfig(const char* json) {
       Bad("model \"" + m.name() + "\": batching.max_queue_delay_us is over 10 s");
     ms.batching.max_batch_size = b.max_batch_size() > 1 ? static_cast<int>(b.max_batch_size()) : 0;
     ms.batching.max_queue_delay_us = b.max_queue_delay_us();
+    const auto& c = m.cores();
+    const std::string where = "model \"" + m.name() + "\": cores.";
+    if (!c.role().empty() && c.role() != "baseline" && c.role() != "experiment")
+      Bad(where + "role must be \"baseline\" or \"experiment\", not \"" + c.role() + "\"");
+    if (!(c.requests_per_second() >= 0) || !std::isfinite(c.requests_per_second()))
+      Bad(where + "requests_per_second must be finite and >= 0");
+    if (!(c.cpu_ms_per_request() >= 0) || !std::isfinite(c.cpu_ms_per_request()))
+      Bad(where + "cpu_ms_per_request must be finite and >= 0");
+    if (!(c.latency_target_ms() >= 0) || !std::isfinite(c.latency_target_ms()))
+      Bad(where + "latency_target_ms must be finite and >= 0");
+    if (c.has_min_cores() && c.min_cores() < 1) Bad(where + "min_cores must be >= 1");
+    ms.cores.set_name(m.name());
+    ms.cores.set_role(c.role().empty() ? "experiment" : c.role());
+    ms.cores.set_requests_per_second(c.requests_per_second());
+    ms.cores.set_cpu_ms_per_request(c.cpu_ms_per_request());
+    ms.cores.set_latency_target_ms(c.latency_target_ms());
+    if (c.has_min_cores()) ms.cores.set_min_cores(c.min_cores());
+    ms.cores.set_fixed_cpus(c.fixed_cpus());
     spec.models.push_back(std::move(ms));
   }
   return spec;

@@ -9,6 +9,7 @@
 
 #include "host/batcher.h"
 #include "host/source.h"
+#include "recstrata/config/core_plan.pb.h"
 
 namespace rs::host {
 
@@ -18,6 +19,16 @@ struct ModelSpec {
   VersionPolicy policy;
   std::string config_json;  // for Model::Open: host-wide keys merged under the model's
   BatchingOptions batching;  // max_batch_size <= 1: off
+  // The model as the core allocator sees it (name set; p99_ms unused).
+  recstrata::config::ModelDemand cores;
+};
+
+// HostConfig's allocator fields (host/core_allocation.h).
+struct CoreOptions {
+  std::string mode = "off";  // "off" | "static"
+  std::string cpus;          // "": the process affinity
+  double target_utilization = 0;  // 0: the allocator's default
+  int min_shared_cores = -1;      // < 0: the allocator's default
 };
 
 struct HostSpec {
@@ -25,6 +36,7 @@ struct HostSpec {
   double poll_seconds = 0;  // 0: no discovery thread
   double retry_seconds = 30;
   int load_nice = 10;
+  CoreOptions cores;
 };
 
 HostSpec ParseHostConfig(const char* json);

@@ -23,7 +23,8 @@ Manager::Manager(HostSpec spec, ModelDeps deps)
     : loader_(std::move(deps), spec.load_nice),
       poll_seconds_(spec.poll_seconds),
       retry_seconds_(spec.retry_seconds),
-      load_nice_(spec.load_nice) {
+      load_nice_(spec.load_nice),
+      cores_(AllocateCores(&spec.models, spec.cores)) {
   for (auto& m : spec.models) {
     auto slot = std::make_unique<Slot>();
     slot->name = m.name;
@@ -165,9 +166,12 @@ void Manager::Load(Slot& s, int64_t v, const std::string& path) {
   }
   std::string fp = Fingerprint(path);
   LoadResult r = loader_.Load(path, s.config_json);
+  std::vector<std::string> session_cpus;
+  if (r.model) session_cpus = SessionCpus(*r.model);
   std::unique_lock<std::mutex> lk(mu_);
   Record& rec = s.records[v];
   rec.fingerprint = fp;
+  rec.session_cpus = std::move(session_cpus);
   rec.loader = r.lowered ? "nice +" + std::to_string(load_nice_) : "normal priority";
   if (!r.model) {
     rec.state = State::kFailed;
@@ -427,6 +431,12 @@ std::string Manager::StatusJson() {
       num(o, "load_failures", r.failures);
       str(o, "batching", r.batching);
       str(o, "loader", r.loader);
+      o += ",\"session_cpus\":[";
+      for (size_t i = 0; i < r.session_cpus.size(); ++i) {
+        if (i) o += ",";
+        AppendJsonString(o, r.session_cpus[i]);
+      }
+      o += "]";
       int64_t refs = 0;
       auto sv = s.serving->find(v);
       if (sv != s.serving->end()) refs += sv->second.use_count() - 1;  // minus the table's own
@@ -441,7 +451,7 @@ std::string Manager::StatusJson() {
     }
     o += "]}";
   }
-  o += "]}";
+  o += "],\"cores\":" + cores_.StatusJson() + "}";
   return o;
 }
 
@@ -483,7 +493,7 @@ std::string Manager::MetricsText() {
     }
   }
   live.clear();
-  return RenderMetrics(models);
+  return RenderMetrics(models) + cores_.MetricsText();
 }
 
 }  // namespace rs::host

@@ -40,6 +40,7 @@
 
 #include "core/model_deps.h"
 #include "host/config.h"
+#include "host/core_allocation.h"
 #include "host/loader.h"
 #include "host/servable.h"
 
@@ -47,7 +48,9 @@ namespace rs::host {
 
 class Manager {
  public:
-  // Parses nothing: `spec` is validated. Runs the first pass of every model
+  // Parses nothing: `spec` is validated. Plans the cores first
+  // (host/core_allocation.h; its errors fail the construction, before any
+  // load), then runs the first pass of every model
   // before returning (a model whose first load failed is reported in status,
   // it does not fail the open), then starts the discovery thread if
   // spec.poll_seconds > 0.
@@ -88,6 +91,7 @@ class Manager {
     std::string fingerprint;
     std::string batching;  // "on: ..." / "off: why" of the loaded model
     std::string loader;    // "nice +N" (loader thread) or "normal priority"
+    std::vector<std::string> session_cpus;  // per session, as the loaded model reports
   };
   using Table = std::map<int64_t, std::shared_ptr<Servable>>;
   struct Slot {  // one model; fields below `name` change under mu_
@@ -123,6 +127,7 @@ class Manager {
   VersionLoader loader_;
   double poll_seconds_, retry_seconds_;
   int load_nice_;
+  const CoreAllocation cores_;  // the plan in force (fixed after construction)
   std::map<std::string, std::unique_ptr<Slot>, std::less<>> slots_;  // fixed after construction
   std::shared_ptr<Reaper> reaper_ = std::make_shared<Reaper>();
 

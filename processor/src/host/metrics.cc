@@ -184,4 +184,24 @@ std::string RenderMetrics(const std::vector<ModelMetrics>& models) {
   return out;
 }
 
+std::string RenderCoreMetrics(const std::string& mode, const std::string& cpus, const std::string& shared_cpus,
+                              const std::vector<CoreGauge>& models) {
+  std::string out;
+  Header(out, "rs_host_core_allocation_info", "gauge", "The core allocator's mode and the CPUs it divides (value 1).");
+  out += "rs_host_core_allocation_info{mode=\"" + Label(mode) + "\",cpus=\"" + Label(cpus) + "\",shared_cpus=\"" +
+         Label(shared_cpus) + "\"} 1\n";
+  if (models.empty()) return out;
+  auto M = [](const CoreGauge& g) { return "model=\"" + Label(g.model) + "\""; };
+  Header(out, "rs_host_model_cores", "gauge", "Cores the model's sessions run on in the current plan.");
+  for (const auto& g : models)
+    out += "rs_host_model_cores{" + M(g) + ",role=\"" + Label(g.role) + "\"} " + std::to_string(g.cores) + "\n";
+  Header(out, "rs_host_model_demand_cores", "gauge", "Cores the model's declared load asks for.");
+  for (const auto& g : models) out += "rs_host_model_demand_cores{" + M(g) + "} " + Num(g.demand_cores) + "\n";
+  Header(out, "rs_host_model_cores_dedicated", "gauge", "1 when no other model runs on the model's cores.");
+  for (const auto& g : models) out += "rs_host_model_cores_dedicated{" + M(g) + "} " + (g.dedicated ? "1" : "0") + "\n";
+  Header(out, "rs_host_model_cpus_info", "gauge", "The model's CPU list in the current plan (value 1).");
+  for (const auto& g : models) out += "rs_host_model_cpus_info{" + M(g) + ",cpus=\"" + Label(g.cpus) + "\"} 1\n";
+  return out;
+}
+
 }  // namespace rs::host

@@ -53,6 +53,21 @@ struct ModelMetrics {
 // Prometheus text exposition format 0.0.4 of every model.
 std::string RenderMetrics(const std::vector<ModelMetrics>& models);
 
+// One model's assignment in the core allocator's plan (host/core_allocation.h).
+struct CoreGauge {
+  std::string model, role, cpus;
+  int cores = 0;
+  double demand_cores = 0;
+  bool dedicated = false;
+};
+
+// The plan as gauges: rs_host_core_allocation_info{mode,cpus,shared_cpus} 1,
+// and per model rs_host_model_cores{model,role},
+// rs_host_model_demand_cores{model}, rs_host_model_cores_dedicated{model}
+// (0/1) and rs_host_model_cpus_info{model,cpus} 1.
+std::string RenderCoreMetrics(const std::string& mode, const std::string& cpus, const std::string& shared_cpus,
+                              const std::vector<CoreGauge>& models);
+
 }  // namespace rs::host
 
 #endif  // RECSTRATA_HOST_METRICS_H_

@@ -1,0 +1,57 @@
+// The host's core allocator (docs/host.md "Cores"): turns the host config's
+// per-model core specs into a CorePlanRequest, plans it with PlanCores
+// (sched/core_plan.h, the seed's rule) and rewrites each model's
+// model_config so that every version it loads runs on its assignment:
+// `cpusets` (the model's CPU set once per session) and `split_parts` (at
+// most its cores, at most 8). A model whose model_config sets `cpusets`
+// itself is left as it is and planned as fixed on those CPUs.
+//
+// Threading: AllocateCores is a pure function of its arguments and the
+// process affinity; a CoreAllocation is immutable once built (read from any
+// thread).
+#ifndef RECSTRATA_HOST_CORE_ALLOCATION_H_
+#define RECSTRATA_HOST_CORE_ALLOCATION_H_
+
+#include <string>
+#include <vector>
+
+#include "core/model.h"
+#include "host/config.h"
+#include "recstrata/config/core_plan.pb.h"
+
+namespace rs::host {
+
+struct CoreAllocation {
+  std::string mode = "off";  // "off" | "static"
+  std::string cpus;          // the CPUs divided ("" when off)
+  recstrata::config::CorePlan plan;  // empty when off
+  struct Applied {           // per plan model, same order
+    std::string cpusets;     // what the model's sessions get ("1;1")
+    int split_parts = 0;     // 0: not set by the allocator
+    std::string source;      // "allocator" | "fixed_cpus" | "model_config"
+  };
+  std::vector<Applied> applied;
+
+  // {"mode", "cpus", "shared_cpus", "summary", "models": [{"name", "role",
+  //  "cpus", "cores", "dedicated", "demand_cores", "reason", "source",
+  //  "cpusets", "split_parts"}]}
+  std::string StatusJson() const;
+  // Prometheus gauges (host/metrics.h RenderCoreMetrics).
+  std::string MetricsText() const;
+};
+
+// Plans `options` over `models` and rewrites their config_json (static
+// mode; "off" changes nothing). Throws rs::Error: RS_ERR_INVALID_ARGUMENT
+// (core_cpus malformed or outside the process affinity, fixed_cpus and
+// model_config cpusets both set, a malformed cpusets, a spec the allocator
+// rejects), RS_ERR_FAILED_PRECONDITION (the floors do not fit the CPUs);
+// messages start with "host core allocation:".
+CoreAllocation AllocateCores(std::vector<ModelSpec>* models, const CoreOptions& options);
+
+// The core set of each session of a loaded model, as its SessionGroup
+// reports it (Model::DescribeJson; "" for a session without one).
+std::vector<std::string> SessionCpus(const Model& model);
+
+}  // namespace rs::host
+
+#endif  // RECSTRATA_HOST_CORE_ALLOCATION_H_
