@@ -465,9 +465,22 @@ typedef struct rs_lease rs_lease;
  *    "poll_interval_seconds": 5,   (background discovery; 0 or absent: off)
  *    "retry_seconds": 30,          (a failed version is retried after this,
  *                                   or as soon as its directory changed)
- *    "load_nice": 10}              (versions whose session config runs ops
+ *    "load_nice": 10,              (versions whose session config runs ops
  *                                   inline load on a thread at this higher
  *                                   nice value; 0..19, 0: off)
+ *    "core_allocation": "static",  ("off", the default, or "static": the
+ *                                   core allocator, below)
+ *    "core_cpus": "0-31", "core_target_utilization": 0.7,
+ *    "min_shared_cores": 1}
+ * and per model "cores": {"role": "baseline" | "experiment",
+ * "requests_per_second", "cpu_ms_per_request", "latency_target_ms",
+ * "min_cores", "fixed_cpus"}. In static mode the host plans the cores at
+ * open (rs_core_plan_json's rule: baselines on dedicated sets sized to their
+ * load, experiments share the rest) and every version a model loads gets its
+ * set as "cpusets" (once per session) and "split_parts" (at most its cores);
+ * a model whose model_config sets "cpusets" is planned as fixed there and
+ * left untouched (docs/host.md "Cores"). Floors that do not fit:
+ * RS_ERR_FAILED_PRECONDITION.
  * A version directory is complete once it holds saved_model.pb,
  * saved_model.pbtxt or bundle.json; other entries (3.tmp, files, 0) are
  * ignored. Versions are >= 1. With batching (max_batch_size > 1), concurrent
@@ -563,8 +576,11 @@ RS_API void rs_lease_release(rs_lease* lease) RS_NOEXCEPT;
  *    "versions": [{"version", "state" ("loading" | "ready" | "failed" |
  *    "unloading" | "end"), "path", "error", "load_ms", "load_failures",
  *    "batching" ("on: ..." | "off" | "off: why"), "loader" ("nice +N" |
- *    "normal priority"), "in_flight", "requests", "errors"}]}], "polls",
- *    "poll_interval_seconds"}. */
+ *    "normal priority"), "session_cpus" (per session of the loaded version),
+ *    "in_flight", "requests", "errors"}]}], "polls", "poll_interval_seconds",
+ *    "cores": {"mode", "cpus", "shared_cpus", "summary", "models": [{"name",
+ *    "role", "cpus", "cores", "dedicated", "demand_cores", "reason", "source",
+ *    "cpusets", "split_parts"}]}}. */
 RS_API int rs_host_status_json(rs_host* host, char** out_json,
                                rs_error** error) RS_NOEXCEPT;
 
@@ -576,8 +592,10 @@ RS_API int rs_host_status_json(rs_host* host, char** out_json,
  * rs_host_request_duration_seconds (histogram of successful calls), and with
  * batching rs_host_batch_size (histogram of calls per run) and
  * rs_host_queue_depth; per bundle store table rs_host_store_{rows,dram_rows,dram_bytes}, and
- * rs_host_store_{dram,ssd}_{hits,misses}_total. Counters of a version live
- * as long as the host. */
+ * rs_host_store_{dram,ssd}_{hits,misses}_total; the core plan as
+ * rs_host_core_allocation_info and per model rs_host_model_cores,
+ * rs_host_model_demand_cores, rs_host_model_cores_dedicated,
+ * rs_host_model_cpus_info. Counters of a version live as long as the host. */
 RS_API int rs_host_metrics_text(rs_host* host, char** out_text,
                                 rs_error** error) RS_NOEXCEPT;
 
