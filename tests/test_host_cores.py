@@ -161,6 +161,13 @@ def test_static_plan_pins_every_version_and_is_reported(tmp_path, template):
         assert f'rs_host_model_cpus_info{{model="exp2",cpus="{CPUS[1]}"}} 1' in text
         demand = re.search(r'rs_host_model_demand_cores\{model="base"\} ([0-9.e+-]+)', text)
         assert demand and float(demand.group(1)) == pytest.approx(0.4 / 0.7, rel=1e-6)
+        from prometheus_client.parser import text_string_to_metric_families
+
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        cores = {s.labels["model"]: s.value for s in fams["rs_host_model_cores"].samples}
+        assert cores == {"base": 1, "exp1": 1, "exp2": 1}
+        info = fams["rs_host_core_allocation_info"].samples[0].labels
+        assert info["mode"] == "static" and info["shared_cpus"] == str(CPUS[1])
 
 
 @two_cpus
