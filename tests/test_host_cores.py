@@ -293,3 +293,42 @@ def test_plans_for_a_big_machine_are_valid():
     plan = plan_cores({"mode": "static", "cpus": "0-7", "models": models[:2] + models[4:6]})
     by = check_plan(plan, range(8), {"ctr": 2})
     assert by["ctr"]["cores"] + by["cvr"]["cores"] == 7 and len(cpu_list(plan["shared_cpus"])) == 1
+
+
+BUNDLE_CONFIG = {
+    "name": "coresb", "label": "label",
+    "sparse": [{"name": "uid", "dim": 4, "embedding": {"kind": "plain", "rows": 1000}}],
+    "dense": [{"name": "d0"}],
+    "model": {"type": "wdl", "hidden": [8]},
+    "data": {"format": "synthetic", "synthetic": {"num_train": 10, "num_eval": 10}},
+}
+
+
+@two_cpus
+def test_bundle_batch_split_is_limited_to_the_models_cores(tmp_path, template):
+    pytest.importorskip("tensorflow")
+    from recstrata.training.export import export_bundle
+    from recstrata.training.models import RecModel
+    from recstrata.training.spec import parse_config
+
+    model = RecModel(parse_config(BUNDLE_CONFIG), name="rec_model")
+    model.build_with_dummy()
+    bundle = export_bundle(model, tmp_path / "export", tiers="dram")
+    b = bases(tmp_path, template, ["exp"])
+    b["rec"] = tmp_path / "rec"
+    b["rec"].mkdir()
+    put_version(b["rec"], 1, bundle["path"])
+    feeds = {"uid": np.arange(256, dtype=np.int64), "dense": np.ones((256, 1), np.float32)}
+    with Host(host_config(b)) as h:  # off: a split call uses every allowed CPU
+        assert h.status("rec")["versions"][0]["split_parts"] == min(len(CPUS), 8)
+        unsplit_host = h.run("rec", feeds)
+    cfg = host_config(b, cores={"rec": {"role": "baseline"}}, core_allocation="static",
+                      core_cpus=f"{CPUS[0]},{CPUS[1]}")
+    with Host(cfg) as h:
+        v = h.status("rec")["versions"][0]
+        assert v["split_parts"] == 1 and v["session_cpus"] == [str(CPUS[0])]
+        out = h.run("rec", feeds)
+        assert out.keys() == unsplit_host.keys()
+        for k in out:
+            np.testing.assert_allclose(out[k], unsplit_host[k], rtol=1e-6)
+        assert h.status("exp")["versions"][0]["split_parts"] == 0  # a SavedModel has no batch split

@@ -577,6 +577,7 @@ RS_API void rs_lease_release(rs_lease* lease) RS_NOEXCEPT;
  *    "unloading" | "end"), "path", "error", "load_ms", "load_failures",
  *    "batching" ("on: ..." | "off" | "off: why"), "loader" ("nice +N" |
  *    "normal priority"), "session_cpus" (per session of the loaded version),
+ *    "split_parts" (a bundle's row ranges per split call; 0: SavedModel),
  *    "in_flight", "requests", "errors"}]}], "polls", "poll_interval_seconds",
  *    "cores": {"mode", "cpus", "shared_cpus", "summary", "models": [{"name",
  *    "role", "cpus", "cores", "dedicated", "demand_cores", "reason", "source",

@@ -155,17 +155,22 @@ std::string CoreAllocation::MetricsText() const {
   return RenderCoreMetrics(mode, cpus, plan.shared_cpus(), gauges);
 }
 
-std::vector<std::string> SessionCpus(const Model& model) {
-  std::vector<std::string> out;
+LoadedLayout LayoutOf(const Model& model) {
+  LoadedLayout out;
   Struct root;
   if (!google::protobuf::json::JsonStringToMessage(model.DescribeJson(), &root).ok()) return out;
+  auto split = root.fields().find("batch_split");
+  if (split != root.fields().end() && split->second.has_struct_value()) {
+    auto parts = split->second.struct_value().fields().find("parts");
+    if (parts != split->second.struct_value().fields().end()) out.split_parts = static_cast<int>(parts->second.number_value());
+  }
   auto g = root.fields().find("session_group");
   if (g == root.fields().end() || !g->second.has_struct_value()) return out;
   auto s = g->second.struct_value().fields().find("sessions");
   if (s == g->second.struct_value().fields().end()) return out;
   for (const auto& v : s->second.list_value().values()) {
     auto c = v.struct_value().fields().find("cpus");
-    out.push_back(c == v.struct_value().fields().end() ? "" : c->second.string_value());
+    out.session_cpus.push_back(c == v.struct_value().fields().end() ? "" : c->second.string_value());
   }
   return out;
 }

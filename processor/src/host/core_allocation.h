@@ -48,9 +48,14 @@ struct CoreAllocation {
 // messages start with "host core allocation:".
 CoreAllocation AllocateCores(std::vector<ModelSpec>* models, const CoreOptions& options);
 
-// The core set of each session of a loaded model, as its SessionGroup
-// reports it (Model::DescribeJson; "" for a session without one).
-std::vector<std::string> SessionCpus(const Model& model);
+// Where a loaded model runs, as it reports it (Model::DescribeJson): the
+// core set of each session ("" for a session without one) and, for a
+// bundle, the row ranges a split call is cut into (0: not a bundle).
+struct LoadedLayout {
+  std::vector<std::string> session_cpus;
+  int split_parts = 0;
+};
+LoadedLayout LayoutOf(const Model& model);
 
 }  // namespace rs::host
 

@@ -166,12 +166,12 @@ void Manager::Load(Slot& s, int64_t v, const std::string& path) {
   }
   std::string fp = Fingerprint(path);
   LoadResult r = loader_.Load(path, s.config_json);
-  std::vector<std::string> session_cpus;
-  if (r.model) session_cpus = SessionCpus(*r.model);
+  LoadedLayout layout;
+  if (r.model) layout = LayoutOf(*r.model);
   std::unique_lock<std::mutex> lk(mu_);
   Record& rec = s.records[v];
   rec.fingerprint = fp;
-  rec.session_cpus = std::move(session_cpus);
+  rec.layout = std::move(layout);
   rec.loader = r.lowered ? "nice +" + std::to_string(load_nice_) : "normal priority";
   if (!r.model) {
     rec.state = State::kFailed;
@@ -432,11 +432,12 @@ std::string Manager::StatusJson() {
       str(o, "batching", r.batching);
       str(o, "loader", r.loader);
       o += ",\"session_cpus\":[";
-      for (size_t i = 0; i < r.session_cpus.size(); ++i) {
+      for (size_t i = 0; i < r.layout.session_cpus.size(); ++i) {
         if (i) o += ",";
-        AppendJsonString(o, r.session_cpus[i]);
+        AppendJsonString(o, r.layout.session_cpus[i]);
       }
       o += "]";
+      num(o, "split_parts", r.layout.split_parts);
       int64_t refs = 0;
       auto sv = s.serving->find(v);
       if (sv != s.serving->end()) refs += sv->second.use_count() - 1;  // minus the table's own

@@ -91,7 +91,7 @@ class Manager {
     std::string fingerprint;
     std::string batching;  // "on: ..." / "off: why" of the loaded model
     std::string loader;    // "nice +N" (loader thread) or "normal priority"
-    std::vector<std::string> session_cpus;  // per session, as the loaded model reports
+    LoadedLayout layout;   // where the loaded model runs, as it reports
   };
   using Table = std::map<int64_t, std::shared_ptr<Servable>>;
   struct Slot {  // one model; fields below `name` change under mu_
