@@ -83,7 +83,11 @@ class LeasedModel:
             return False
         if self._mgr.closed:
             return True  # the host's shutdown closed every version nobody holds
-        for v in self._mgr.status(self._name)["versions"]:
+        try:
+            versions = self._mgr.status(self._name)["versions"]
+        except FailedPreconditionError:  # closed meanwhile
+            return True
+        for v in versions:
             if v["version"] == self.version:
                 return v["state"] in ("END", "FAILED", "LOADING")
         return True
