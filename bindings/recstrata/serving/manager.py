@@ -37,7 +37,7 @@ the Python shape of it:
 from __future__ import annotations
 
 import threading
-from os import PathLike, fspath
+from os import fspath
 from typing import Any, Iterable, Mapping
 
 from recstrata.errors import FailedPreconditionError, InvalidArgumentError
