@@ -3,7 +3,7 @@
     python perf/bench_go_server.py [--quick] [--users 8] [--duration 20] [--rounds 3]
                                    [--batch 64] [--vocab 20000] [--sessions 2]
 
-Systems, each serving the same Criteo-shaped SavedModel (perf/load_test.py's
+Systems, each serving the same Criteo-shaped SavedModel (perf/serving_models.py's
 CTR model: 13 dense + 26 ids, 26 x vocab x 16 embeddings, 429-256-128-1 MLP)
 with the same model_config (session_num, LEAST_LOADED):
   go_grpc    go_client/examples/server (built here with `go build`), gRPC
@@ -43,7 +43,8 @@ OUT = HERE / "out" / "go_server"
 SERVER_DIR = REPO / "go_client" / "examples" / "server"
 sys.path.insert(0, str(HERE))
 from harness import RESULTS_DIR, grouped_bars, print_result, save_plot  # noqa: E402
-from load_test import N_CAT, N_DENSE, build_ctr_model, stop_process  # noqa: E402
+from harness import stop_process  # noqa: E402
+from serving_models import N_CAT, N_DENSE, build_ctr_model  # noqa: E402
 
 SYSTEMS = ("go_grpc", "go_http", "python")
 

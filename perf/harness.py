@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -276,3 +277,14 @@ def grouped_bars(ax, groups: list[str], series: dict[str, list[float]], ylabel: 
         ax.set_yscale("log")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(axis="y", alpha=0.3)
+
+
+def stop_process(proc, timeout=30) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

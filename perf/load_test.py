@@ -44,40 +44,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import grouped_bars, plot_path, print_result, save_plot  # noqa: E402
+from harness import grouped_bars, plot_path, print_result, save_plot, stop_process  # noqa: E402
+from serving_models import LOAD_DIM as DIM, LOAD_VOCAB as VOCAB, N_CAT, N_DENSE, build_ctr_model  # noqa: E402,F401
 
 OUT = HERE / "out" / "serving_load"
-VOCAB, DIM, N_CAT, N_DENSE = 20000, 16, 26, 13
-
-
-# ---- models ------------------------------------------------------------------
-
-def build_ctr_model(path: Path, seed: int, vocab: int = VOCAB) -> None:
-    import tensorflow as tf
-
-    rng = np.random.default_rng(seed)
-
-    class Ctr(tf.Module):
-        def __init__(self):
-            super().__init__()
-            f = lambda *s: tf.Variable((rng.normal(size=s) * 0.05).astype(np.float32))  # noqa: E731
-            self.emb = f(N_CAT * vocab, DIM)
-            self.w1, self.b1 = f(N_DENSE + N_CAT * DIM, 256), f(256)
-            self.w2, self.b2 = f(256, 128), f(128)
-            self.w3, self.b3 = f(128, 1), f(1)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, N_DENSE], tf.float32, name="dense"),
-                                      tf.TensorSpec([None, N_CAT], tf.int64, name="cat")])
-        def serve(self, dense, cat):
-            idx = tf.math.floormod(cat, vocab) + tf.range(N_CAT, dtype=tf.int64) * vocab
-            e = tf.reshape(tf.gather(self.emb, idx), [-1, N_CAT * DIM])
-            x = tf.concat([dense, e], axis=1)
-            h = tf.nn.relu(tf.matmul(x, self.w1) + self.b1)
-            h = tf.nn.relu(tf.matmul(h, self.w2) + self.b2)
-            return {"prob": tf.sigmoid(tf.matmul(h, self.w3) + self.b3)}
-
-    m = Ctr()
-    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve})
 
 
 def ensure_templates(vocab: int) -> dict[int, Path]:
@@ -109,17 +79,6 @@ def start_server(system: str, base: Path, log_path: Path):
         stop_process(proc)
         raise RuntimeError(f"{system} server did not start: {line!r}; see {log_path}")
     return proc, line[0].split()[-1]
-
-
-def stop_process(proc, timeout=30) -> int | None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 def get_json(url: str):

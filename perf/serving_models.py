@@ -94,3 +94,36 @@ def make_feeds(batch: int, rows: list[int], seed: int = 0) -> dict[str, np.ndarr
     for i, r in enumerate(rows):
         feeds[f"C{i + 1}"] = rng.integers(0, r, (batch, 1), dtype=np.int64)
     return feeds
+
+
+# The load tests' CTR model (perf/load_test.py, perf/bench_go_server.py): inputs "dense"
+# [B, 13] float32 and "cat" [B, 26] int64, one table of 26 x vocab rows, MLP 256-128-1.
+LOAD_VOCAB, LOAD_DIM, N_CAT = 20000, 16, 26
+
+
+def build_ctr_model(path: Path, seed: int, vocab: int = LOAD_VOCAB) -> None:
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+
+    class Ctr(tf.Module):
+        def __init__(self):
+            super().__init__()
+            f = lambda *s: tf.Variable((rng.normal(size=s) * 0.05).astype(np.float32))  # noqa: E731
+            self.emb = f(N_CAT * vocab, LOAD_DIM)
+            self.w1, self.b1 = f(N_DENSE + N_CAT * LOAD_DIM, 256), f(256)
+            self.w2, self.b2 = f(256, 128), f(128)
+            self.w3, self.b3 = f(128, 1), f(1)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, N_DENSE], tf.float32, name="dense"),
+                                      tf.TensorSpec([None, N_CAT], tf.int64, name="cat")])
+        def serve(self, dense, cat):
+            idx = tf.math.floormod(cat, vocab) + tf.range(N_CAT, dtype=tf.int64) * vocab
+            e = tf.reshape(tf.gather(self.emb, idx), [-1, N_CAT * LOAD_DIM])
+            x = tf.concat([dense, e], axis=1)
+            h = tf.nn.relu(tf.matmul(x, self.w1) + self.b1)
+            h = tf.nn.relu(tf.matmul(h, self.w2) + self.b2)
+            return {"prob": tf.sigmoid(tf.matmul(h, self.w3) + self.b3)}
+
+    m = Ctr()
+    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve})
