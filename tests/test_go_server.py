@@ -222,7 +222,7 @@ def test_server_go_vet_and_go_tests(server_env, go_env):  # noqa: F811
     assert not re.findall(r"--- SKIP: (\S+)", log), log[-5000:]
     passed = set(re.findall(r"--- PASS: (\S+)", log))
     for name in ("TestServerPredictJSON", "TestServerPredictProto", "TestServerErrors",
-                 "TestServerConcurrentRequests", "TestGRPCPredict",
+                 "TestServerConcurrentRequests", "TestServerJSONReadsSignatureOnce", "TestGRPCPredict",
                  "TestManagerServesLatestAndDrainsOnSwap", "TestManagerSwapUnderLoadFailsNothing",
                  "TestManagerPinRollbackAndFailedLoads", "TestManagerConfigErrors"):
         assert name in passed, f"{name} did not pass\n{log[-5000:]}"

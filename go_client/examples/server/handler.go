@@ -123,7 +123,7 @@ func predictJSON(svc *service, w http.ResponseWriter, r *http.Request, name stri
 	}
 	var outs []recstrata.Tensor
 	num, err := svc.withLease(r.Context(), name, want, "http_json", func(l *recstrata.Lease) error {
-		ins, _, err := signature(l)
+		ins, _, err := svc.sigs.get(name, l)
 		if err != nil {
 			return err
 		}
@@ -182,7 +182,7 @@ func metadataRoute(svc *service, w http.ResponseWriter, r *http.Request, name st
 		return
 	}
 	defer l.Release()
-	ins, outs, err := signature(l)
+	ins, outs, err := svc.sigs.get(name, l)
 	if err != nil {
 		writeModelError(w, err)
 		return

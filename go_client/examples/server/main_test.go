@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strconv"
 	"sync"
 	"testing"
@@ -224,4 +225,26 @@ func TestServerConcurrentRequests(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// The JSON route reads a version's signature once (the host counts that
+// call as a request), then only runs.
+func TestServerJSONReadsSignatureOnce(t *testing.T) {
+	mg, _ := newTestManager(t, 1, "")
+	srv := httptest.NewServer(newHandler(newService(mg, newMetrics(), 2)))
+	t.Cleanup(srv.Close)
+	body := []byte(`{"inputs":{"x":{"shape":[1,4],"data":[1,2,3,4]}}}`)
+	for range 3 {
+		if status, out := post(t, srv.URL+"/v1/models/m:predict", "application/json", body); status != http.StatusOK {
+			t.Fatalf("status %d: %s", status, out)
+		}
+	}
+	text, err := mg.Host().MetricsText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^rs_host_requests_total\{model="m",version="1"\} (\S+)$`).FindStringSubmatch(text)
+	if m == nil || m[1] != "4" {
+		t.Fatalf("host requests %v, want 4 (1 signature + 3 runs)\n%s", m, text)
+	}
 }

@@ -14,6 +14,7 @@ type service struct {
 	mg      *Manager
 	metrics *metrics
 	sem     chan struct{} // nil: no limit
+	sigs    sigCache
 }
 
 // newService lets at most maxInFlight model calls run at once (the rest
