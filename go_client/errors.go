@@ -85,9 +85,9 @@ func (e *Error) Is(target error) bool {
 // Unwrap returns the sentinel this error stands for (ErrClosed), if any.
 func (e *Error) Unwrap() error { return e.wrapped }
 
-// ErrClosed is matched (errors.Is) by every call on a closed Model. Those
-// errors also match FailedPrecondition.
-var ErrClosed = errors.New("recstrata: model is closed")
+// ErrClosed is matched (errors.Is) by every call on a closed Model or Host
+// and on a released Lease. Those errors also match FailedPrecondition.
+var ErrClosed = errors.New("recstrata: closed")
 
 func newError(op string, code Code, format string, args ...any) *Error {
 	return &Error{Op: op, Code: code, Message: fmt.Sprintf(format, args...)}

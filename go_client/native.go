@@ -1,11 +1,13 @@
 package recstrata
 
-// The native boundary: the only file of this package that uses cgo.
+// The native boundary of models and library loading. (native_tensor.go
+// marshals tensors, host_native.go binds the model host; rsg_abi.h holds the
+// C declarations all three share.)
 //
 // The C shim in the preamble dlopen()s librecstrata.so at run time and calls
 // it through function pointers (cgo cannot call a C function pointer itself).
 // The module therefore builds without the library or its header: the few
-// declarations it needs are mirrored below, and rsg_load refuses a library
+// declarations it needs are mirrored in rsg_abi.h, and rsg_load refuses a library
 // whose ABI version differs from the one mirrored here.
 //
 // Every shim call converts a native error before it returns: the message is
@@ -27,23 +29,10 @@ package recstrata
 #include <stdlib.h>
 #include <string.h>
 
-// ---- Mirrored from recstrata.h (RS_ABI_VERSION 1). ----
+#include "rsg_abi.h"
 #define RSG_ABI_VERSION 1
 // The oldest library version that has every function used here.
 #define RSG_MIN_VERSION_NUMBER 100
-
-typedef struct rs_error rs_error;
-typedef struct rs_model rs_model;
-typedef struct rs_result rs_result;
-typedef struct rs_bytes { const char* data; size_t size; } rs_bytes;
-typedef struct rs_tensor {
-  const char* name;
-  int dtype;
-  int32_t ndim;
-  const int64_t* shape;
-  const void* data;
-  size_t byte_size;
-} rs_tensor;
 
 // ---- The function table, filled once by rsg_load. ----
 typedef struct rsg_api {
@@ -72,9 +61,6 @@ typedef struct rsg_api {
 } rsg_api;
 
 static rsg_api rsg;
-
-// A converted error: code and a malloc'd copy of the message (Go frees it).
-typedef struct rsg_status { int code; char* msg; } rsg_status;
 
 static int rsg_fail(rsg_status* st, int code, const char* msg) {
   st->code = code;
@@ -231,7 +217,6 @@ import "C"
 
 import (
 	"os"
-	"runtime"
 	"sync"
 	"unsafe"
 )
@@ -396,209 +381,23 @@ func nativePredict(h modelHandle, req []byte) ([]byte, error) {
 	return resp, nil
 }
 
-// elemSize is the byte size of one element as the C ABI lays it out.
-var elemSize = map[DType]uintptr{
-	Float32: 4, Float64: 8, Int32: 4, Uint8: 1, Int16: 2, Int8: 1,
-	String: unsafe.Sizeof(C.rs_bytes{}), Int64: 8, Bool: 1, BFloat16: 2,
-	Uint16: 2, Float16: 2,
-}
-
-// dataPointer returns a pointer to the first element of a numeric slice of a
-// type listed in goType (nil when empty).
-func dataPointer(data any) unsafe.Pointer {
-	switch v := data.(type) {
-	case []float32:
-		return unsafe.Pointer(unsafe.SliceData(v))
-	case []float64:
-		return unsafe.Pointer(unsafe.SliceData(v))
-	case []int32:
-		return unsafe.Pointer(unsafe.SliceData(v))
-	case []int64:
-		return unsafe.Pointer(unsafe.SliceData(v))
-	case []uint8:
-		return unsafe.Pointer(unsafe.SliceData(v))
-	case []int8:
-		return unsafe.Pointer(unsafe.SliceData(v))
-	case []int16:
-		return unsafe.Pointer(unsafe.SliceData(v))
-	case []uint16:
-		return unsafe.Pointer(unsafe.SliceData(v))
-	case []bool:
-		return unsafe.Pointer(unsafe.SliceData(v))
-	}
-	return nil
-}
-
 // nativeRun runs the model on inputs and returns copies of the outputs.
 // maxOutputs is the number of outputs the call can return (the requested
 // names, or the signature's output count when none are requested).
 func nativeRun(h modelHandle, inputs []Tensor, outputNames []string, maxOutputs int) ([]Tensor, error) {
-	var pin runtime.Pinner
-	defer pin.Unpin()
-
-	// One arena for every NUL-terminated name and one for every shape keep the
-	// number of pinned objects at 2 + one per input.
-	nameBytes, nDims := 0, 0
-	for i := range inputs {
-		nameBytes += len(inputs[i].Name) + 1
-		nDims += len(inputs[i].Shape)
+	c, err := marshalCall("Predict", inputs, outputNames)
+	if err != nil {
+		return nil, err
 	}
-	for _, n := range outputNames {
-		nameBytes += len(n) + 1
-	}
-	names := make([]byte, nameBytes+1)
-	dims := make([]int64, nDims+1)
-	pin.Pin(&names[0])
-	pin.Pin(&dims[0])
-	nameOff, dimOff := 0, 0
-	putName := func(s string) *C.char {
-		p := (*C.char)(unsafe.Pointer(&names[nameOff]))
-		nameOff += copy(names[nameOff:], s) + 1 // the zero byte is already there
-		return p
-	}
-
-	cins := make([]C.rs_tensor, len(inputs)+1)
-	for i := range inputs {
-		t := &inputs[i]
-		d, count, err := t.checkGoType()
-		if err != nil {
-			return nil, &Error{Op: "Predict", Code: InvalidArgument, Message: err.Error()}
-		}
-		ct := &cins[i]
-		ct.name = putName(t.Name)
-		ct.dtype = C.int(d)
-		ct.ndim = C.int32_t(len(t.Shape))
-		if len(t.Shape) > 0 {
-			copy(dims[dimOff:], t.Shape)
-			ct.shape = (*C.int64_t)(unsafe.Pointer(&dims[dimOff]))
-			dimOff += len(t.Shape)
-		}
-		ct.byte_size = C.size_t(uintptr(count) * elemSize[d])
-		if d == String {
-			ct.data = stringElements(&pin, t.Data.([][]byte))
-		} else if p := dataPointer(t.Data); p != nil && count > 0 {
-			pin.Pin(p)
-			ct.data = p
-		}
-	}
-	cnames := make([]*C.char, len(outputNames)+1)
-	for i, n := range outputNames {
-		cnames[i] = putName(n)
-	}
-
+	defer c.release()
 	couts := make([]C.rs_tensor, maxOutputs+1)
 	var nOut C.size_t
 	var res *C.rs_result
 	var st C.rsg_status
-	if C.rsg_run(h, &cins[0], C.size_t(len(inputs)), &cnames[0], C.size_t(len(outputNames)),
+	if C.rsg_run(h, &c.ins[0], C.size_t(c.nIn), &c.names[0], C.size_t(c.nNames),
 		&couts[0], C.size_t(maxOutputs), &nOut, &res, &st) != 0 {
 		return nil, statusError("Predict", &st)
 	}
 	defer C.rsg_result_free(res)
-	outs := make([]Tensor, int(nOut))
-	for i := range outs {
-		t, err := copyOutput(&couts[i])
-		if err != nil {
-			return nil, err
-		}
-		outs[i] = t
-	}
-	return outs, nil
-}
-
-// stringElements lays the elements of a String tensor out as an rs_bytes
-// array pointing into one contiguous copy of their bytes (two pins instead of
-// one per element).
-func stringElements(pin *runtime.Pinner, elems [][]byte) unsafe.Pointer {
-	total := 0
-	for _, e := range elems {
-		total += len(e)
-	}
-	buf := make([]byte, total+1) // +1: element pointers are never nil
-	arr := make([]C.rs_bytes, len(elems)+1)
-	pin.Pin(&buf[0])
-	pin.Pin(&arr[0])
-	off := 0
-	for i, e := range elems {
-		arr[i].data = (*C.char)(unsafe.Pointer(&buf[off]))
-		arr[i].size = C.size_t(len(e))
-		off += copy(buf[off:], e)
-	}
-	return unsafe.Pointer(&arr[0])
-}
-
-// copyOutput copies one output view of an rs_result into Go memory.
-func copyOutput(ct *C.rs_tensor) (Tensor, error) {
-	t := Tensor{Name: C.GoString(ct.name), DType: DType(ct.dtype)}
-	if ct.ndim < 0 {
-		return t, newError("Predict", Internal, "output %q has negative rank %d", t.Name, int(ct.ndim))
-	}
-	t.Shape = make([]int64, int(ct.ndim))
-	if ct.ndim > 0 {
-		copy(t.Shape, unsafe.Slice((*int64)(unsafe.Pointer(ct.shape)), int(ct.ndim)))
-	}
-	count := t.NumElements()
-	size, ok := elemSize[t.DType]
-	if !ok {
-		return t, newError("Predict", Unimplemented, "output %q has dtype %s, which this package cannot hold", t.Name, t.DType)
-	}
-	if count < 0 || uintptr(count)*size != uintptr(ct.byte_size) {
-		return t, newError("Predict", Internal, "output %q: %d bytes for shape %v of %s", t.Name, uint64(ct.byte_size), t.Shape, t.DType)
-	}
-	n := int(count)
-	src := unsafe.Pointer(ct.data)
-	if src == nil && n > 0 {
-		return t, newError("Predict", Internal, "output %q has no data", t.Name)
-	}
-	if t.DType == String {
-		out := make([][]byte, n)
-		if n > 0 {
-			for i, e := range unsafe.Slice((*C.rs_bytes)(src), n) {
-				if e.data == nil && e.size > 0 {
-					return t, newError("Predict", Internal, "output %q: element %d has no data", t.Name, i)
-				}
-				b := make([]byte, int(e.size))
-				if e.size > 0 {
-					copy(b, unsafe.Slice((*byte)(unsafe.Pointer(e.data)), int(e.size)))
-				}
-				out[i] = b
-			}
-		}
-		t.Data = out
-		return t, nil
-	}
-	switch t.DType {
-	case Float32:
-		t.Data = copyTyped[float32](src, n)
-	case Float64:
-		t.Data = copyTyped[float64](src, n)
-	case Int32:
-		t.Data = copyTyped[int32](src, n)
-	case Int64:
-		t.Data = copyTyped[int64](src, n)
-	case Uint8:
-		t.Data = copyTyped[uint8](src, n)
-	case Int8:
-		t.Data = copyTyped[int8](src, n)
-	case Int16:
-		t.Data = copyTyped[int16](src, n)
-	case Uint16, BFloat16, Float16:
-		t.Data = copyTyped[uint16](src, n)
-	case Bool:
-		b := copyTyped[uint8](src, n)
-		out := make([]bool, n)
-		for i, v := range b {
-			out[i] = v != 0 // any non-zero byte is true; a Go bool must be 0 or 1
-		}
-		t.Data = out
-	}
-	return t, nil
-}
-
-func copyTyped[T any](src unsafe.Pointer, n int) []T {
-	out := make([]T, n)
-	if n > 0 {
-		copy(out, unsafe.Slice((*T)(src), n))
-	}
-	return out
+	return copyOutputs(couts[:nOut])
 }

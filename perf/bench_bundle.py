@@ -19,6 +19,9 @@ Systems (same run, same requests):
                     which maps no data file into the process)
   rs_bundle_ssd10_nosplit  rs_bundle_ssd10 with batch splitting off (split_min_batch 0): one
                     thread per call, as the TF C API peer; shows what splitting adds
+  rs_bundle_ssd10_bf16  rs_bundle_ssd10 with precision "bf16" (the dense stage's matmuls in
+                    bfloat16 with fp32 accumulation; left out, and said so, on a CPU
+                    without AVX512-BF16 / AMX-BF16)
   rs_bundle_mem     the same bundle layout with the memory-only store; native callers
   rs_bundle_py      rs_bundle_ssd10 called from Python threads (recstrata.processor.Model.run)
   tf_python         (b) TF Python: the in-graph SavedModel (tables inside), signature call
@@ -74,7 +77,8 @@ from harness import (StdinLoop, grouped_bars, plot_path, print_result, rss_mib, 
 
 BATCHES = (1, 64, 512)
 CALLERS = (1, 2)
-SYSTEMS = ("rs_bundle_ssd10", "rs_bundle_ssd10_mmap", "rs_bundle_ssd10_nosplit", "rs_bundle_mem",
+SYSTEMS = ("rs_bundle_ssd10", "rs_bundle_ssd10_mmap", "rs_bundle_ssd10_nosplit", "rs_bundle_ssd10_bf16",
+           "rs_bundle_mem",
            "rs_bundle_py",
            "tf_python", "tf_c_api", "onnxruntime",
            "tf_python_keras", "tf_c_api_keras", "onnxruntime_keras")
@@ -218,6 +222,11 @@ class ServingLoopSystem:
 
 # ----------------------------------------------------------------------------- main
 
+def cpu_has_bf16() -> bool:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="reduced run (< 2 minutes)")
@@ -302,7 +311,7 @@ def main(argv=None) -> int:
                 say(f"ONNX model {dst.name} written ({dst.stat().st_size / 2**20:.0f} MiB)")
         (out / "stamp").write_text(stamp)
     # a store directory is open in one process at a time: the other rs systems get copies
-    for copy in ("bundle_ssd10_py", "bundle_ssd10_mmap", "bundle_ssd10_nosplit"):
+    for copy in ("bundle_ssd10_py", "bundle_ssd10_mmap", "bundle_ssd10_nosplit", "bundle_ssd10_bf16"):
         if not (out / copy).exists():
             shutil.copytree(ssd_dir, out / copy)
     ssd = {"path": str(ssd_dir)}
@@ -325,11 +334,17 @@ def main(argv=None) -> int:
             exe = compile_bundle_loop(out)
             mmap_cfg = dict(RS_CONFIG, bundle_read_path="mmap")
             nosplit_cfg = dict(RS_CONFIG, split_min_batch=0)
+            bf16_cfg = dict(RS_CONFIG, precision="bf16")
+            if "rs_bundle_ssd10_bf16" in systems and not cpu_has_bf16():
+                say("SKIPPED rs_bundle_ssd10_bf16: this CPU has neither AVX512-BF16 nor AMX-BF16")
+                systems = [x for x in systems if x != "rs_bundle_ssd10_bf16"]
             for name, bundle, rcfg in (("rs_bundle_ssd10", ssd["path"], RS_CONFIG),
                                        ("rs_bundle_ssd10_mmap", out / "bundle_ssd10_mmap",
                                         mmap_cfg),
                                        ("rs_bundle_ssd10_nosplit", out / "bundle_ssd10_nosplit",
                                         nosplit_cfg),
+                                       ("rs_bundle_ssd10_bf16", out / "bundle_ssd10_bf16",
+                                        bf16_cfg),
                                        ("rs_bundle_mem", mem["path"], RS_CONFIG)):
                 if name in systems:
                     live[name] = BundleSystem(exe, Path(bundle), req_root, all_reqs, out, name,
@@ -438,7 +453,27 @@ def main(argv=None) -> int:
         if "rs_bundle_ssd10_mmap" in memory:
             targets["lower_rss_than_every_peer_mmap" + suffix] = all(
                 memory["rs_bundle_ssd10_mmap"]["rss_mib"] < memory[p]["rss_mib"] for p in ps)
-    summary = {"bench": "bundle", "quick": quick, "seconds_per_cell": seconds,
+    # issue 15's keys: batch 512 against ONNX Runtime (1 caller, latency) and the TF C API
+    # (2 callers, throughput), for the default fp32 bundle and the bf16 one; > 1: recstrata wins
+    speed = {}
+    for tag, sysname in (("", base), ("_bf16", "rs_bundle_ssd10_bf16")):
+        if sysname not in results:
+            continue
+        if "onnxruntime" in results:
+            speed["vs_onnxruntime_b512_latency" + tag] = (results["onnxruntime"]["b512_c1"]["median_ms"]
+                                                         / results[sysname]["b512_c1"]["median_ms"])
+            speed["vs_onnxruntime_b512_2caller_throughput" + tag] = (
+                results[sysname]["b512_c2"]["throughput_rps"] / results["onnxruntime"]["b512_c2"]["throughput_rps"])
+        if "tf_c_api" in results:
+            speed["vs_tf_c_api_b512_2caller_throughput" + tag] = (
+                results[sysname]["b512_c2"]["throughput_rps"] / results["tf_c_api"]["b512_c2"]["throughput_rps"])
+    if "rs_bundle_ssd10_bf16" in results and base in results:
+        speed["bf16_over_fp32_b512"] = (results[base]["b512_c1"]["median_ms"]
+                                        / results["rs_bundle_ssd10_bf16"]["b512_c1"]["median_ms"])
+    for k, v in speed.items():
+        print(f"{k}: {v:.2f}")
+    print("fusion_gain_b64: not measured (no graph fusion pass of our own yet)")
+    summary = {"bench": "bundle", "quick": quick, **speed, "seconds_per_cell": seconds,
                "tables": N_SPARSE, "rows": int(sum(rows)), "table_mib": table_bytes / 2**20,
                "dram_fraction": 0.10, "requests_per_batch": nreq, "results": results,
                "memory_mib": memory, "ratios": ratios, "parity": parity, "targets": targets,

@@ -58,8 +58,11 @@ class TFModel:
         feeds, _sig, out_filter = codec.parse_request(request)
         return codec.make_response(self.run(feeds, out_filter or None))
 
-    def describe(self) -> dict:
-        return {"signature": {"inputs": [{"name": k, "dtype": s.dtype.name} for k, s in self._specs.items()]}}
+    def signature(self) -> dict:
+        from tensorflow.core.framework import types_pb2
+
+        return {"inputs": [{"name": k, "dtype": s.dtype.name, "type": types_pb2.DataType.Name(s.dtype.as_datatype_enum)}
+                           for k, s in self._specs.items()]}
 
 
 class _Lease:

@@ -55,6 +55,11 @@ EXPECTED_GO_TESTS = [
     "TestMakeAlignedInputs",
     "TestLoaderChecksVersions",
     "FuzzPredictBytes",
+    "TestHostSwapAndRollbackUnderLoad",
+    "TestHostLeaseOutlivesSwapAndClose",
+    "TestHostCloseRacesCalls",
+    "TestHostErrors",
+    "TestHostStatusAndMetrics",
 ]
 # The example server (go_client/examples/server) is its own module with its
 # own dependencies; tests/test_go_server.py runs its tests.
@@ -96,6 +101,28 @@ def _build_model(model_dir: Path) -> None:
     net = Net()
     tf.saved_model.save(net, str(model_dir),
                         signatures={"serving_default": net.serve, "mixed": net.mixed})
+
+
+def _build_shifted(model_dir: Path, shift: float) -> None:
+    """y = x @ W + B + shift: a host version whose answers name it."""
+    import tensorflow as tf
+
+    class Net(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(W)
+            self.b = tf.Variable(B + np.float32(shift))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": tf.matmul(x, self.w) + self.b}
+
+    net = Net()
+    tf.saved_model.save(net, str(model_dir), signatures={"serving_default": net.serve})
+
+
+# The host tests' models: HOST_SHIFTS[model][version] is added to y.
+HOST_SHIFTS = {"a": {1: 1.0, 2: 2.0}, "b": {1: 10.0, 2: 20.0}}
 
 
 def _encode(name: str, value) -> dict:
@@ -161,11 +188,18 @@ def go_env(tmp_path_factory):
     (tmp / "request.bin").write_bytes(req.SerializeToString())
     wire_y = loaded.signatures["serving_default"](x=tf.constant(wire_x))["y"].numpy()
 
+    host_base = tmp / "host"
+    for name, versions in HOST_SHIFTS.items():
+        for v, shift in versions.items():
+            _build_shifted(host_base / name / str(v), shift)
+
     expected = {
         "W": W.tolist(), "b": B.tolist(), "cases": cases,
         "request_file": str(tmp / "request.bin"),
         "response_file": str(tmp / "response.bin"),
         "go_outputs_file": str(tmp / "go_outputs.json"),
+        "host_base": str(host_base),
+        "host_shifts": {m: {str(v): s for v, s in vs.items()} for m, vs in HOST_SHIFTS.items()},
     }
     (tmp / "expected.json").write_text(json.dumps(expected))
 
@@ -243,7 +277,9 @@ def test_go_tests_under_race_detector_and_cgocheck2(go_env):
     assert "DATA RACE" not in log, log[-20000:]
     assert not re.findall(r"--- SKIP: (\S+)", log), log[-5000:]
     passed = set(re.findall(r"--- PASS: (\S+)", log))
-    assert "TestConcurrentPredict" in passed and "TestCloseWaitsForCallsInFlight" in passed, log[-5000:]
+    for name in ("TestConcurrentPredict", "TestCloseWaitsForCallsInFlight",
+                 "TestHostSwapAndRollbackUnderLoad", "TestHostCloseRacesCalls"):
+        assert name in passed, log[-5000:]
 
 
 def test_go_tests_skip_cleanly_without_model(go_env):

@@ -222,7 +222,7 @@ def test_server_go_vet_and_go_tests(server_env, go_env):  # noqa: F811
     assert not re.findall(r"--- SKIP: (\S+)", log), log[-5000:]
     passed = set(re.findall(r"--- PASS: (\S+)", log))
     for name in ("TestServerPredictJSON", "TestServerPredictProto", "TestServerErrors",
-                 "TestServerConcurrentRequests", "TestGRPCPredict",
+                 "TestServerConcurrentRequests", "TestServerJSONReadsSignatureOnce", "TestGRPCPredict",
                  "TestManagerServesLatestAndDrainsOnSwap", "TestManagerSwapUnderLoadFailsNothing",
                  "TestManagerPinRollbackAndFailedLoads", "TestManagerConfigErrors"):
         assert name in passed, f"{name} did not pass\n{log[-5000:]}"
@@ -355,23 +355,43 @@ def test_hot_swap_under_load_rollback_and_metrics(server_env, tmp_path):
         assert results and all(ok for _, ok in results), [r for r in results if not r[1]][:5]
         seen = {v for v, _ in results}
         assert seen == {2, 3}, seen
-        # Every replaced version was closed once drained (14 loads, 1 serving).
-        _wait("replaced versions closed", lambda: s.log().count("closed version directory") == 13)
+        # Every replaced version was closed once drained: the host lists 2 as
+        # "end" and 3 as the one ready version.
+        def states():
+            return {v["version"]: v["state"] for v in s.status()["versions"]}
+        _wait("replaced versions closed", lambda: states() == {2: "end", 3: "ready"})
 
         code, body = s.http("GET", "/metrics")
         assert code == 200
         text = body.decode()
+        # The server's and the host's series in one exposition, no name twice.
+        types = re.findall(r"^# TYPE (\S+) ", text, re.M)
+        assert len(types) == len(set(types)), sorted(t for t in types if types.count(t) > 1)
+        from prometheus_client.parser import text_string_to_metric_families
+        families = {f.name for f in text_string_to_metric_families(text)}
+        assert {"recstrata_requests", "rs_host_requests", "rs_host_loads"} <= families, families
         counts = {int(m.group(1)): float(m.group(2)) for m in re.finditer(
             r'^recstrata_requests_total\{model="lin",protocol="grpc",version="(\d+)"\} (\S+)$', text, re.M)}
         assert counts.get(2, 0) > 0 and counts.get(3, 0) > 0, counts
         assert sum(counts.values()) == len(results)
+        # The host counted the same calls on its side.
+        host_counts = {int(m.group(1)): float(m.group(2)) for m in re.finditer(
+            r'^rs_host_requests_total\{model="lin",version="(\d+)"\} (\S+)$', text, re.M)}
+        assert host_counts == counts, (host_counts, counts)
         assert re.search(r'^recstrata_request_duration_seconds_bucket\{model="lin",protocol="grpc",'
                          r'version="3",le="\+Inf"\} [1-9]', text, re.M), text[:3000]
         assert 'recstrata_request_errors_total{model="lin"' not in text
-        assert re.search(r'^recstrata_model_serving_version\{model="lin"\} 3$', text, re.M)
-        loads = re.search(r'^recstrata_model_loads_total\{model="lin",result="ok"\} (\d+)$', text, re.M)
-        # 2 at start, 3 (poll), 2 (rollback), 3 (pin), then 10 pins
-        assert loads and int(loads.group(1)) == 14
+        assert re.search(r'^rs_host_version_ready\{model="lin",version="3"\} 1$', text, re.M)
+        assert re.search(r'^rs_host_version_ready\{model="lin",version="2"\} 0$', text, re.M)
+
+        def host_metric(name):
+            m = re.search(rf'^{name}\{{model="lin"\}} (\S+)$', text, re.M)
+            assert m, name
+            return float(m.group(1))
+        # 2 at start, 3 (poll), 2 (rollback), 3 (pin), then 10 pins: each one
+        # a load, or a revival of a version still draining.
+        assert host_metric("rs_host_loads_total") + host_metric("rs_host_revivals_total") == 14
+        assert host_metric("rs_host_load_failures_total") == 0
 
 
 def test_failed_version_keeps_serving(server_env, tmp_path):
@@ -387,7 +407,7 @@ def test_failed_version_keeps_serving(server_env, tmp_path):
         y, v = s.call(np.ones((1, 4), np.float32))
         assert v == 1
         text = s.http("GET", "/metrics")[1].decode()
-        assert re.search(r'^recstrata_model_loads_total\{model="lin",result="error"\} [1-9]', text, re.M)
+        assert re.search(r'^rs_host_load_failures_total\{model="lin"\} [1-9]', text, re.M), text
 
 
 def test_sigterm_drains_in_flight_and_exits_zero(server_env, tmp_path):

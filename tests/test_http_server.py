@@ -142,7 +142,7 @@ def test_routing_errors(served):
     assert call(u + "/v1/models/c:predict")[0] == 405           # GET on predict
     assert call(u + "/v1/models/c", {"inputs": {}})[0] == 405   # POST on status
     status, body = call(u + "/v1/models/none:predict", {"inputs": {"x": [[1, 2]]}})
-    assert status == 503 and "no version available" in body["error"]
+    assert status == 503 and "has no version serving" in body["error"]  # the host's words
     req = urllib.request.Request(u + "/v1/models/c:predict", data=b"x" * 10, method="POST",
                                  headers={"Content-Length": str(1 << 40)})
     with pytest.raises(urllib.error.HTTPError) as err:
@@ -200,9 +200,19 @@ def _metrics_count_requests_errors_and_latency(u):
     first = _metric(text, "recstrata_http_request_duration_seconds_bucket", model="c", endpoint="predict",
                     le="0.0005")
     assert inf == 7 and 0 <= first <= 7
-    assert _metric(text, "recstrata_model_available", model="none") == 0
-    assert _metric(text, "recstrata_model_version_serving", model="c", version="1") == 1
     assert "# TYPE recstrata_http_request_duration_seconds histogram" in text
+    # the native host's metrics, in the same exposition
+    assert _metric(text, "rs_host_model_ready", model="none") == 0
+    assert _metric(text, "rs_host_model_ready", model="c") == 1
+    assert _metric(text, "rs_host_version_ready", model="c", version="1") == 1
+    assert _metric(text, "rs_host_requests_total", model="c", version="1") >= 5
+    assert _metric(text, "rs_host_errors_total", model="c", version="1") >= 2
+    # one well-formed exposition: every family once, every sample under its family
+    from prometheus_client.parser import text_string_to_metric_families
+
+    names = [f.name for f in text_string_to_metric_families(text)]
+    assert len(names) == len(set(names)), names
+    assert {"recstrata_http_requests", "rs_host_requests", "rs_host_request_duration_seconds"} <= set(names)
 
 
 def test_serve_cli_end_to_end_with_hot_reload(tmp_path, const_models):

@@ -2,10 +2,10 @@
 
 Covers the input-validation list: unknown input/output names, wrong dtype, element
 count vs shape, negative/overflowing dims, truncated and random request bytes,
-empty requests, missing/malformed config, missing model directory, a
-SavedModel without the requested signature, and NULL handles (through the raw
+empty requests and NULL handles (through the raw
 cffi library, below the Python class). After each group the model must still
-answer correctly.
+answer correctly. Opening errors (config, directories, signatures, warmup files) are in
+test_model_open_errors.py.
 """
 
 from __future__ import annotations
@@ -23,15 +23,7 @@ from recstrata.processor import Model
 from recstrata.wire import codec
 from recstrata.wire import predict_pb2 as pb
 
-RS_OK, INVALID, NOT_FOUND = 0, 1, 2
-
-
-def good_feeds(batch=2):
-    return {
-        "x_f32": np.ones((batch, 4), np.float32), "x_f64": np.ones((batch, 3)),
-        "x_i32": np.ones((batch, 2), np.int32), "x_i64": np.arange(batch),
-    }
-
+from error_helpers import INVALID, NOT_FOUND, RS_OK, good_feeds, raises  # noqa: E402
 
 @pytest.fixture(scope="module")
 def model(multi_model_dir):
@@ -48,15 +40,6 @@ def still_works(model, reference):
     out = model.run(good_feeds())
     for k, v in reference.items():
         np.testing.assert_array_equal(out[k], v)
-
-
-def raises(exc_type, match, fn, *args, **kwargs):
-    with pytest.raises(exc_type, match=match) as info:
-        fn(*args, **kwargs)
-    assert isinstance(info.value, errors.RecstrataError)
-    if exc_type is not errors.RecstrataError:
-        assert info.value.code == exc_type.code
-    return info.value
 
 
 # ---- tensor inputs through Model.run ----------------------------------------
@@ -421,94 +404,6 @@ def test_structured_fuzz_requests(model, inputs, output_filter):
     assert set(feeds) == {"x_f32", "x_f64", "x_i32", "x_i64"}
     expect = model.run(feeds, outputs=output_filter or None)
     assert set(out) == set(expect)
-
-
-# ---- opening: config, directories, signatures --------------------------------
-
-
-def test_missing_model_dir(tmp_path):
-    raises(errors.NotFoundError, "does-not-exist", Model, str(tmp_path / "does-not-exist"))
-
-
-def test_directory_that_is_not_a_savedmodel(tmp_path):
-    (tmp_path / "empty").mkdir()
-    raises(errors.NotFoundError, "empty.*not a SavedModel", Model, str(tmp_path / "empty"))
-    (tmp_path / "garbage").mkdir()
-    (tmp_path / "garbage" / "saved_model.pb").write_bytes(b"\x08\x01garbage\xff\xff")
-    e = raises(errors.RecstrataError, "garbage", Model, str(tmp_path / "garbage"))
-    assert e.code in (INVALID, 5, 7)  # TF reports a short read as OUT_OF_RANGE
-
-
-def test_path_is_a_file(tmp_path):
-    f = tmp_path / "file.txt"
-    f.write_text("x")
-    raises(errors.NotFoundError, "file.txt", Model, str(f))
-
-
-def test_no_dir_anywhere():
-    raises(errors.InvalidArgumentError, "savedmodel_dir", Model, None)
-
-
-def test_savedmodel_dir_from_config(multi_model_dir):
-    with Model(None, {"savedmodel_dir": multi_model_dir}) as m:
-        assert [s.name for s in m.inputs][0].startswith("x_")
-
-
-def test_missing_signature(nosig_model_dir, multi_model_dir):
-    raises(errors.NotFoundError, "serving_default", Model, nosig_model_dir)
-    raises(errors.NotFoundError, "nope", Model, multi_model_dir, signature_name="nope")
-    with Model(nosig_model_dir, signature_name="other") as m:
-        assert m.run({"x": np.array([1.0], np.float32)})["y"].tolist() == [2.0]
-
-
-@pytest.mark.parametrize("config, match", [
-    ("{", "config"),
-    ("[]", "config"),
-    ("not json", "config"),
-    ('{"session_num": "two"}', "session_num"),
-    ('{"session_num": 0}', "session_num"),
-    ('{"session_num": -1}', "session_num"),
-    ('{"session_num": 100000}', "session_num"),
-    ('{"select_session_policy": "RANDOM"}', "select_session_policy"),
-    ('{"cpusets": "a-b"}', "cpusets"),
-    ('{"cpusets": "3-1"}', "cpusets"),
-    ('{"session_num": 2, "cpusets": "0"}', "cpusets"),
-    ('{"intra_op_parallelism_threads": -5}', "intra_op"),
-    ('{"warmup_runs": -1}', "warmup_runs"),
-    ('{"serialize_protocol": "json"}', "serialize_protocol"),
-])
-def test_malformed_config(multi_model_dir, config, match):
-    raises(errors.InvalidArgumentError, match, Model, multi_model_dir, config)
-
-
-def test_config_type_errors_in_python(multi_model_dir):
-    with pytest.raises(TypeError):
-        Model(multi_model_dir, 42)
-    raises(errors.InvalidArgumentError, "JSON", Model, multi_model_dir, "{", session_num=2)
-
-
-def test_unknown_deeprec_keys_are_accepted(multi_model_dir):
-    with Model(multi_model_dir, {"feature_store_type": "memory", "omp_num_threads": 4}) as m:
-        assert m.run(good_feeds())["y_i64"].tolist() == [-1, 6]
-
-
-def test_missing_warmup_file(multi_model_dir, tmp_path):
-    raises(errors.NotFoundError, "warmup file.*nope.bin", Model, multi_model_dir,
-           warmup_file_name=str(tmp_path / "nope.bin"))
-
-
-def test_garbage_warmup_file(multi_model_dir, tmp_path):
-    bad = tmp_path / "warm.bin"
-    bad.write_bytes(b"\xff\xfe garbage")
-    raises(errors.InvalidArgumentError, "warmup file.*PredictRequest", Model, multi_model_dir,
-           warmup_file_name=str(bad))
-
-
-def test_valid_warmup_file(multi_model_dir, tmp_path):
-    warm = tmp_path / "warm.bin"
-    warm.write_bytes(codec.make_request(good_feeds(4)))
-    with Model(multi_model_dir, warmup_file_name=str(warm), session_num=2) as m:
-        assert m.run(good_feeds())["y_i64"].tolist() == [-1, 6]
 
 
 # ---- the host process survives loading the library ---------------------------

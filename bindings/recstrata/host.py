@@ -34,12 +34,12 @@ Contracts
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any, Iterable, Mapping
 
 from recstrata import _native
+from recstrata._handle import NativeHandle
 from recstrata._native import check, ffi, take_string
-from recstrata.errors import FailedPreconditionError, InvalidArgumentError
+from recstrata.errors import InvalidArgumentError
 from recstrata.processor import _copy_out, _Inputs
 
 __all__ = ["Host", "Lease", "policy_json"]
@@ -98,57 +98,50 @@ def _take_bytes(L, out, size) -> bytes:
         L.rs_free(out[0])
 
 
-class Lease:
-    """One version of a model, held until :meth:`release` (or ``with`` exit)."""
+class Lease(NativeHandle):
+    """One version of a model, held until :meth:`release` (or ``with`` exit). Calls on a
+    lease may run from several threads at once; release waits for them."""
+
+    _what = "lease"
+    _closed_word = "released"
 
     def __init__(self, handle):
+        self._init_handle()
         self._lib = _native.lib()
-        self._handle = handle
-        self._lock = threading.Lock()
+        self._adopt(handle)
         self.version = int(self._lib.rs_lease_version(handle))
-
-    def _get(self):
-        if self._handle == ffi.NULL:
-            raise FailedPreconditionError("lease is released", 4)
-        return self._handle
 
     def run(self, feeds: Mapping[str, Any], outputs: Iterable[str] | str | None = None) -> dict:
         inputs, bufs, names = _run_args(feeds, outputs)
         out = ffi.new("rs_result**")
         err = ffi.new("rs_error**")
-        with self._lock:  # release must not overlap a call
-            code = self._lib.rs_lease_run(self._get(), inputs.tensors, inputs.count, names, len(bufs), out, err)
+        h = self._enter()
+        try:
+            code = self._lib.rs_lease_run(h, inputs.tensors, inputs.count, names, len(bufs), out, err)
+        finally:
+            self._leave()
         check(code, err)
         return _take_result(self._lib, out[0])
 
     def predict_bytes(self, request: bytes) -> bytes:
         req = ffi.from_buffer(request) if len(request) else ffi.NULL
         out, size, err = ffi.new("void**"), ffi.new("size_t*"), ffi.new("rs_error**")
-        with self._lock:
-            code = self._lib.rs_lease_predict(self._get(), req, len(request), out, size, err)
+        h = self._enter()
+        try:
+            code = self._lib.rs_lease_predict(h, req, len(request), out, size, err)
+        finally:
+            self._leave()
         check(code, err)
         return _take_bytes(self._lib, out, size)
 
     def release(self) -> None:
-        with self._lock:
-            handle, self._handle = self._handle, ffi.NULL
-        if handle != ffi.NULL:
-            self._lib.rs_lease_release(handle)
+        self.close()
 
-    def __enter__(self) -> "Lease":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-    def __del__(self):
-        try:
-            self.release()
-        except Exception:
-            pass
+    def _free(self, handle) -> None:
+        self._lib.rs_lease_release(handle)
 
 
-class Host:
+class Host(NativeHandle):
     """A native host of named, versioned models (see the module docstring).
 
     ``config``: a dict or JSON string (HostConfig: ``models`` [{``name``,
@@ -156,33 +149,18 @@ class Host:
     ``poll_interval_seconds``, ``retry_seconds``).
     """
 
+    _what = "host"
+
     def __init__(self, config: "Mapping[str, Any] | str"):
+        self._init_handle()
         self._lib = L = _native.lib()
-        self._lock = threading.Condition(threading.Lock())
-        self._active = 0
-        self._closed = True
-        self._handle = ffi.NULL
         text = config if isinstance(config, str) else json.dumps(config)
         out = ffi.new("rs_host**")
         err = ffi.new("rs_error**")
         check(L.rs_host_open(text.encode("utf-8"), out, err), err)
-        self._handle = out[0]
-        self._closed = False
+        self._adopt(out[0])
 
     # ---- lifetime ---------------------------------------------------------
-
-    def _enter(self):
-        with self._lock:
-            if self._closed:
-                raise FailedPreconditionError("host is closed", 4)
-            self._active += 1
-            return self._handle
-
-    def _leave(self) -> None:
-        with self._lock:
-            self._active -= 1
-            if self._active == 0:
-                self._lock.notify_all()
 
     def _call(self, fn, *args):
         err = ffi.new("rs_error**")
@@ -193,39 +171,12 @@ class Host:
             self._leave()
         check(code, err)
 
-    def close(self) -> None:
-        """Refuses new calls, waits for running ones, closes the host. Idempotent."""
-        lock = getattr(self, "_lock", None)
-        if lock is None:
-            return
-        with lock:
-            if self._closed:
-                return
-            self._closed = True
-            handle = self._handle
+    def _stop(self, handle) -> None:
         err = ffi.new("rs_error**")
         check(self._lib.rs_host_shutdown(handle, err), err)  # safe while calls run
-        with lock:
-            while self._active:
-                lock.wait()
-            self._handle = ffi.NULL
+
+    def _free(self, handle) -> None:
         self._lib.rs_host_close(handle)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __enter__(self) -> "Host":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     # ---- calls ------------------------------------------------------------
 

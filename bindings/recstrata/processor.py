@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from dataclasses import dataclass
 from os import PathLike, fspath
 from typing import Any, Iterable, Mapping
@@ -47,7 +46,8 @@ import numpy as np
 
 from recstrata import _native
 from recstrata._native import check, ffi, take_string
-from recstrata.errors import FailedPreconditionError, InvalidArgumentError
+from recstrata._handle import NativeHandle
+from recstrata.errors import InvalidArgumentError
 
 __all__ = ["Model", "Processor", "TensorSpec", "aligned_empty", "DTYPES"]
 
@@ -276,7 +276,7 @@ def _copy_out(t) -> np.ndarray:
     return out
 
 
-class Model:
+class Model(NativeHandle):
     """A SavedModel (or recstrata bundle) served by librecstrata.
 
     ``Model(path, config=None, **options)``: ``config`` is a dict, a JSON
@@ -286,12 +286,11 @@ class Model:
     in the constructor.
     """
 
+    _what = "model"
+
     def __init__(self, path: str | PathLike | None, config: Mapping[str, Any] | str | None = None,
                  **config_kwargs: Any):
-        self._handle = ffi.NULL
-        self._lock = threading.Condition(threading.Lock())
-        self._active = 0
-        self._closed = True
+        self._init_handle()
         self._lib = L = _native.lib()
         cfg = _config_json(config, config_kwargs)
         path_c = ffi.NULL if path is None else fspath(path).encode("utf-8")
@@ -299,8 +298,7 @@ class Model:
         out = ffi.new("rs_model**")
         err = ffi.new("rs_error**")
         check(L.rs_model_open(path_c, cfg_c, out, err), err)
-        self._handle = out[0]
-        self._closed = False
+        self._adopt(out[0])
         self.path = None if path is None else fspath(path)
         self.inputs = self._specs(L.rs_model_num_inputs, L.rs_model_input)
         self.outputs = self._specs(L.rs_model_num_outputs, L.rs_model_output)
@@ -320,50 +318,9 @@ class Model:
             specs.append(TensorSpec._from_native(t))
         return specs
 
-    def _enter(self):
-        with self._lock:
-            if self._closed:
-                raise FailedPreconditionError("model is closed", 4)
-            self._active += 1
-            return self._handle
 
-    def _leave(self) -> None:
-        with self._lock:
-            self._active -= 1
-            if self._active == 0:
-                self._lock.notify_all()
-
-    def close(self) -> None:
-        """Frees the native model after in-flight calls finish. Idempotent."""
-        lock = getattr(self, "_lock", None)
-        if lock is None:
-            return
-        with lock:
-            if self._closed:
-                return
-            self._closed = True  # new calls are refused from here on
-            while self._active:
-                lock.wait()
-            handle, self._handle = self._handle, ffi.NULL
+    def _free(self, handle) -> None:
         self._lib.rs_model_close(handle)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __enter__(self) -> "Model":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        # Safety net for models that were never closed; at interpreter shutdown
-        # module globals may already be gone, so failures are ignored.
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

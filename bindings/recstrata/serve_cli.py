@@ -3,10 +3,12 @@
     recstrata serve --model ctr=/models/ctr [--model NAME=BASE_DIR ...]
                     [--port 8500] [--host 127.0.0.1] [--poll-seconds 5]
                     [--policy latest|latest:N|all|specific:1,2] [--config JSON]
-                    [--load-config JSON] [--load-nice 10] [--reload availability|resource]
+                    [--load-nice 10] [--retry-seconds 30]
+                    [--max-batch-size N --max-queue-delay-us US]
 
 Each BASE_DIR holds version directories ``BASE_DIR/<int>/`` (SavedModels or
-recstrata bundles); see docs/serving.md. Once every model's first load has
+recstrata bundles); see docs/serving.md. The native model host (docs/host.md)
+discovers, loads, swaps and drains the versions. Once every model's first load has
 been attempted the command prints one line ``serving on http://HOST:PORT`` to
 stdout (``--port 0`` picks a free port) and serves until SIGINT/SIGTERM, then
 stops the server and closes every model.
@@ -31,13 +33,14 @@ def register(subparsers) -> None:
                    help="seconds between version directory polls (0: never poll again)")
     p.add_argument("--policy", default="latest", help="latest, latest:N, all or specific:V1,V2")
     p.add_argument("--config", default=None, help="model_config JSON applied to every version")
-    p.add_argument("--load-config", default=None,
-                   help="model_config JSON overrides for versions loaded by a reload")
     p.add_argument("--load-nice", type=int, default=10,
-                   help="nice increment of the loader thread (inline session configs)")
-    p.add_argument("--reload", choices=("availability", "resource"), default="availability",
-                   help="availability: old version serves until the new one is ready (default); "
-                        "resource: unload first (less memory, requests fail meanwhile)")
+                   help="nice increment of the loader thread (inline session configs; 0: off)")
+    p.add_argument("--retry-seconds", type=float, default=30.0,
+                   help="a failed version is retried after this (or as soon as its files change)")
+    p.add_argument("--max-batch-size", type=int, default=0,
+                   help="server-side dynamic batching: rows per merged run (0 or 1: off, the default)")
+    p.add_argument("--max-queue-delay-us", type=int, default=500,
+                   help="with batching: how long a call waits for company, microseconds")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=_serve)
 
@@ -65,10 +68,17 @@ def _serve(args) -> int:
         name, sep, base = spec.partition("=")
         if not sep or not name or not base:
             raise ValueError(f"--model expects NAME=BASE_DIR, got {spec!r}")
+        if name in models:
+            raise ValueError(f"--model {name!r} is given twice")
         models[name] = {"base_path": base, "policy": args.policy}
+    if args.poll_seconds < 0:
+        raise ValueError("--poll-seconds must be >= 0")
+    batching = None
+    if args.max_batch_size > 1:
+        batching = {"max_batch_size": args.max_batch_size, "max_queue_delay_us": args.max_queue_delay_us}
     manager = ModelManager(models, config=_json_arg(args.config, "--config"),
-                           load_config=_json_arg(args.load_config, "--load-config"),
-                           load_nice=args.load_nice, reload=args.reload)
+                           poll_seconds=args.poll_seconds or None, retry_seconds=args.retry_seconds,
+                           load_nice=args.load_nice, batching=batching)
     try:
         server = ServingHTTPServer(manager, host=args.host, port=args.port)
     except BaseException:
@@ -79,8 +89,6 @@ def _serve(args) -> int:
             print(f"recstrata serve: warning: model {name!r} has no version serving yet "
                   f"({[v['error'] for v in st['versions'] if v['error']] or st['base_error'] or 'no complete version'})",
                   file=sys.stderr)
-    if args.poll_seconds > 0:
-        manager.start(args.poll_seconds)
     stop = threading.Event()
 
     def on_signal(signum, frame):

@@ -31,9 +31,13 @@ Contracts
 - Metrics: ``recstrata_http_requests_total{model,endpoint,code}``,
   ``recstrata_http_request_errors_total{model,endpoint}``,
   ``recstrata_http_request_duration_seconds`` histogram ``{model,endpoint}``,
-  and per model ``recstrata_model_version_serving{model,version}``,
-  ``recstrata_model_available{model}``, ``recstrata_model_load_failures_total{model}``.
-  Requests naming an unknown model are counted under ``model="_unknown"`` (bounded labels).
+  counted here (requests naming an unknown model under ``model="_unknown"``:
+  bounded labels), followed in the same exposition by the native host's
+  families (``rs_host_model_ready``, ``rs_host_version_ready``,
+  ``rs_host_requests_total``, latency and batch histograms, load and store
+  metrics: docs/host.md) from ``manager.metrics_text()``.
+- JSON inputs are converted to the served version's signature dtypes
+  (``lease.model.signature()``) before they reach the library.
 """
 
 from __future__ import annotations
@@ -123,20 +127,11 @@ class Metrics:
             lines.append(f'recstrata_http_request_duration_seconds_bucket{{{labels},le="+Inf"}} {h[-1]}')
             lines.append(f"recstrata_http_request_duration_seconds_sum{{{labels}}} {h[-2]:.9g}")
             lines.append(f"recstrata_http_request_duration_seconds_count{{{labels}}} {h[-1]}")
-        if manager is not None and not manager.closed:
-            status = manager.status()
-            family("recstrata_model_available", "gauge", "1 if the model has a version serving.")
-            for name, st in sorted(status.items()):
-                lines.append(f'recstrata_model_available{{model="{_esc(name)}"}} {int(st["available"])}')
-            family("recstrata_model_version_serving", "gauge", "1 for every version taking requests.")
-            for name, st in sorted(status.items()):
-                for v in st["serving"]:
-                    lines.append(f'recstrata_model_version_serving{{model="{_esc(name)}",version="{v}"}} 1')
-            family("recstrata_model_load_failures_total", "counter", "Failed version loads.")
-            for name, st in sorted(status.items()):
-                n = sum(v["load_failures"] for v in st["versions"])
-                lines.append(f'recstrata_model_load_failures_total{{model="{_esc(name)}"}} {n}')
-        return "\n".join(lines) + "\n"
+        text = "\n".join(lines) + "\n"
+        host_text = getattr(manager, "metrics_text", None)
+        if host_text is not None and not manager.closed:
+            text += host_text()  # the native host's families (rs_host_*), one exposition
+        return text
 
 
 def _esc(value: str) -> str:
@@ -277,7 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if endpoint == "metadata":
                     with mgr.lease(name, version) as lease:
                         body = {"model": name, "model_version": lease.version,
-                                "signature": lease.model.describe().get("signature")}
+                                "signature": lease.model.signature()}
                 elif version is not None:
                     vs = [v for v in st["versions"] if v["version"] == version]
                     if not vs:
@@ -305,8 +300,8 @@ class _Handler(BaseHTTPRequestHandler):
                 out = _call(lambda: lease.model.predict_bytes(body))
                 self._send(200, out, "application/octet-stream")
                 return 200
-            feeds, output_filter = _parse_json_request(body)
-            outputs = _call(lambda: lease.model.run(feeds, output_filter))
+            lists, output_filter = _parse_json_request(body)
+            outputs = _call(lambda: lease.model.run(_feeds(lease.model.signature(), lists), output_filter))
             version_used = lease.version
         response = {"outputs": {k: _jsonable(v) for k, v in outputs.items()}, "model_version": version_used}
         self._send_json(200, response)
@@ -323,6 +318,29 @@ def _call(fn):
         raise _HttpError(500, f"{type(exc).__name__}: {exc}") from None
     except (TypeError, ValueError, OverflowError) as exc:  # numpy could not convert the lists
         raise _HttpError(400, f"bad input: {exc}") from None
+
+
+# TensorFlow DataType names (signature "type") -> rs_dtype codes (recstrata.processor.DTYPES)
+_TYPE_CODES = {"DT_FLOAT": 1, "DT_DOUBLE": 2, "DT_INT32": 3, "DT_UINT8": 4, "DT_INT16": 5, "DT_INT8": 6,
+               "DT_STRING": 7, "DT_INT64": 9, "DT_BOOL": 10, "DT_BFLOAT16": 14, "DT_UINT16": 17,
+               "DT_HALF": 19}
+
+
+def _feeds(signature: dict, lists: dict) -> dict:
+    """JSON values as numpy arrays of the signature's dtypes (strings: object arrays).
+
+    Names the signature does not have are passed on as they are: the
+    library's error names them. Raises ValueError/TypeError for values numpy
+    cannot convert (ragged lists, text for numbers).
+    """
+    from recstrata.processor import DTYPES
+
+    types = {i["name"]: _TYPE_CODES.get(i.get("type")) for i in signature.get("inputs", [])}
+    out = {}
+    for name, value in lists.items():
+        code = types.get(name)
+        out[name] = np.asarray(value) if code is None else np.asarray(value, dtype=DTYPES[code])
+    return out
 
 
 def _parse_json_request(body: bytes):

@@ -23,8 +23,8 @@ const (
 
 // grpcService implements recstrata.serving.v1.PredictionService over
 // DeepRec's PredictRequest/PredictResponse. The request bytes go unchanged to
-// the library's PredictRequest entry point (rs_model_predict via
-// Model.PredictBytes), so the wire semantics are the library's; see rawCodec.
+// the library's PredictRequest entry point (rs_host_predict via
+// Host.PredictBytes), so the wire semantics are the library's; see rawCodec.
 type grpcService struct {
 	svc *service
 }
@@ -67,12 +67,7 @@ func (g *grpcService) predict(ctx context.Context, req *rawMessage) (*rawMessage
 		// is no PredictResponse.
 		return nil, status.Error(codes.InvalidArgument, "empty PredictRequest: name the inputs")
 	}
-	var out []byte
-	num, err := g.svc.call(ctx, model, want, "grpc", func(m *recstrata.Model) error {
-		var perr error
-		out, perr = m.PredictBytes(req.b)
-		return perr
-	})
+	out, num, err := g.svc.predictBytes(ctx, model, want, "grpc", req.b)
 	if num != 0 {
 		grpc.SetHeader(ctx, metadata.Pairs(mdServingVersion, strconv.FormatInt(num, 10)))
 	}

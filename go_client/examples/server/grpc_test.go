@@ -20,13 +20,13 @@ import (
 func TestGRPCPredict(t *testing.T) {
 	_, exp := testmodel.Load(t)
 	direct := testmodel.Open(t)
-	mg, _ := newTestManager(t, 2)
+	mg, _ := newTestManager(t, 2, "")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer(grpc.ForceServerCodecV2(newRawCodec()))
-	(&grpcService{svc: newService(mg, mg.metrics, 4)}).register(gs)
+	(&grpcService{svc: newService(mg, newMetrics(), 4)}).register(gs)
 	go gs.Serve(ln)
 	t.Cleanup(gs.Stop)
 	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -27,10 +27,10 @@ var modelPath = regexp.MustCompile(`^/v1/models/([^/:]+)(?:/versions/(\d+))?(?::
 //	POST /v1/models/{name}:pin     {"version": N}     serve version N until unpinned
 //	POST /v1/models/{name}:rollback                   pin the highest version below the serving one
 //	POST /v1/models/{name}:unpin                      back to the latest version
-//	POST /v1/models/{name}:reload                     discover now (also retries failed versions)
+//	POST /v1/models/{name}:reload                     discover now (a discovery pass of the host)
 //	GET  /healthz                                     200 while the process serves
 //	GET  /readyz                                      200 when every model serves a version, else 503
-//	GET  /metrics                                     Prometheus text format
+//	GET  /metrics                                     Prometheus text: the server's and the host's series
 //
 // Predict responses carry the header X-Recstrata-Model-Version. Errors are
 // JSON {"code": "RS_ERR_...", "message": ...}; see writeModelError.
@@ -85,7 +85,12 @@ func newHandler(svc *service) http.Handler {
 		}
 	})
 	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"models": svc.mg.Status()})
+		st, err := svc.mg.Status()
+		if err != nil {
+			writeModelError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"models": st})
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
@@ -97,7 +102,7 @@ func newHandler(svc *service) http.Handler {
 		}
 		io.WriteString(w, "ready\n")
 	})
-	mux.Handle("GET /metrics", svc.metrics.handler())
+	mux.Handle("GET /metrics", svc.metrics.handler(svc.mg.Host()))
 	return mux
 }
 
@@ -117,9 +122,13 @@ func predictJSON(svc *service, w http.ResponseWriter, r *http.Request, name stri
 		return
 	}
 	var outs []recstrata.Tensor
-	num, err := svc.call(r.Context(), name, want, "http_json", func(m *recstrata.Model) error {
+	num, err := svc.withLease(r.Context(), name, want, "http_json", func(l *recstrata.Lease) error {
+		ins, _, err := svc.sigs.get(name, l)
+		if err != nil {
+			return err
+		}
 		types := map[string]recstrata.DType{}
-		for _, in := range m.Inputs() {
+		for _, in := range ins {
 			types[in.Name] = in.DType
 		}
 		inputs := make([]recstrata.Tensor, 0, len(req.Inputs))
@@ -130,8 +139,7 @@ func predictJSON(svc *service, w http.ResponseWriter, r *http.Request, name stri
 			}
 			inputs = append(inputs, t)
 		}
-		var err error
-		outs, err = m.Run(inputs, req.Outputs...)
+		outs, err = l.Run(inputs, req.Outputs...)
 		return err
 	})
 	setVersion(w, num)
@@ -157,12 +165,7 @@ func predictProto(svc *service, w http.ResponseWriter, r *http.Request, name str
 		writeError(w, http.StatusBadRequest, "RS_ERR_INVALID_ARGUMENT", err.Error())
 		return
 	}
-	var out []byte
-	num, err := svc.call(r.Context(), name, want, "http_pb", func(m *recstrata.Model) error {
-		var perr error
-		out, perr = m.PredictBytes(body)
-		return perr
-	})
+	out, num, err := svc.predictBytes(r.Context(), name, want, "http_pb", body)
 	setVersion(w, num)
 	if err != nil {
 		writeModelError(w, err)
@@ -179,9 +182,14 @@ func metadataRoute(svc *service, w http.ResponseWriter, r *http.Request, name st
 		return
 	}
 	defer l.Release()
-	setVersion(w, l.num)
-	writeJSON(w, http.StatusOK, map[string]any{"model": name, "version": l.num,
-		"inputs": infos(l.model.Inputs()), "outputs": infos(l.model.Outputs())})
+	ins, outs, err := svc.sigs.get(name, l)
+	if err != nil {
+		writeModelError(w, err)
+		return
+	}
+	setVersion(w, l.Version())
+	writeJSON(w, http.StatusOK, map[string]any{"model": name, "version": l.Version(),
+		"inputs": infos(ins), "outputs": infos(outs)})
 }
 
 func adminRoute(svc *service, w http.ResponseWriter, r *http.Request, name, action string) {
@@ -218,7 +226,7 @@ func adminRoute(svc *service, w http.ResponseWriter, r *http.Request, name, acti
 }
 
 func labelFor(svc *service, name string) string {
-	if _, ok := svc.mg.models[name]; ok {
+	if svc.mg.Known(name) {
 		return name
 	}
 	return "_unknown"

@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -57,8 +58,8 @@ type config struct {
 	poll        time.Duration
 	maxInFlight int
 	drain       time.Duration
-	library     string // "" : $RECSTRATA_LIBRARY, then the loader's search
-	opts        []recstrata.Option
+	library     string         // "" : $RECSTRATA_LIBRARY, then the loader's search
+	modelConfig map[string]any // rs_model_open config of every version
 }
 
 func main() {
@@ -70,25 +71,29 @@ func main() {
 	sessions := flag.Int("sessions", 1, "session_num of every version")
 	policy := flag.String("policy", "LEAST_LOADED", "select_session_policy: MOD, RR or LEAST_LOADED")
 	signature := flag.String("signature", "serving_default", "signature_name")
-	configJSON := flag.String("config", "", "model_config JSON merged into every version's config")
+	configJSON := flag.String("config", "", "model_config JSON object merged into every version's config (its keys win)")
 	libPath := flag.String("library", "", "path of librecstrata.so (default $RECSTRATA_LIBRARY)")
 	maxInFlight := flag.Int("max-inflight", 4*runtime.GOMAXPROCS(0), "model calls running at once (others queue)")
-	warmup := flag.Int("warmup-runs", warmRuns, "synthetic requests run on a new version before it serves (0: none)")
+	warmup := flag.Int("warmup-runs", 5, "generated requests the library runs on every session of a new version before it serves (0: none)")
 	drain := flag.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long requests in flight may take")
 	flag.Parse()
 	if len(models) == 0 || flag.NArg() != 0 {
 		flag.Usage()
 		os.Exit(2)
 	}
-	warmRuns = *warmup
 	cfg := config{models: models, grpcPort: *grpcPort, httpPort: *httpPort, poll: *poll,
-		maxInFlight: *maxInFlight, drain: *drain,
-		opts: []recstrata.Option{recstrata.WithSessions(*sessions),
-			recstrata.WithPolicy(recstrata.Policy(*policy)), recstrata.WithSignature(*signature)}}
+		maxInFlight: *maxInFlight, drain: *drain, library: *libPath,
+		modelConfig: map[string]any{"session_num": *sessions, "select_session_policy": *policy,
+			"signature_name": *signature, "warmup_runs": *warmup}}
 	if *configJSON != "" {
-		cfg.opts = append(cfg.opts, recstrata.WithConfigJSON(*configJSON))
+		var extra map[string]any
+		if err := json.Unmarshal([]byte(*configJSON), &extra); err != nil {
+			log.Fatalf("-config: not a JSON object: %v", err)
+		}
+		for k, v := range extra {
+			cfg.modelConfig[k] = v
+		}
 	}
-	cfg.library = *libPath
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg); err != nil {
@@ -103,14 +108,11 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	mt := newMetrics()
-	for _, m := range cfg.models {
-		mt.declare(m.Name)
-	}
-	mg, err := NewManager(cfg.models, cfg.poll, mt, cfg.opts...)
+	mg, err := NewManager(cfg.models, cfg.poll, cfg.modelConfig)
 	if err != nil {
 		return err
 	}
-	defer mg.Close() // after both servers stopped: waits for the last lease
+	defer mg.Close() // after both servers stopped: waits for the calls in flight
 
 	// Loopback only: this example has no authentication.
 	gl, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", cfg.grpcPort))
@@ -162,7 +164,7 @@ func run(ctx context.Context, cfg config) error {
 	case <-ctx.Done():
 	}
 	log.Printf("shutting down: draining requests in flight (up to %v)", cfg.drain)
-	mg.Drain() // readiness drops, no more loads; leases still work
+	mg.Drain() // readiness drops; the host keeps serving until Close
 	hs.Shutdown()
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.drain)
 	defer cancel()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strconv"
 	"sync"
 	"testing"
@@ -18,8 +19,9 @@ import (
 )
 
 // newTestManager serves the test model as versions 1..n of model "m" (the
-// version directories are symlinks to the one SavedModel).
-func newTestManager(t *testing.T, n int, opts ...recstrata.Option) (*Manager, string) {
+// version directories are symlinks to the one SavedModel) with the given
+// signature ("": serving_default).
+func newTestManager(t *testing.T, n int, signature string) (*Manager, string) {
 	t.Helper()
 	dir := testmodel.Dir(t)
 	base := t.TempDir()
@@ -28,7 +30,11 @@ func newTestManager(t *testing.T, n int, opts ...recstrata.Option) (*Manager, st
 			t.Fatal(err)
 		}
 	}
-	mg, err := NewManager([]modelSpec{{Name: "m", Base: base}}, 0, newMetrics(), opts...)
+	cfg := map[string]any{"session_num": 2, "warmup_runs": 1}
+	if signature != "" {
+		cfg["signature_name"] = signature
+	}
+	mg, err := NewManager([]modelSpec{{Name: "m", Base: base}}, 0, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,12 +42,16 @@ func newTestManager(t *testing.T, n int, opts ...recstrata.Option) (*Manager, st
 	return mg, base
 }
 
-func newTestServer(t *testing.T, opts ...recstrata.Option) (*httptest.Server, *recstrata.Model, *testmodel.Expected) {
+func newTestServer(t *testing.T, signature string) (*httptest.Server, *recstrata.Model, *testmodel.Expected) {
 	_, exp := testmodel.Load(t)
+	var opts []recstrata.Option
+	if signature != "" {
+		opts = append(opts, recstrata.WithSignature(signature))
+	}
 	m := testmodel.Open(t, opts...)
-	mg, _ := newTestManager(t, 1, opts...)
+	mg, _ := newTestManager(t, 1, signature)
 	// httptest listens on 127.0.0.1; a limit of 2 makes the concurrent test queue.
-	srv := httptest.NewServer(newHandler(newService(mg, mg.metrics, 2)))
+	srv := httptest.NewServer(newHandler(newService(mg, newMetrics(), 2)))
 	t.Cleanup(srv.Close)
 	return srv, m, exp
 }
@@ -61,7 +71,7 @@ func post(t *testing.T, url, contentType string, body []byte) (int, []byte) {
 }
 
 func TestServerPredictJSON(t *testing.T) {
-	srv, _, exp := newTestServer(t, recstrata.WithSignature("mixed"))
+	srv, _, exp := newTestServer(t, "mixed")
 	var c testmodel.Case
 	for _, c = range exp.Cases {
 		if c.Signature == "mixed" {
@@ -103,7 +113,7 @@ func TestServerPredictJSON(t *testing.T) {
 }
 
 func TestServerPredictProto(t *testing.T) {
-	srv, m, exp := newTestServer(t)
+	srv, m, exp := newTestServer(t, "")
 	req, err := os.ReadFile(exp.RequestFile)
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +132,7 @@ func TestServerPredictProto(t *testing.T) {
 }
 
 func TestServerErrors(t *testing.T) {
-	srv, _, _ := newTestServer(t)
+	srv, _, _ := newTestServer(t, "")
 	cases := []struct {
 		name, path, body string
 		status           int
@@ -170,7 +180,7 @@ func TestServerErrors(t *testing.T) {
 }
 
 func TestServerConcurrentRequests(t *testing.T) {
-	srv, _, exp := newTestServer(t)
+	srv, _, exp := newTestServer(t, "")
 	var c testmodel.Case
 	for _, c = range exp.Cases {
 		if c.Signature == "serving_default" && c.Inputs["x"].Shape[0] == 3 {
@@ -215,4 +225,26 @@ func TestServerConcurrentRequests(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// The JSON route reads a version's signature once (the host counts that
+// call as a request), then only runs.
+func TestServerJSONReadsSignatureOnce(t *testing.T) {
+	mg, _ := newTestManager(t, 1, "")
+	srv := httptest.NewServer(newHandler(newService(mg, newMetrics(), 2)))
+	t.Cleanup(srv.Close)
+	body := []byte(`{"inputs":{"x":{"shape":[1,4],"data":[1,2,3,4]}}}`)
+	for range 3 {
+		if status, out := post(t, srv.URL+"/v1/models/m:predict", "application/json", body); status != http.StatusOK {
+			t.Fatalf("status %d: %s", status, out)
+		}
+	}
+	text, err := mg.Host().MetricsText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^rs_host_requests_total\{model="m",version="1"\} (\S+)$`).FindStringSubmatch(text)
+	if m == nil || m[1] != "4" {
+		t.Fatalf("host requests %v, want 4 (1 signature + 3 runs)\n%s", m, text)
+	}
 }

@@ -3,40 +3,39 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
+	"log"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/recstrata/recstrata/go_client"
 )
 
-// metrics are the server's Prometheus series (served at GET /metrics):
+// metrics are the server's Prometheus series, per front (served at GET
+// /metrics, followed by the native host's rs_host_* series: versions, loads,
+// library-side latency, batching, store tiers; docs/host.md):
 //
 //	recstrata_requests_total{model,version,protocol}               predict requests
 //	recstrata_request_errors_total{model,version,protocol,code}    failed ones, by library code
-//	recstrata_request_duration_seconds{model,version,protocol}     latency histogram
+//	recstrata_request_duration_seconds{model,version,protocol}     latency histogram (queueing included)
 //	recstrata_inflight_requests                                    predicts running now
-//	recstrata_model_serving_version{model}                         0 while nothing serves
-//	recstrata_model_loads_total{model,result}                      result "ok" or "error"
-//	recstrata_model_load_duration_seconds{model}                   open + warmup
+//	go_*, process_*                                                the Go runtime and the process
 //
 // code is the library's code name, or CANCELLED when the caller gave up.
 // protocol is "grpc", "http_json" or "http_pb". Requests for an unknown
 // model count under model="_unknown" and requests no version took under
 // version="none", so labels stay bounded by the configuration.
 type metrics struct {
-	reg            *prometheus.Registry
-	requests       *prometheus.CounterVec
-	errors         *prometheus.CounterVec
-	latency        *prometheus.HistogramVec
-	inflight       prometheus.Gauge
-	servingVersion *prometheus.GaugeVec
-	loads          *prometheus.CounterVec
-	loadTime       *prometheus.HistogramVec
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	errors   *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	inflight prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -54,30 +53,35 @@ func newMetrics() *metrics {
 			[]string{"model", "version", "protocol"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "recstrata_inflight_requests", Help: "Predict requests running now."}),
-		servingVersion: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "recstrata_model_serving_version", Help: "The version serving each model (0: none)."},
-			[]string{"model"}),
-		loads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "recstrata_model_loads_total", Help: "Version loads by result (ok, error)."},
-			[]string{"model", "result"}),
-		loadTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "recstrata_model_load_duration_seconds", Help: "Open plus warmup of a version.",
-			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14)},
-			[]string{"model"}),
 	}
-	mt.reg.MustRegister(mt.requests, mt.errors, mt.latency, mt.inflight, mt.servingVersion,
-		mt.loads, mt.loadTime, collectors.NewGoCollector(),
+	mt.reg.MustRegister(mt.requests, mt.errors, mt.latency, mt.inflight, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return mt
 }
 
-func (mt *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(mt.reg, promhttp.HandlerOpts{})
-}
-
-// declare makes a model's series visible before its first request.
-func (mt *metrics) declare(model string) {
-	mt.servingVersion.WithLabelValues(model).Set(0)
+// handler serves the server's series and then the host's, both in the
+// Prometheus text format (the names do not overlap: rs_host_* are the
+// host's). A failed host read is logged and leaves its series out.
+func (mt *metrics) handler(host *recstrata.Host) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		families, err := mt.reg.Gather()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		hostText, herr := host.MetricsText()
+		w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+		for _, mf := range families {
+			if _, err := expfmt.MetricFamilyToText(w, mf); err != nil {
+				return // the client went away
+			}
+		}
+		if herr != nil {
+			log.Printf("/metrics: host metrics: %v", herr)
+			return
+		}
+		io.WriteString(w, hostText)
+	})
 }
 
 // observeRequest records one predict request that started at t0; version 0
@@ -99,13 +103,4 @@ func (mt *metrics) observeRequest(model string, version int64, protocol string, 
 		}
 		mt.errors.WithLabelValues(model, v, protocol, code).Inc()
 	}
-}
-
-func (mt *metrics) observeLoad(model string, d time.Duration, err error) {
-	result := "ok"
-	if err != nil {
-		result = "error"
-	}
-	mt.loads.WithLabelValues(model, result).Inc()
-	mt.loadTime.WithLabelValues(model).Observe(d.Seconds())
 }

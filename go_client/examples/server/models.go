@@ -1,29 +1,21 @@
 package main
 
-// models.go is the server's model-lifecycle layer, written over the Go Model
-// API until the library has a native multi-model host:
-//
-//   - each model has a base directory of integer version directories
-//     (base/1, base/2, ...); a poller (and Reload) discovers them;
-//   - the latest version serves, unless a version is pinned (Pin, Rollback);
-//   - a new version is opened and warmed before it takes traffic; a failed
-//     load leaves the old version serving and is reported (Status, metrics);
-//   - versions are reference counted: the model entry holds one reference
-//     while a version serves, each request holds one (a lease); a replaced
-//     version is closed when its last lease is released, so no request is
-//     ever answered by a closed model (drain).
-//
-// Only the serving version of a model is loaded (plus versions still
-// draining). A Manager is safe for concurrent use.
+// models.go puts the server's model configuration onto the library's native
+// model host (recstrata.Host, docs/host.md), which does the lifecycle:
+// version discovery (its poll thread), load and warmup before traffic,
+// routing by version, leases, drain-then-close, pins, failed-load reports,
+// and per-version metrics. What stays here is server policy: the flags turned
+// into a host config, "rollback" (pin the highest version below the serving
+// one), readiness during shutdown, and the status JSON of the HTTP admin
+// routes. A Manager is safe for concurrent use.
 
 import (
+	"encoding/json"
 	"fmt"
-	"log"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -36,338 +28,149 @@ type modelSpec struct {
 	Base string
 }
 
-// version is one loaded version directory.
-type version struct {
-	num      int64
-	dir      string
-	model    *recstrata.Model
-	refs     atomic.Int64 // 1 for the entry while serving + 1 per lease
-	loadedAt time.Time
+// Manager hosts the configured models on one recstrata.Host.
+type Manager struct {
+	host     *recstrata.Host
+	order    []string // configuration order; order[0] is the default model
+	known    map[string]bool
+	draining atomic.Bool // set by Drain or Close: not ready
 }
 
-// lease keeps a version open for one request; call Release exactly once.
-type lease struct {
-	*version
-	mg *Manager
+// hostStatus is the part of the host's status JSON the server reads.
+type hostStatus struct {
+	Models []hostModel `json:"models"`
 }
 
-func (l lease) Release() { l.mg.release(l.version) }
-
-// managedModel is one model name and its lifecycle state.
-type managedModel struct {
-	name, base string
-
-	mu      sync.RWMutex // guards serving; requests take it shared
-	serving *version
-
-	loadMu  sync.Mutex // one discovery / load / pin at a time; guards the rest
-	pinned  int64      // 0: serve the latest version
-	failed  map[int64]string
-	lastErr string
-	loads   int
+type hostModel struct {
+	Name           string        `json:"name"`
+	BasePath       string        `json:"base_path"`
+	Policy         string        `json:"policy"`
+	Pinned         bool          `json:"pinned"`
+	Serving        []int64       `json:"serving"`
+	DefaultVersion int64         `json:"default_version"`
+	Ready          bool          `json:"ready"`
+	BaseError      string        `json:"base_error"`
+	Versions       []hostVersion `json:"versions"`
 }
 
-// modelStatus is the JSON form of a model's state (GET /v1/models/{name}).
+type hostVersion struct {
+	Version int64  `json:"version"`
+	State   string `json:"state"`
+	Error   string `json:"error"`
+}
+
+// modelStatus is the JSON form of a model's state (GET /v1/models/{name}:status).
 type modelStatus struct {
 	Name      string           `json:"name"`
 	Base      string           `json:"base"`
-	Serving   int64            `json:"serving_version"` // 0: none
-	Pinned    int64            `json:"pinned_version"`  // 0: latest
-	Available []int64          `json:"available_versions"`
+	Serving   int64            `json:"serving_version"` // the default version; 0: none
+	Pinned    int64            `json:"pinned_version"`  // 0: the policy (latest)
+	Policy    string           `json:"policy"`          // the host's policy name
 	Failed    map[int64]string `json:"failed_versions,omitempty"`
 	LastError string           `json:"last_error,omitempty"`
-	Loads     int              `json:"loads"`
+	// Versions is the host's per-version status, unchanged.
+	Versions json.RawMessage `json:"versions"`
 }
 
-// Manager hosts the configured models.
-type Manager struct {
-	models  map[string]*managedModel
-	order   []string // configuration order; order[0] is the default model
-	opts    []recstrata.Option
-	metrics *metrics
-
-	stop     chan struct{}
-	pollDone sync.WaitGroup
-	live     sync.WaitGroup // one per opened version, Done once it is closed
-	draining atomic.Bool    // set by Drain or Close: not ready, no more loads
-	closed   atomic.Bool
-}
-
-// NewManager checks the specs, loads each model's first version (a model
-// whose load fails is reported and not ready) and starts polling every poll
-// (never when poll <= 0). opts configure every version's recstrata.Open.
-func NewManager(specs []modelSpec, poll time.Duration, mt *metrics, opts ...recstrata.Option) (*Manager, error) {
+// NewManager checks the specs and opens the host, which loads each model's
+// newest version before this returns (a model whose load fails is reported
+// and not ready) and discovers new versions every poll (never when poll <=
+// 0). modelConfig is every version's rs_model_open config.
+func NewManager(specs []modelSpec, poll time.Duration, modelConfig map[string]any) (*Manager, error) {
 	if len(specs) == 0 {
 		return nil, fmt.Errorf("no models configured")
 	}
-	mg := &Manager{models: map[string]*managedModel{}, opts: opts, metrics: mt, stop: make(chan struct{})}
+	mg := &Manager{known: map[string]bool{}}
+	var models []map[string]any
 	for _, s := range specs {
-		if s.Name == "" || s.Base == "" {
-			return nil, fmt.Errorf("model %q: name and base directory are required", s.Name)
-		}
-		if _, dup := mg.models[s.Name]; dup {
-			return nil, fmt.Errorf("model %q configured twice", s.Name)
-		}
-		if st, err := os.Stat(s.Base); err != nil || !st.IsDir() {
+		// The host would report a missing base in the status; a server
+		// started with a typo fails at once instead.
+		if st, err := os.Stat(s.Base); s.Base == "" || err != nil || !st.IsDir() {
 			return nil, fmt.Errorf("model %q: base %q is not a directory", s.Name, s.Base)
 		}
-		mg.models[s.Name] = &managedModel{name: s.Name, base: s.Base, failed: map[int64]string{}}
+		mg.known[s.Name] = true
 		mg.order = append(mg.order, s.Name)
+		models = append(models, map[string]any{"name": s.Name, "base_path": s.Base,
+			"version_policy": map[string]any{"latest": map[string]any{"num_versions": 1}}})
 	}
-	for _, name := range mg.order {
-		if err := mg.Reload(name); err != nil {
-			log.Printf("model %s: %v", name, err)
-		}
-	}
+	cfg := map[string]any{"models": models, "model_config": modelConfig}
 	if poll > 0 {
-		mg.pollDone.Add(1)
-		go mg.pollLoop(poll)
+		cfg["poll_interval_seconds"] = poll.Seconds()
+	}
+	text, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// Names (empty, duplicate, malformed) are checked by the host.
+	mg.host, err = recstrata.OpenHost(string(text))
+	if err != nil {
+		return nil, err
 	}
 	return mg, nil
-}
-
-func (mg *Manager) pollLoop(every time.Duration) {
-	defer mg.pollDone.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-mg.stop:
-			return
-		case <-t.C:
-			for _, name := range mg.order {
-				mm := mg.models[name]
-				mm.loadMu.Lock()
-				err := mg.syncLocked(mm)
-				mm.loadMu.Unlock()
-				if err != nil {
-					log.Printf("model %s: %v", name, err)
-				}
-			}
-		}
-	}
 }
 
 // DefaultModel is the first configured model.
 func (mg *Manager) DefaultModel() string { return mg.order[0] }
 
-func (mg *Manager) model(name string) (*managedModel, error) {
-	mm, ok := mg.models[name]
-	if !ok {
-		return nil, &recstrata.Error{Op: "Acquire", Code: recstrata.NotFound, Message: fmt.Sprintf("no model named %q", name)}
-	}
-	return mm, nil
+// Known reports whether name is a configured model.
+func (mg *Manager) Known(name string) bool { return mg.known[name] }
+
+// Host is the native host (for calls and metrics).
+func (mg *Manager) Host() *recstrata.Host { return mg.host }
+
+// Acquire leases a version of a model (want 0: the default version). Errors
+// are the host's: NotFound (unknown model or version), FailedPrecondition
+// (nothing serving, or shut down).
+func (mg *Manager) Acquire(name string, want int64) (*recstrata.Lease, error) {
+	return mg.host.Acquire(name, want)
 }
 
-// Acquire leases the serving version of a model (want == 0) or checks that
-// the serving version is want. Errors: NotFound (unknown model or version),
-// FailedPrecondition (nothing serving, or the manager is closed).
-func (mg *Manager) Acquire(name string, want int64) (lease, error) {
-	mm, err := mg.model(name)
-	if err != nil {
-		return lease{}, err
-	}
-	mm.mu.RLock()
-	defer mm.mu.RUnlock()
-	v := mm.serving
-	if v == nil {
-		return lease{}, &recstrata.Error{Op: "Acquire", Code: recstrata.FailedPrecondition,
-			Message: fmt.Sprintf("model %q has no version serving", name)}
-	}
-	if want != 0 && v.num != want {
-		return lease{}, &recstrata.Error{Op: "Acquire", Code: recstrata.NotFound,
-			Message: fmt.Sprintf("model %q: version %d is not loaded (serving %d)", name, want, v.num)}
-	}
-	// The entry's own reference is held while v serves, and swaps need mu
-	// exclusively, so refs > 0 here: v cannot be closed under this lease.
-	v.refs.Add(1)
-	return lease{version: v, mg: mg}, nil
-}
+// Reload runs one discovery pass of the model now.
+func (mg *Manager) Reload(name string) error { return mg.host.Reload(name) }
 
-// release drops one reference; the last one closes the version (in the
-// background: a request does not wait for TensorFlow to free a model).
-func (mg *Manager) release(v *version) {
-	if n := v.refs.Add(-1); n > 0 {
-		return
-	} else if n < 0 {
-		panic("recstrata server: version released more often than acquired")
-	}
-	go func() {
-		defer mg.live.Done()
-		v.model.Close()
-		log.Printf("closed version directory %s (drained)", v.dir)
-	}()
-}
-
-// Reload forgets failed loads of the model and runs one discovery step now.
-func (mg *Manager) Reload(name string) error {
-	mm, err := mg.model(name)
-	if err != nil {
-		return err
-	}
-	mm.loadMu.Lock()
-	defer mm.loadMu.Unlock()
-	clear(mm.failed)
-	return mg.syncLocked(mm)
-}
-
-// Pin serves version num from now on (loading it first; on failure the old
-// version keeps serving and the pin is unchanged). Discovery then leaves the
-// model alone until Unpin.
+// Pin serves version num from now on (loaded first; if that fails the
+// serving version and the policy stay, and the load error is returned).
 func (mg *Manager) Pin(name string, num int64) error {
-	mm, err := mg.model(name)
-	if err != nil {
-		return err
-	}
 	if num <= 0 {
-		return &recstrata.Error{Op: "Pin", Code: recstrata.InvalidArgument, Message: fmt.Sprintf("version must be a positive integer, got %d", num)}
+		return &recstrata.Error{Op: "Pin", Code: recstrata.InvalidArgument,
+			Message: fmt.Sprintf("version must be a positive integer, got %d", num)}
 	}
-	mm.loadMu.Lock()
-	defer mm.loadMu.Unlock()
-	delete(mm.failed, num) // an explicit pin retries a failed version
-	if err := mg.switchLocked(mm, num); err != nil {
-		return err
-	}
-	mm.pinned = num
-	return nil
+	return mg.host.Pin(name, num)
 }
 
-// Unpin returns the model to the latest version.
-func (mg *Manager) Unpin(name string) error {
-	mm, err := mg.model(name)
-	if err != nil {
-		return err
-	}
-	mm.loadMu.Lock()
-	defer mm.loadMu.Unlock()
-	mm.pinned = 0
-	return mg.syncLocked(mm)
-}
+// Unpin returns the model to its policy (the latest version).
+func (mg *Manager) Unpin(name string) error { return mg.host.Unpin(name) }
 
-// Rollback pins the highest available version below the serving one and
+// Rollback pins the highest version below the serving one that the host
+// accepts (versions that are incomplete or fail to load are skipped) and
 // returns it.
 func (mg *Manager) Rollback(name string) (int64, error) {
-	mm, err := mg.model(name)
+	st, err := mg.ModelStatus(name)
 	if err != nil {
 		return 0, err
 	}
-	mm.loadMu.Lock()
-	defer mm.loadMu.Unlock()
-	cur := mm.servingNum()
-	vers, err := listVersions(mm.base)
+	vers, err := listVersions(st.Base)
 	if err != nil {
-		return 0, err
+		return 0, &recstrata.Error{Op: "Rollback", Code: recstrata.IO, Message: err.Error()}
 	}
-	var prev int64
-	for _, v := range vers {
-		if v < cur && v > prev {
-			prev = v
+	var lastErr error
+	for i := len(vers) - 1; i >= 0; i-- {
+		if vers[i] >= st.Serving {
+			continue
+		}
+		if lastErr = mg.host.Pin(name, vers[i]); lastErr == nil {
+			return vers[i], nil
 		}
 	}
-	if prev == 0 {
-		return 0, &recstrata.Error{Op: "Rollback", Code: recstrata.NotFound,
-			Message: fmt.Sprintf("model %q: no version below %d in %s", name, cur, mm.base)}
+	if lastErr != nil {
+		return 0, lastErr
 	}
-	if err := mg.switchLocked(mm, prev); err != nil {
-		return 0, err
-	}
-	mm.pinned = prev
-	return prev, nil
+	return 0, &recstrata.Error{Op: "Rollback", Code: recstrata.NotFound,
+		Message: fmt.Sprintf("model %q: no version below %d in %s", name, st.Serving, st.Base)}
 }
 
-func (mm *managedModel) servingNum() int64 {
-	mm.mu.RLock()
-	defer mm.mu.RUnlock()
-	if mm.serving == nil {
-		return 0
-	}
-	return mm.serving.num
-}
-
-// syncLocked is one discovery step: serve the pinned version, else the
-// highest version that has not failed to load. Needs mm.loadMu.
-func (mg *Manager) syncLocked(mm *managedModel) error {
-	vers, err := listVersions(mm.base)
-	if err != nil {
-		mm.lastErr = err.Error()
-		return err
-	}
-	target := mm.pinned
-	if target == 0 {
-		for _, v := range vers {
-			if _, bad := mm.failed[v]; !bad && v > target {
-				target = v
-			}
-		}
-	}
-	if target == 0 {
-		if len(vers) == 0 {
-			mm.lastErr = fmt.Sprintf("no version directories in %s", mm.base)
-			return fmt.Errorf("%s", mm.lastErr)
-		}
-		return nil // every version failed: keep what serves, errors already reported
-	}
-	if target == mm.servingNum() {
-		return nil
-	}
-	if _, bad := mm.failed[target]; bad {
-		return nil // a pinned version that failed: not retried by polling
-	}
-	return mg.switchLocked(mm, target)
-}
-
-// switchLocked opens, warms and swaps in version num. Needs mm.loadMu.
-func (mg *Manager) switchLocked(mm *managedModel, num int64) error {
-	if num == mm.servingNum() {
-		return nil
-	}
-	if mg.draining.Load() {
-		return &recstrata.Error{Op: "Load", Code: recstrata.FailedPrecondition, Message: "server is shutting down"}
-	}
-	dir := filepath.Join(mm.base, strconv.FormatInt(num, 10))
-	mm.loads++
-	t0 := time.Now()
-	nv, err := mg.open(dir)
-	mg.metrics.observeLoad(mm.name, time.Since(t0), err)
-	if err != nil {
-		mm.failed[num] = err.Error()
-		mm.lastErr = fmt.Sprintf("version %d: %v", num, err)
-		return fmt.Errorf("model %q: loading version %d failed (the serving version is unchanged): %w", mm.name, num, err)
-	}
-	nv.num = num
-	nv.refs.Store(1) // the entry's reference
-	mm.mu.Lock()
-	old := mm.serving
-	mm.serving = nv
-	mm.mu.Unlock()
-	mm.lastErr = ""
-	mg.metrics.servingVersion.WithLabelValues(mm.name).Set(float64(num))
-	log.Printf("model %s: version %d serving (%s, loaded in %v)", mm.name, num, dir, time.Since(t0).Round(time.Millisecond))
-	if old != nil {
-		mg.release(old) // closes once its in-flight requests are done
-	}
-	return nil
-}
-
-// open opens a version directory and warms it before it takes traffic.
-func (mg *Manager) open(dir string) (*version, error) {
-	st, err := os.Stat(dir)
-	if err != nil || !st.IsDir() {
-		return nil, &recstrata.Error{Op: "Load", Code: recstrata.NotFound, Message: fmt.Sprintf("no version directory %s", dir)}
-	}
-	m, err := recstrata.Open(dir, mg.opts...)
-	if err != nil {
-		return nil, err
-	}
-	if err := warm(m); err != nil {
-		m.Close()
-		return nil, fmt.Errorf("warmup: %w", err)
-	}
-	mg.live.Add(1)
-	return &version{dir: dir, model: m, loadedAt: time.Now()}, nil
-}
-
-// listVersions returns the integer-named directories of base, ascending.
+// listVersions returns the integer-named entries of base, ascending (the
+// host decides which are complete versions).
 func listVersions(base string) ([]int64, error) {
 	entries, err := os.ReadDir(base)
 	if err != nil {
@@ -376,10 +179,7 @@ func listVersions(base string) ([]int64, error) {
 	var out []int64
 	for _, e := range entries {
 		n, err := strconv.ParseInt(e.Name(), 10, 64)
-		if err != nil || n <= 0 || strconv.FormatInt(n, 10) != e.Name() {
-			continue // not a version directory (temp names, files, "007")
-		}
-		if st, err := os.Stat(filepath.Join(base, e.Name())); err == nil && st.IsDir() {
+		if err == nil && n > 0 && strconv.FormatInt(n, 10) == e.Name() {
 			out = append(out, n)
 		}
 	}
@@ -387,83 +187,114 @@ func listVersions(base string) ([]int64, error) {
 	return out, nil
 }
 
+func (mg *Manager) hostStatus() (hostStatus, map[string]json.RawMessage, error) {
+	var st hostStatus
+	text, err := mg.host.StatusJSON()
+	if err != nil {
+		return st, nil, err
+	}
+	var raw struct {
+		Models []struct {
+			Name     string          `json:"name"`
+			Versions json.RawMessage `json:"versions"`
+		} `json:"models"`
+	}
+	if err := json.Unmarshal([]byte(text), &st); err != nil {
+		return st, nil, &recstrata.Error{Op: "Status", Code: recstrata.Internal, Message: "host status: " + err.Error()}
+	}
+	if err := json.Unmarshal([]byte(text), &raw); err != nil {
+		return st, nil, &recstrata.Error{Op: "Status", Code: recstrata.Internal, Message: "host status: " + err.Error()}
+	}
+	versions := map[string]json.RawMessage{}
+	for _, m := range raw.Models {
+		versions[m.Name] = m.Versions
+	}
+	return st, versions, nil
+}
+
+func toStatus(m hostModel, versions json.RawMessage) modelStatus {
+	st := modelStatus{Name: m.Name, Base: m.BasePath, Serving: m.DefaultVersion, Policy: m.Policy,
+		LastError: m.BaseError, Versions: versions}
+	if m.Pinned {
+		// A pin is the policy "specific:N".
+		st.Pinned, _ = strconv.ParseInt(strings.TrimPrefix(m.Policy, "specific:"), 10, 64)
+	}
+	for _, v := range m.Versions {
+		if v.State == "failed" {
+			if st.Failed == nil {
+				st.Failed = map[int64]string{}
+			}
+			st.Failed[v.Version] = v.Error
+			if st.LastError == "" {
+				st.LastError = fmt.Sprintf("version %d: %s", v.Version, v.Error)
+			}
+		}
+	}
+	return st
+}
+
 // Status reports every model (configuration order).
-func (mg *Manager) Status() []modelStatus {
+func (mg *Manager) Status() ([]modelStatus, error) {
+	hs, versions, err := mg.hostStatus()
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]hostModel{}
+	for _, m := range hs.Models {
+		byName[m.Name] = m
+	}
 	out := make([]modelStatus, 0, len(mg.order))
 	for _, name := range mg.order {
-		st, _ := mg.ModelStatus(name)
-		out = append(out, st)
+		out = append(out, toStatus(byName[name], versions[name]))
 	}
-	return out
+	return out, nil
 }
 
 // ModelStatus reports one model.
 func (mg *Manager) ModelStatus(name string) (modelStatus, error) {
-	mm, err := mg.model(name)
+	if !mg.known[name] {
+		return modelStatus{}, &recstrata.Error{Op: "Status", Code: recstrata.NotFound,
+			Message: fmt.Sprintf("no model named %q", name)}
+	}
+	hs, versions, err := mg.hostStatus()
 	if err != nil {
 		return modelStatus{}, err
 	}
-	mm.loadMu.Lock()
-	defer mm.loadMu.Unlock()
-	vers, verr := listVersions(mm.base)
-	st := modelStatus{Name: name, Base: mm.base, Serving: mm.servingNum(), Pinned: mm.pinned,
-		Available: vers, Failed: maps(mm.failed), LastError: mm.lastErr, Loads: mm.loads}
-	if verr != nil {
-		st.LastError = verr.Error()
+	for _, m := range hs.Models {
+		if m.Name == name {
+			return toStatus(m, versions[name]), nil
+		}
 	}
-	return st, nil
+	return modelStatus{}, &recstrata.Error{Op: "Status", Code: recstrata.Internal,
+		Message: fmt.Sprintf("the host does not report model %q", name)}
 }
 
-func maps(m map[int64]string) map[int64]string {
-	if len(m) == 0 {
-		return nil
-	}
-	out := make(map[int64]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}
-
-// Ready reports whether every model has a version serving (and the manager
-// is not closing).
+// Ready reports whether every model has a version serving (and the server
+// is not shutting down).
 func (mg *Manager) Ready() bool {
 	if mg.draining.Load() {
 		return false
 	}
-	for _, mm := range mg.models {
-		if mm.servingNum() == 0 {
+	hs, _, err := mg.hostStatus()
+	if err != nil {
+		return false
+	}
+	for _, m := range hs.Models {
+		if !m.Ready {
 			return false
 		}
 	}
-	return true
+	return len(hs.Models) == len(mg.order)
 }
 
-// Drain marks the manager as shutting down: Ready turns false and no version
-// is loaded any more; the serving versions keep answering.
+// Drain marks the server as shutting down: Ready turns false; the serving
+// versions keep answering until Close.
 func (mg *Manager) Drain() { mg.draining.Store(true) }
 
-// Close stops discovery, retires every serving version and waits until each
-// is closed, i.e. until every lease has been released. Call it after the
-// servers stopped taking requests. Idempotent.
+// Close shuts the host down (later calls fail with FailedPrecondition),
+// waits for the calls in flight, closes every version and frees the host.
+// Call it after the servers stopped taking requests. Idempotent.
 func (mg *Manager) Close() {
 	mg.draining.Store(true)
-	if mg.closed.Swap(true) {
-		mg.live.Wait()
-		return
-	}
-	close(mg.stop)
-	mg.pollDone.Wait()
-	for _, mm := range mg.models {
-		mm.loadMu.Lock() // no load is under way past this point
-		mm.mu.Lock()
-		v := mm.serving
-		mm.serving = nil
-		mm.mu.Unlock()
-		mm.loadMu.Unlock()
-		if v != nil {
-			mg.release(v)
-		}
-	}
-	mg.live.Wait()
+	mg.host.Close()
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -26,15 +27,36 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("timed out waiting for %s", what)
 }
 
+// versionState is the host's state of one version of model "m" ("" if the
+// host does not list it).
+func versionState(t *testing.T, mg *Manager, v int64) string {
+	t.Helper()
+	st, err := mg.ModelStatus("m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vers []hostVersion
+	if err := json.Unmarshal(st.Versions, &vers); err != nil {
+		t.Fatalf("versions %s: %v", st.Versions, err)
+	}
+	for _, hv := range vers {
+		if hv.Version == v {
+			return hv.State
+		}
+	}
+	return ""
+}
+
 func TestManagerServesLatestAndDrainsOnSwap(t *testing.T) {
-	mg, base := newTestManager(t, 2)
-	if st, _ := mg.ModelStatus("m"); st.Serving != 2 || st.Pinned != 0 || len(st.Available) != 2 {
+	mg, base := newTestManager(t, 2, "")
+	if st, _ := mg.ModelStatus("m"); st.Serving != 2 || st.Pinned != 0 {
 		t.Fatalf("status %+v", st)
 	}
 	old, err := mg.Acquire("m", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer old.Release()
 	// Version 3 appears; Reload swaps it in while a lease on 2 is held.
 	if err := os.Symlink(testDir(t), filepath.Join(base, "3")); err != nil {
 		t.Fatal(err)
@@ -43,28 +65,27 @@ func TestManagerServesLatestAndDrainsOnSwap(t *testing.T) {
 		t.Fatal(err)
 	}
 	l, err := mg.Acquire("m", 0)
-	if err != nil || l.num != 3 {
-		t.Fatalf("after reload: version %d, %v", l.num, err)
+	if err != nil || l.Version() != 3 {
+		t.Fatalf("after reload: %v, %v", l, err)
 	}
 	l.Release()
 	if _, err := mg.Acquire("m", 2); !errors.Is(err, recstrata.NotFound) {
 		t.Fatalf("version 2 after the swap: %v", err)
 	}
 	// The replaced version still answers its lease holder ...
-	if _, err := old.model.Run(oneRow); err != nil {
+	if got := versionState(t, mg, 2); got != "unloading" {
+		t.Fatalf("version 2 under a lease is %q, want unloading", got)
+	}
+	if _, err := old.Run(oneRow); err != nil {
 		t.Fatalf("draining version failed a leased call: %v", err)
 	}
 	// ... and is closed once the last lease is released.
-	m2 := old.model
 	old.Release()
-	waitFor(t, "version 2 to close", func() bool {
-		_, err := m2.Run(oneRow)
-		return errors.Is(err, recstrata.ErrClosed)
-	})
+	waitFor(t, "version 2 to close", func() bool { return versionState(t, mg, 2) == "end" })
 }
 
 func TestManagerSwapUnderLoadFailsNothing(t *testing.T) {
-	mg, _ := newTestManager(t, 3)
+	mg, _ := newTestManager(t, 3, "")
 	var stop atomic.Bool
 	var calls, failures atomic.Int64
 	var wg sync.WaitGroup
@@ -73,12 +94,11 @@ func TestManagerSwapUnderLoadFailsNothing(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for !stop.Load() {
-				l, err := mg.Acquire("m", 0)
-				if err == nil {
-					_, err = l.model.Run(oneRow)
-					l.Release()
-				}
+				_, v, err := mg.Host().Run("m", 0, oneRow)
 				calls.Add(1)
+				if err == nil && (v < 1 || v > 3) {
+					err = errors.New("answered by an unknown version")
+				}
 				if err != nil {
 					failures.Add(1)
 					t.Error(err)
@@ -104,7 +124,7 @@ func TestManagerSwapUnderLoadFailsNothing(t *testing.T) {
 }
 
 func TestManagerPinRollbackAndFailedLoads(t *testing.T) {
-	mg, base := newTestManager(t, 2)
+	mg, base := newTestManager(t, 2, "")
 	if v, err := mg.Rollback("m"); err != nil || v != 1 {
 		t.Fatalf("rollback: %d %v", v, err)
 	}
@@ -124,30 +144,46 @@ func TestManagerPinRollbackAndFailedLoads(t *testing.T) {
 	if _, err := mg.Rollback("m"); !errors.Is(err, recstrata.NotFound) {
 		t.Fatalf("rollback below 1: %v", err)
 	}
-	// A broken version 4 fails to load, the serving version stays and the
-	// failure is reported; the poller would not retry it.
+	// A damaged version 4 fails to load: the serving version stays and the
+	// failure is reported (a load failure is not an error of the pass).
 	if err := os.Mkdir(filepath.Join(base, "4"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := mg.Unpin("m"); err == nil {
-		t.Fatal("unpin onto a broken version 4 reported no error")
+	if err := os.WriteFile(filepath.Join(base, "4", "saved_model.pb"), []byte("\x00damaged"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := mg.Unpin("m"); err != nil {
+		t.Fatal(err)
 	}
 	st, _ := mg.ModelStatus("m")
 	if st.Serving != 1 || st.Failed[4] == "" || st.LastError == "" {
 		t.Fatalf("after failed load %+v", st)
 	}
-	if err := mg.Reload("m"); err == nil {
-		t.Fatal("reload retried version 4 without an error")
+	// Pinning the damaged version returns its load error and changes nothing.
+	if err := mg.Pin("m", 4); err == nil {
+		t.Fatal("pin onto a damaged version 4 reported no error")
 	}
-	// Pinning a version that does not exist keeps the pin and the version.
+	// Pinning a version that does not exist keeps the version.
 	if err := mg.Pin("m", 9); !errors.Is(err, recstrata.NotFound) {
 		t.Fatalf("pin 9: %v", err)
+	}
+	if err := mg.Pin("m", 0); !errors.Is(err, recstrata.InvalidArgument) {
+		t.Fatalf("pin 0: %v", err)
+	}
+	if st, _ := mg.ModelStatus("m"); st.Serving != 1 {
+		t.Fatalf("failed pins moved the model: %+v", st)
 	}
 	if err := mg.Pin("m", 3); err != nil {
 		t.Fatal(err)
 	}
+	if v, err := mg.Rollback("m"); err != nil || v != 2 {
+		t.Fatalf("rollback from 3: %d %v", v, err)
+	}
 	if _, err := mg.Acquire("nope", 0); !errors.Is(err, recstrata.NotFound) {
 		t.Fatalf("unknown model: %v", err)
+	}
+	if _, err := mg.ModelStatus("nope"); !errors.Is(err, recstrata.NotFound) {
+		t.Fatalf("status of an unknown model: %v", err)
 	}
 	if !mg.Ready() {
 		t.Fatal("not ready while serving")
@@ -169,18 +205,18 @@ func TestManagerConfigErrors(t *testing.T) {
 		{{Name: "a", Base: filepath.Join(dir, "missing")}},
 		{{Name: "a", Base: dir}, {Name: "a", Base: dir}},
 	} {
-		if mg, err := NewManager(specs, 0, newMetrics()); err == nil {
+		if mg, err := NewManager(specs, 0, nil); err == nil {
 			mg.Close()
 			t.Errorf("%+v: no error", specs)
 		}
 	}
-	// A base with no versions: created, not ready, reported.
-	mg, err := NewManager([]modelSpec{{Name: "a", Base: t.TempDir()}}, 0, newMetrics())
+	// A base with no versions: created, not ready.
+	mg, err := NewManager([]modelSpec{{Name: "a", Base: t.TempDir()}}, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer mg.Close()
-	if st, _ := mg.ModelStatus("a"); mg.Ready() || st.LastError == "" {
+	if st, _ := mg.ModelStatus("a"); mg.Ready() || st.Serving != 0 {
 		t.Fatalf("empty base: ready=%v %+v", mg.Ready(), st)
 	}
 }

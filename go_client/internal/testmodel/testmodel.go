@@ -43,6 +43,10 @@ type Expected struct {
 	// GoOutputsFile receives the Go outputs of every "mixed" case (JSON, same
 	// form as Case.Outputs); pytest compares them with the Python binding's.
 	GoOutputsFile string `json:"go_outputs_file"`
+	// HostBase holds the host tests' models: HostBase/MODEL/VERSION, each
+	// computing Affine(x) + HostShifts[MODEL][VERSION].
+	HostBase   string                        `json:"host_base"`
+	HostShifts map[string]map[string]float32 `json:"host_shifts"`
 }
 
 // WriteOutputs saves outputs in the generator's JSON form.
