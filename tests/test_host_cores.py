@@ -252,6 +252,14 @@ def test_bad_specs_are_invalid_argument(tmp_path, template, cores, extra, model_
         Host(cfg)
 
 
+def test_a_bad_model_config_fails_its_version_not_the_plan(tmp_path, template):
+    b = bases(tmp_path, template, ["a"])
+    cfg = host_config(b, model_configs={"a": {"split_parts": 0}}, core_allocation="static")
+    with Host(cfg) as h:  # the allocator does not hide the user's error: the load reports it
+        v = h.status("a")["versions"][0]
+        assert v["state"] == "failed" and "split_parts" in v["error"]
+
+
 @two_cpus
 def test_floors_that_do_not_fit_fail_the_open_clearly(tmp_path, template):
     b = bases(tmp_path, template, ["b1", "b2", "exp"])

@@ -116,10 +116,13 @@ CoreAllocation AllocateCores(std::vector<ModelSpec>* models, const CoreOptions& 
     ap.cpusets = Repeat(a->cpus(), SessionNum(cfg));
     ap.split_parts = std::min(a->cores(), kMaxSplitParts);
     auto sp = cfg.fields().find("split_parts");
-    if (sp != cfg.fields().end() && sp->second.has_number_value() && sp->second.number_value() >= 1)
+    // A malformed split_parts of the user's stays, for the load to report.
+    bool user_bad = sp != cfg.fields().end() && (!sp->second.has_number_value() || !(sp->second.number_value() >= 1));
+    if (sp != cfg.fields().end() && !user_bad)
       ap.split_parts = std::min(ap.split_parts, static_cast<int>(sp->second.number_value()));
+    if (user_bad) ap.split_parts = 0;
     (*cfg.mutable_fields())["cpusets"].set_string_value(ap.cpusets);
-    (*cfg.mutable_fields())["split_parts"].set_number_value(ap.split_parts);
+    if (!user_bad) (*cfg.mutable_fields())["split_parts"].set_number_value(ap.split_parts);
     std::string json;
     if (!google::protobuf::json::MessageToJsonString(cfg, &json).ok())
       Bad(RS_ERR_INTERNAL, "model \"" + m.name + "\": model_config cannot be written as JSON");
