@@ -222,6 +222,20 @@ def test_lease_keeps_a_retired_version_open_until_released(tmp_path, templates):
             host.run("a", X, version=1)
 
 
+def test_lease_describes_its_version_without_counting_a_request(tmp_path, templates):
+    bases = make_bases(tmp_path, templates, versions=(1,))
+    with Host(config(bases)) as host:
+        with host.acquire("a") as lease:
+            d = lease.describe()
+            assert [i["name"] for i in d["signature"]["inputs"]] == ["x"]
+            assert [o["name"] for o in d["signature"]["outputs"]] == ["y"]
+        assert host.status("a")["versions"][0]["requests"] == 0
+        lease2 = host.acquire("a")
+        lease2.release()
+        with pytest.raises(FailedPreconditionError, match="lease is released"):
+            lease2.describe()
+
+
 def test_lease_outlives_host_close(tmp_path, templates):
     bases = make_bases(tmp_path, templates, versions=(1,))
     host = Host(config(bases))

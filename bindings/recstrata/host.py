@@ -134,6 +134,19 @@ class Lease(NativeHandle):
         check(code, err)
         return _take_bytes(self._lib, out, size)
 
+    def describe(self) -> dict:
+        """The leased version's description (signature inputs and outputs with dtypes and
+        shapes, as ``Model.describe``); not counted as a request."""
+        out = ffi.new("char**")
+        err = ffi.new("rs_error**")
+        h = self._enter()
+        try:
+            code = self._lib.rs_lease_describe_json(h, out, err)
+        finally:
+            self._leave()
+        check(code, err)
+        return json.loads(take_string(out[0]))
+
     def release(self) -> None:
         self.close()
 

@@ -568,6 +568,11 @@ RS_API int rs_lease_predict(rs_lease* lease, const void* request,
 /* Drops the lease; the version closes if it was retired and this was its
  * last reference. NULL-safe. Must not overlap other calls on that lease. */
 RS_API void rs_lease_release(rs_lease* lease) RS_NOEXCEPT;
+/* rs_model_describe_json of the leased version (its signature: input and
+ * output names, dtypes, shapes), released with rs_free. Not counted as a
+ * request. Thread-safe like rs_lease_run. */
+RS_API int rs_lease_describe_json(const rs_lease* lease, char** out_json,
+                                  rs_error** error) RS_NOEXCEPT;
 
 /* JSON status, released with rs_free:
  *   {"models": [{"name", "base_path", "policy" ("latest", "latest:2", "all",

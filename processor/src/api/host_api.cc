@@ -165,6 +165,15 @@ RS_API int rs_lease_run(rs_lease* lease, const rs_tensor* inputs, size_t n_input
   RS_API_END(error);
 }
 
+RS_API int rs_lease_describe_json(const rs_lease* lease, char** out_json, rs_error** error) noexcept {
+  if (out_json) *out_json = nullptr;
+  RS_API_BEGIN(error);
+  if (lease == nullptr || !lease->servable) rs::Fail(RS_ERR_INVALID_ARGUMENT, "lease is NULL");
+  NeedOut(out_json, "out_json");
+  *out_json = rs::MallocCopy(lease->servable->model().DescribeJson());
+  RS_API_END(error);
+}
+
 RS_API int rs_lease_predict(rs_lease* lease, const void* request, size_t request_size, void** out_response,
                             size_t* out_size, rs_error** error) noexcept {
   if (out_response) *out_response = nullptr;

@@ -120,7 +120,7 @@ pb::CorePlan PlanCores(const pb::CorePlanRequest& req) {
   std::set<int> pool_set(pool.begin(), pool.end()), fixed_union;
   std::vector<Entry> entries;
   for (const auto& m : req.models()) {
-    Entry e{&m, m.role() == "baseline", m.has_min_cores() ? m.min_cores() : 1, 0};
+    Entry e{&m, m.role() == "baseline", m.has_min_cores() ? m.min_cores() : 1, 0, 0, {}};
     if (!m.fixed_cpus().empty()) {
       e.fixed = ParseCpuList(m.fixed_cpus(), ("core plan: model \"" + m.name() + "\" fixed_cpus").c_str());
       for (int c : e.fixed) {
