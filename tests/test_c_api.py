@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,6 +20,8 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from c_host_build import compile_c_host  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 C_SOURCE = REPO / "processor" / "tests" / "c_smoke.c"
@@ -52,17 +53,7 @@ def smoke_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def smoke_binary(tmp_path_factory) -> Path:
-    from recstrata._paths import include_dir, library_path
-
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler")
-    out = tmp_path_factory.mktemp("c_bin") / "c_smoke"
-    lib_dir = str(Path(library_path()).parent)
-    cmd = [cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-O1", str(C_SOURCE), "-I", include_dir(),
-           "-L", lib_dir, "-lrecstrata", f"-Wl,-rpath,{lib_dir}", "-lpthread", "-o", str(out)]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return out
+    return compile_c_host(C_SOURCE, tmp_path_factory.mktemp("c_bin") / "c_smoke")
 
 
 def test_c_program_runs_model_and_error_paths(smoke_binary, smoke_model):

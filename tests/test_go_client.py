@@ -103,7 +103,7 @@ def _build_model(model_dir: Path) -> None:
                         signatures={"serving_default": net.serve, "mixed": net.mixed})
 
 
-def _build_shifted(model_dir: Path, shift: float) -> None:
+def build_shifted(model_dir: Path, shift: float) -> None:
     """y = x @ W + B + shift: a host version whose answers name it."""
     import tensorflow as tf
 
@@ -191,7 +191,7 @@ def go_env(tmp_path_factory):
     host_base = tmp / "host"
     for name, versions in HOST_SHIFTS.items():
         for v, shift in versions.items():
-            _build_shifted(host_base / name / str(v), shift)
+            build_shifted(host_base / name / str(v), shift)
 
     expected = {
         "W": W.tolist(), "b": B.tolist(), "cases": cases,

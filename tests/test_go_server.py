@@ -39,7 +39,7 @@ import pytest
 
 import grpc  # grpcio, in the test extra
 import recstrata
-from test_go_client import B, W, go_env  # noqa: F401  (go_env is a fixture)
+from test_go_client import B, W, build_shifted, go_env  # noqa: F401  (go_env is a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER_DIR = REPO / "go_client" / "examples" / "server"
@@ -50,23 +50,6 @@ def _go_env() -> dict:
     env = dict(os.environ, GOFLAGS="-mod=mod", GOTOOLCHAIN="local", CGO_ENABLED="1",
                TF_CPP_MIN_LOG_LEVEL="2", RECSTRATA_LIBRARY=recstrata.library_path())
     return env
-
-
-def _build_affine(path: Path, shift: float) -> None:
-    import tensorflow as tf
-
-    class Net(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = tf.Variable(W)
-            self.b = tf.Variable(B + np.float32(shift))
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
-        def serve(self, x):
-            return {"y": tf.matmul(x, self.w) + self.b}
-
-    net = Net()
-    tf.saved_model.save(net, str(path), signatures={"serving_default": net.serve})
 
 
 def _build_slow(path: Path) -> None:
@@ -95,7 +78,7 @@ def server_env(tmp_path_factory):
     assert res.returncode == 0, res.stdout + res.stderr
     templates = tmp / "templates"
     for v in (1, 2, 3):
-        _build_affine(templates / f"lin{v}", shift=v)
+        build_shifted(templates / f"lin{v}", shift=v)
     _build_slow(templates / "slow")
     return {"binary": binary, "templates": templates, "tmp": tmp}
 

@@ -17,24 +17,15 @@ import pytest
 
 from serving_helpers import build_const_model, put_version
 
+from c_host_build import compile_c_host  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 C_SOURCE = REPO / "processor" / "tests" / "host_test.c"
 
 
 @pytest.fixture(scope="module")
 def host_binary(tmp_path_factory) -> Path:
-    from recstrata._paths import include_dir, library_path
-
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler")
-    out = tmp_path_factory.mktemp("host_bin") / "host_test"
-    lib_dir = str(Path(library_path()).parent)
-    cmd = [cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-O1", str(C_SOURCE), "-I", include_dir(),
-           "-L", lib_dir, "-lrecstrata", f"-Wl,-rpath,{lib_dir}", "-lpthread", "-o", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return out
+    return compile_c_host(C_SOURCE, tmp_path_factory.mktemp("host_bin") / "host_test")
 
 
 def _stage(base: Path, templates: dict) -> None:
