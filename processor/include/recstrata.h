@@ -298,6 +298,14 @@ RS_API int rs_bundle_row_keys(const char* scheme_json, const int64_t* ids,
 RS_API int rs_bundle_string_ids(const rs_bytes* strings, size_t n,
                                 int64_t* out_ids, rs_error** error) RS_NOEXCEPT;
 
+/* CRC-32C (Castagnoli) of `size` bytes extending `crc` (0 to start): the
+ * checksum of the store's records and of bundle delta files
+ * (docs/bundle-format.md, "Deltas"); the training package's delta writer
+ * uses it so that writer and reader share one implementation.
+ * Thread-safe, pure. */
+RS_API int rs_crc32c(const void* data, size_t size, uint32_t crc, uint32_t* out,
+                     rs_error** error) RS_NOEXCEPT;
+
 /* ---- Tiered embedding store -------------------------------------------- */
 
 /* A directory of embedding tables: fixed-dimension float32 rows keyed by

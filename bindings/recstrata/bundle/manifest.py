@@ -16,6 +16,9 @@ from google.protobuf import json_format
 from recstrata.bundle.format import MANIFEST_FILE
 from recstrata.bundle.manifest_pb2 import (  # noqa: F401  (re-exported message types)
     DenseFeature,
+    Delta,
+    DeltaApplied,
+    DeltaTable,
     DenseStage,
     FileEntry,
     KeyScheme,

@@ -6,6 +6,7 @@
 #include "bundle/keys.h"
 #include "bundle/manifest.h"
 #include "recstrata.h"
+#include "store/format.h"
 
 extern "C" {
 
@@ -42,6 +43,15 @@ RS_API int rs_bundle_string_ids(const rs_bytes* strings, size_t n, int64_t* out_
     const uint64_t h = rs::bundle::Fnv1a64(strings[i].data, strings[i].size);
     std::memcpy(out_ids + i, &h, 8);
   }
+  RS_API_END(error);
+}
+
+RS_API int rs_crc32c(const void* data, size_t size, uint32_t crc, uint32_t* out,
+                     rs_error** error) noexcept {
+  RS_API_BEGIN(error);
+  if (!out) rs::Fail(RS_ERR_INVALID_ARGUMENT, "out is NULL");
+  if (size && !data) rs::Fail(RS_ERR_INVALID_ARGUMENT, "data is NULL");
+  *out = size ? rs::store::ExtendCrc32c(crc, data, size) : crc;
   RS_API_END(error);
 }
 

@@ -23,7 +23,8 @@ namespace {
 // The store options of a bundle's tables: the manifest's store spec, overridden
 // by the serving options (DeepRec's ev_storage_* names, then bundle_*).
 recstrata::store::StoreOptions BundleStoreOptions(const recstrata::bundle::StoreSpec& spec,
-                                                  const recstrata::bundle::ServingOptions& opt) {
+                                                  const recstrata::bundle::ServingOptions& opt,
+                                                  const std::string& store_dir) {
   std::string tiers = spec.tiers().empty() ? "dram" : spec.tiers();
   if (!opt.ev_storage_type().empty()) {
     if (opt.ev_storage_type() == "DRAM") tiers = "dram";
@@ -47,7 +48,12 @@ recstrata::store::StoreOptions BundleStoreOptions(const recstrata::bundle::Store
   o.set_create_if_missing(false);
   // A bundle's store must be as the export closed it: the clean-close record
   // is required and every open checks files, sizes and row counts against it.
-  o.set_recovery("require_clean");
+  // A store that deltas were applied to (bundle/delta.h: its marker exists)
+  // may have been killed after the export's close: it opens under the store's
+  // crash rules (a torn final batch is cut, other damage is still an error);
+  // the row counts are still checked below, and an interrupted delta is rolled
+  // forward before serving.
+  if (!DeltaStoreWritten(store_dir)) o.set_recovery("require_clean");
   if (!opt.verify().empty()) o.set_verify(opt.verify());  // the store validates it
   o.set_tiers(tiers);
   if (cap) o.set_dram_capacity_bytes(cap);
@@ -240,7 +246,7 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
                                       ? JoinInside(bundle_dir_, m.store().dir(), "store")
                                       : options.bundle_store_dir();
     try {
-      store_ = rs::store::Store::Open(store_dir, BundleStoreOptions(m.store(), options));
+      store_ = rs::store::Store::Open(store_dir, BundleStoreOptions(m.store(), options, store_dir));
     } catch (const Error& e) {
       if (e.code() != RS_ERR_NOT_FOUND) throw;
       Fail(RS_ERR_CORRUPTION, "bundle " + bundle_dir_ + ": its store is missing: " + e.what());
@@ -263,6 +269,23 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
         s.table = st;
       }
     }
+    // Deltas: the version number is the directory's name (the host's layout).
+    std::vector<DeltaTarget> targets;
+    for (auto& t : tables_)
+      for (auto& s : t->subs)
+        targets.push_back({s.store_table, s.rows, s.dim, const_cast<rs::store::Table*>(s.table)});
+    int64_t version = 0;
+    {
+      std::string dir = bundle_dir_;
+      while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+      const std::string name = dir.substr(dir.find_last_of('/') + 1);
+      if (!name.empty() && name.size() < 19 &&
+          name.find_first_not_of("0123456789") == std::string::npos)
+        version = std::stoll(name);
+    }
+    deltas_ = std::make_unique<DeltaApplier>(bundle_dir_, store_dir, version, store_.get(),
+                                             std::move(targets));
+    deltas_->RecoverOnOpen();
   }
 }
 

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "bundle/delta.h"
 #include "bundle/keys.h"
 #include "core/input_stage.h"
 #include "recstrata/bundle/manifest.pb.h"
@@ -47,6 +48,11 @@ class BundleInputStage final : public InputStage {
 
   // Exposed for the loader: the dense SavedModel directory (absolute).
   const std::string& dense_dir() const { return dense_dir_; }
+
+  // The bundle's deltas (bundle/delta.h): NULL for a bundle without tables.
+  // Created at open, after an interrupted delta was rolled forward; the host
+  // drives Poll from its discovery passes.
+  DeltaApplier* deltas() const { return deltas_.get(); }
 
   // Where PoolFeature writes one slice: columns [from, from + width) of example
   // b's pooled vector go to out[b * stride + 0 .. width).
@@ -123,6 +129,7 @@ class BundleInputStage final : public InputStage {
   std::string dense_dir_;
   recstrata::bundle::Manifest manifest_;
   std::unique_ptr<rs::store::Store> store_;
+  std::unique_ptr<DeltaApplier> deltas_;  // after store_: destroyed first
   std::vector<std::unique_ptr<TableRt>> tables_;
   std::vector<std::unique_ptr<FeatureRt>> features_;
   std::vector<DenseFeatureRt> dense_features_;

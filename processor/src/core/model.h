@@ -58,6 +58,10 @@ class Model {
   // One warmup request with FULL_TRACE: executed op types per partition graph.
   std::string TraceJson();
 
+  // The bundle's input stage (NULL for a plain SavedModel); the host reaches
+  // a bundle's deltas through it. Valid for the life of the model.
+  InputStage* input_stage() const { return stage_.get(); }
+
   // Counts a failure of a call that never reached Run (e.g. a bad request).
   void CountError() { stats_.errors.fetch_add(1, std::memory_order_relaxed); }
 

@@ -6,6 +6,7 @@
 
 #include "base/status.h"
 #include "base/json_text.h"
+#include "bundle/bundle_stage.h"
 
 namespace rs::host {
 
@@ -15,6 +16,12 @@ std::string JoinVersions(const std::vector<int64_t>& vs) {
   std::string s;
   for (size_t i = 0; i < vs.size(); ++i) s += (i ? ", " : "") + std::to_string(vs[i]);
   return s.empty() ? "none" : s;
+}
+
+// The delta applier of a bundle version (NULL for a SavedModel).
+bundle::DeltaApplier* DeltasOf(const Model& m) {
+  auto* st = dynamic_cast<bundle::BundleInputStage*>(m.input_stage());
+  return st ? st->deltas() : nullptr;
 }
 
 }  // namespace
@@ -153,6 +160,25 @@ void Manager::Pass(Slot& s) {
     RefreshDraining(s);
   }
   dropped.clear();  // outside mu_: a last reference hands its model to the reaper
+  ApplyDeltas(s);
+}
+
+void Manager::ApplyDeltas(Slot& s) {
+  std::shared_ptr<const Table> serving;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (closed_) return;
+    serving = s.serving;
+  }
+  for (const auto& [v, sv] : *serving) {
+    bundle::DeltaApplier* d = DeltasOf(sv->model());
+    if (!d || d->Poll() == 0) continue;  // no lock held: readers keep running
+    // The applied rows changed the store's files: a later revive compares against this.
+    std::string fp = Fingerprint(sv->path());
+    std::lock_guard<std::mutex> lk(mu_);
+    auto r = s.records.find(v);
+    if (r != s.records.end() && r->second.path == sv->path()) r->second.fingerprint = fp;
+  }
 }
 
 void Manager::Load(Slot& s, int64_t v, const std::string& path) {
@@ -164,8 +190,11 @@ void Manager::Load(Slot& s, int64_t v, const std::string& path) {
     rec.error = LoadError{};
     rec.last_attempt = std::chrono::steady_clock::now();
   }
-  std::string fp = Fingerprint(path);
   LoadResult r = loader_.Load(path, s.config_json);
+  // A new bundle version catches up with its deltas before its first call.
+  if (r.model)
+    if (bundle::DeltaApplier* d = DeltasOf(*r.model)) d->Poll();
+  std::string fp = Fingerprint(path);
   LoadedLayout layout;
   if (r.model) layout = LayoutOf(*r.model);
   std::unique_lock<std::mutex> lk(mu_);
@@ -448,6 +477,8 @@ std::string Manager::StatusJson() {
       auto c = s.counters.find(v);
       num(o, "requests", c == s.counters.end() ? uint64_t{0} : c->second->requests.load(std::memory_order_relaxed));
       num(o, "errors", c == s.counters.end() ? uint64_t{0} : c->second->errors.load(std::memory_order_relaxed));
+      if (sv != s.serving->end())
+        if (bundle::DeltaApplier* d = DeltasOf(sv->second->model())) o += ",\"deltas\":" + d->StatusJson();
       o += "}";
     }
     o += "]}";
@@ -477,6 +508,18 @@ std::string Manager::MetricsText() {
         auto r = s.records.find(v);
         if (r != s.records.end() && r->second.load_ms >= 0) vm.load_seconds = r->second.load_ms / 1e3;
         vm.ready = s.serving->count(v) > 0;
+        if (vm.ready)
+          if (bundle::DeltaApplier* d = DeltasOf(s.serving->at(v)->model())) {
+            bundle::DeltaStatus ds = d->Status();
+            vm.has_deltas = true;
+            vm.delta_sequence = ds.applied_sequence;
+            vm.deltas_applied = ds.applied;
+            vm.delta_rows = ds.rows_applied;
+            vm.deltas_refused = ds.refused;
+            vm.delta_failures = ds.failed;
+            vm.deltas_pending = ds.pending;
+            vm.delta_apply_seconds = ds.last_apply_ms / 1e3;
+          }
         mm.versions.push_back(vm);
       }
       models.push_back(std::move(mm));

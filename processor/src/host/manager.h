@@ -120,6 +120,9 @@ class Manager {
   // the caller unlocks, so no Servable dies under mu_).
   void Retire(Slot& s, const std::vector<int64_t>& versions, std::vector<std::shared_ptr<Servable>>* dropped);
   bool ShouldRetry(const Record& rec) const;
+  // Applies the pending deltas of every serving bundle version of `s`
+  // (bundle/delta.h). Caller holds pass_mu_.
+  void ApplyDeltas(Slot& s);
   void RefreshDraining(Slot& s);  // caller holds mu_
   void PollLoop();
   static const char* StateName(State st);

@@ -156,6 +156,40 @@ std::string RenderMetrics(const std::vector<ModelMetrics>& models) {
     for (const auto& v : m.versions)
       if (v.counters->batching)
         out += "rs_host_queue_depth{" + MV(m.name, v.version) + "} " + std::to_string(v.counters->queued.load()) + "\n";
+  {
+    struct DCol {
+      const char* name;
+      const char* type;
+      const char* help;
+      double (*get)(const VersionMetrics&);
+    };
+    const DCol dcols[] = {
+        {"rs_host_delta_applied_sequence", "gauge", "Newest delta fully applied to the version's store.",
+         [](const VersionMetrics& v) { return double(v.delta_sequence); }},
+        {"rs_host_deltas_applied_total", "counter", "Deltas applied by the loaded instance.",
+         [](const VersionMetrics& v) { return double(v.deltas_applied); }},
+        {"rs_host_delta_rows_applied_total", "counter", "Embedding rows written by applied deltas.",
+         [](const VersionMetrics& v) { return double(v.delta_rows); }},
+        {"rs_host_deltas_refused_total", "counter", "Deltas refused (gap, other base, damaged, dense stage).",
+         [](const VersionMetrics& v) { return double(v.deltas_refused); }},
+        {"rs_host_delta_failures_total", "counter", "Delta applies that failed while writing.",
+         [](const VersionMetrics& v) { return double(v.delta_failures); }},
+        {"rs_host_deltas_pending", "gauge", "Complete deltas on disk not applied yet.",
+         [](const VersionMetrics& v) { return double(v.deltas_pending); }},
+        {"rs_host_delta_apply_seconds", "gauge", "Duration of the newest delta apply.",
+         [](const VersionMetrics& v) { return v.delta_apply_seconds; }},
+    };
+    bool any = false;
+    for (const auto& m : models)
+      for (const auto& v : m.versions) any = any || v.has_deltas;
+    if (any)
+      for (const auto& c : dcols) {
+        Header(out, c.name, c.type, c.help);
+        for (const auto& m : models)
+          for (const auto& v : m.versions)
+            if (v.has_deltas) out += std::string(c.name) + "{" + MV(m.name, v.version) + "} " + Num(c.get(v)) + "\n";
+      }
+  }
   std::vector<TierStats> tiers;
   for (const auto& m : models)
     for (const auto& v : m.versions)

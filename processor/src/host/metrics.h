@@ -41,6 +41,11 @@ struct VersionMetrics {
   bool ready = false;        // in the serving table
   double load_seconds = -1;  // < 0: not loaded (yet)
   std::string stats_json;    // Model::StatsJson of a serving version ("" otherwise)
+  // Deltas of a serving bundle version (bundle/delta.h), per loaded instance.
+  bool has_deltas = false;
+  uint64_t delta_sequence = 0, deltas_applied = 0, delta_rows = 0, deltas_refused = 0,
+           delta_failures = 0, deltas_pending = 0;
+  double delta_apply_seconds = 0;
 };
 
 struct ModelMetrics {

@@ -121,6 +121,12 @@ std::string Fingerprint(const std::string& dir) {
   for (; it != end; it.increment(ec)) {
     if (ec) break;
     std::error_code ec2;
+    // Deltas (bundle/delta.h) arrive while a version serves and are applied in
+    // place; they do not make it another version.
+    if (it.depth() == 0 && it->path().filename() == "deltas" && it->is_directory(ec2)) {
+      it.disable_recursion_pending();
+      continue;
+    }
     if (!it->is_regular_file(ec2)) continue;
     auto size = it->file_size(ec2);
     auto mtime = it->last_write_time(ec2).time_since_epoch().count();

@@ -1,0 +1,240 @@
+"""Delta export: the embedding rows that changed since the previous delta, for a served bundle.
+
+A delta (docs/bundle-format.md, "Deltas") is ``BUNDLE/deltas/<seq>/``::
+
+    delta.json        recstrata.bundle.Delta (protobuf JSON), written last
+    <store_table>.rows   per changed sub-table: int64 row keys [n], then float32 rows [n, dim]
+
+``BUNDLE`` is one served version (``<model base path>/<version>/``); the host applies the deltas
+of the version it serves, in sequence order, into that version's store in place (docs/host.md).
+
+Contracts
+- Diff, not increments: a delta holds the new absolute values of every row whose bytes differ
+  from the previous state (the base bundle's tables, then each delta before it), so applying a
+  delta twice is harmless (the host re-applies one interrupted by a crash).
+- Rows are keyed exactly as the bundle stores them: sub-table ``j`` of table ``t`` is store table
+  ``SubTable.store_table`` of bundle.json and the row key is the row index
+  (docs/embedding-keys.md); a delta never adds rows.
+- Atomic publication: everything goes to a hidden sibling ``deltas/.<seq>.tmp-...``, is fsynced,
+  ``delta.json`` is written last, and the directory is renamed to ``deltas/<seq>`` (then the
+  parent is fsynced). A reader sees no delta or a whole one.
+- Checksums are CRC-32C (the library's ``rs_crc32c``, the store's own checksum), over each row
+  file; the base is named by its version number and the CRC-32C of its ``bundle.json``.
+- The dense stage is not part of a delta: the host applies embedding rows only (a delta carrying
+  a dense stage is refused, docs/host.md). Dense weights are refreshed with a full version.
+- Memory: the writer keeps one copy of every table (the state of the previous delta) to diff
+  against.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from typing import Any, Mapping
+
+import numpy as np
+
+from recstrata.bundle import manifest as mf
+
+DELTA_FORMAT = "recstrata.delta"
+DELTA_FORMAT_VERSION = 1
+DELTAS_DIR = "deltas"
+DELTA_MANIFEST = "delta.json"
+
+__all__ = ["DeltaWriter", "crc32c", "list_deltas", "write_delta_from_checkpoints",
+           "DELTAS_DIR", "DELTA_MANIFEST"]
+
+
+def crc32c(data, crc: int = 0) -> int:
+    """CRC-32C of a bytes-like object (the library's implementation: rs_crc32c)."""
+    from recstrata._native import check, ffi, lib
+
+    buf = ffi.from_buffer(memoryview(data).cast("B"))
+    out = ffi.new("uint32_t*")
+    err = ffi.new("rs_error**")
+    check(lib().rs_crc32c(buf, len(buf), crc, out, err), err)
+    return int(out[0])
+
+
+def _fsync(path: str, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def list_deltas(bundle_dir: str | os.PathLike) -> list[int]:
+    """Sequence numbers of the complete deltas of a bundle version, ascending."""
+    root = os.path.join(os.fspath(bundle_dir), DELTAS_DIR)
+    out = []
+    if os.path.isdir(root):
+        for name in os.listdir(root):
+            if name.isdigit() and not name.startswith("0") and \
+                    os.path.isfile(os.path.join(root, name, DELTA_MANIFEST)):
+                out.append(int(name))
+    return sorted(out)
+
+
+def _subtables(model) -> dict[str, np.ndarray]:
+    """{(table name, j): float32 array} of a RecModel's embedding sub-tables."""
+    out = {}
+    for tname, t in model.embedding_tables().items():
+        for j, arr in enumerate(t["subtables"]):
+            out[(tname, j)] = np.array(arr, dtype=np.float32, copy=True)
+    return out
+
+
+class DeltaWriter:
+    """Writes successive deltas of one bundle version.
+
+    ``bundle_dir``: the served version directory (holds bundle.json). ``base``: the table state
+    the first delta is diffed against: a RecModel (its current tables), a ``{(table, j): array}``
+    mapping, or None to read the bundle's own store (the store must not be open elsewhere, i.e.
+    not while a host serves it). ``base_version``: the version number (default: the directory's
+    name). Sequence numbers continue after the newest delta on disk.
+    """
+
+    def __init__(self, bundle_dir: str | os.PathLike, base: Any = None, *,
+                 base_version: int | None = None):
+        self.bundle_dir = os.path.abspath(os.fspath(bundle_dir))
+        self.manifest = mf.read(self.bundle_dir)
+        with open(os.path.join(self.bundle_dir, "bundle.json"), "rb") as fh:
+            self.base_crc = f"{crc32c(fh.read()):08x}"
+        if base_version is None:
+            name = os.path.basename(self.bundle_dir.rstrip("/"))
+            if not name.isdigit():
+                raise ValueError(f"{self.bundle_dir}: the directory name is not a version number; "
+                                 "pass base_version")
+            base_version = int(name)
+        self.base_version = int(base_version)
+        # (table name, j) -> (store table, rows, dim)
+        self.targets = {}
+        for t in self.manifest.tables:
+            for j, st in enumerate(t.subtables):
+                self.targets[(t.name, j)] = (st.store_table, int(st.rows), int(st.dim))
+        if base is None:
+            self.state = self._read_store()
+        elif hasattr(base, "embedding_tables"):
+            self.state = _subtables(base)
+        else:
+            self.state = {k: np.array(v, dtype=np.float32, copy=True) for k, v in base.items()}
+        self._check_shapes(self.state, "base")
+        existing = list_deltas(self.bundle_dir)
+        self.last_seq = existing[-1] if existing else 0
+
+    def _read_store(self) -> dict:
+        from recstrata.store import Store
+
+        out = {}
+        store_dir = os.path.join(self.bundle_dir, self.manifest.store.dir or "store")
+        with Store(store_dir, create_if_missing=False) as st:
+            for key, (name, rows, dim) in self.targets.items():
+                vals, found = st.table(name).lookup(np.arange(rows, dtype=np.int64))
+                if not np.all(found):
+                    raise ValueError(f"store table {name} lacks rows")
+                out[key] = np.array(vals, dtype=np.float32)
+        return out
+
+    def _check_shapes(self, tables: Mapping, what: str) -> None:
+        if set(tables) != set(self.targets):
+            raise ValueError(f"{what} tables {sorted(tables)} do not match the bundle's "
+                             f"{sorted(self.targets)}")
+        for key, (name, rows, dim) in self.targets.items():
+            shape = np.shape(tables[key])
+            if tuple(shape) != (rows, dim):
+                raise ValueError(f"{what} table {key[0]} sub-table {key[1]} is {shape}, the bundle's "
+                                 f"store table {name} is [{rows}, {dim}]")
+
+    def write(self, new: Any, *, training_step: int = 0, created_unix_ms: int | None = None,
+              write_empty: bool = False) -> dict | None:
+        """Diffs ``new`` (a RecModel or a tables mapping) against the previous state and
+        publishes the changed rows as the next delta. Returns a summary dict (``sequence``,
+        ``path``, ``rows``, ``bytes``, ``seconds``), or None when nothing changed (unless
+        ``write_empty``)."""
+        t0 = time.perf_counter()
+        created = int(time.time() * 1000) if created_unix_ms is None else int(created_unix_ms)
+        tables = _subtables(new) if hasattr(new, "embedding_tables") else \
+            {k: np.asarray(v, dtype=np.float32) for k, v in new.items()}
+        self._check_shapes(tables, "new")
+        changed = {}
+        for key in self.targets:
+            old, cur = self.state[key], tables[key]
+            # bytewise: -0.0 vs 0.0 and NaN payloads count as changes
+            diff = np.any(old.view(np.uint32) != cur.view(np.uint32), axis=1)
+            idx = np.flatnonzero(diff)
+            if idx.size:
+                changed[key] = (idx.astype(np.int64), np.ascontiguousarray(cur[idx]))
+        if not changed and not write_empty:
+            return None
+        seq = max(self.last_seq, *(list_deltas(self.bundle_dir) or [0])) + 1
+        root = os.path.join(self.bundle_dir, DELTAS_DIR)
+        os.makedirs(root, exist_ok=True)
+        tmp = os.path.join(root, f".{seq}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        os.makedirs(tmp)
+        nbytes = 0
+        nrows = 0
+        try:
+            delta = mf.Delta(format=DELTA_FORMAT, format_version=DELTA_FORMAT_VERSION,
+                             sequence=seq, base_version=self.base_version,
+                             base_manifest_crc32c=self.base_crc,
+                             producer=f"recstrata {_version()} export-delta",
+                             created_unix_ms=created, training_step=int(training_step))
+            for key, (idx, rows) in sorted(changed.items()):
+                name, _n, dim = self.targets[key]
+                data = idx.astype("<i8").tobytes() + rows.astype("<f4").tobytes()
+                fname = f"{name}.rows"
+                with open(os.path.join(tmp, fname), "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                delta.tables.add(store_table=name, dim=dim, rows=int(idx.size), file=fname,
+                                 size=len(data), crc32c=f"{crc32c(data):08x}")
+                nbytes += len(data)
+                nrows += int(idx.size)
+            text = mf.to_json(delta)
+            with open(os.path.join(tmp, DELTA_MANIFEST), "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            _fsync(tmp, directory=True)
+            final = os.path.join(root, str(seq))
+            if os.path.exists(final):
+                raise FileExistsError(f"{final} exists")
+            os.rename(tmp, final)
+            _fsync(root, directory=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for key, (idx, rows) in changed.items():
+            self.state[key][idx] = rows
+        self.last_seq = seq
+        return {"sequence": seq, "path": final, "rows": nrows, "bytes": nbytes,
+                "seconds": time.perf_counter() - t0, "created_unix_ms": created}
+
+
+def write_delta_from_checkpoints(bundle_dir: str | os.PathLike, old_checkpoint: str | None,
+                                 new_checkpoint: str, *, base_version: int | None = None,
+                                 training_step: int = 0) -> dict | None:
+    """One delta of ``bundle_dir``: the rows of ``new_checkpoint`` that differ from
+    ``old_checkpoint`` (the checkpoint the previous delta, or the bundle, was made from; None:
+    the bundle's own store, which must not be open elsewhere)."""
+    from recstrata.training.trainer import load_trained
+
+    base = None
+    if old_checkpoint is not None:
+        base, _cfg = load_trained(os.fspath(old_checkpoint))
+    writer = DeltaWriter(bundle_dir, base, base_version=base_version)
+    new, _cfg = load_trained(os.fspath(new_checkpoint))
+    return writer.write(new, training_step=training_step)
+
+
+def _version() -> str:
+    try:
+        import recstrata
+
+        return recstrata.__version__
+    except Exception:  # pragma: no cover
+        return "?"
