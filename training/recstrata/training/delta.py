@@ -43,7 +43,7 @@ DELTA_FORMAT_VERSION = 1
 DELTAS_DIR = "deltas"
 DELTA_MANIFEST = "delta.json"
 
-__all__ = ["DeltaWriter", "crc32c", "list_deltas", "write_delta_from_checkpoints",
+__all__ = ["DeltaWriter", "DeltaHook", "crc32c", "list_deltas", "write_delta_from_checkpoints",
            "DELTAS_DIR", "DELTA_MANIFEST"]
 
 
@@ -92,7 +92,8 @@ class DeltaWriter:
 
     ``bundle_dir``: the served version directory (holds bundle.json). ``base``: the table state
     the first delta is diffed against: a RecModel (its current tables), a ``{(table, j): array}``
-    mapping, or None to read the bundle's own store (the store must not be open elsewhere, i.e.
+    mapping, or None for the served state: the bundle's own store plus the deltas on disk it does
+    not hold yet (the store must not be open elsewhere, i.e.
     not while a host serves it). ``base_version``: the version number (default: the directory's
     name). Sequence numbers continue after the newest delta on disk.
     """
@@ -126,6 +127,12 @@ class DeltaWriter:
         self.last_seq = existing[-1] if existing else 0
 
     def _read_store(self) -> dict:
+        """The served state: the bundle's store, then every delta on disk it does not hold yet
+        (newer than its applied marker), in order."""
+        import json
+
+        from google.protobuf import json_format
+
         from recstrata.store import Store
 
         out = {}
@@ -136,6 +143,27 @@ class DeltaWriter:
                 if not np.all(found):
                     raise ValueError(f"store table {name} lacks rows")
                 out[key] = np.array(vals, dtype=np.float32)
+        applied = 0
+        marker = os.path.join(store_dir, "DELTAS_APPLIED")
+        if os.path.exists(marker):
+            with open(marker, encoding="utf-8") as fh:
+                applied = int(json.load(fh).get("applied_sequence", 0))
+        by_name = {name: key for key, (name, _r, _d) in self.targets.items()}
+        for seq in list_deltas(self.bundle_dir):
+            if seq <= applied:
+                continue
+            ddir = os.path.join(self.bundle_dir, DELTAS_DIR, str(seq))
+            with open(os.path.join(ddir, DELTA_MANIFEST), encoding="utf-8") as fh:
+                d = json_format.Parse(fh.read(), mf.Delta())
+            for t in d.tables:
+                with open(os.path.join(ddir, t.file), "rb") as fh:
+                    data = fh.read()
+                if f"{crc32c(data):08x}" != t.crc32c:
+                    raise ValueError(f"delta {seq}: {t.file} fails its checksum")
+                n = int(t.rows)
+                keys = np.frombuffer(data[:8 * n], dtype="<i8")
+                vals = np.frombuffer(data[8 * n:], dtype="<f4").reshape(n, int(t.dim))
+                out[by_name[t.store_table]][keys] = vals
         return out
 
     def _check_shapes(self, tables: Mapping, what: str) -> None:
@@ -213,6 +241,55 @@ class DeltaWriter:
         self.last_seq = seq
         return {"sequence": seq, "path": final, "rows": nrows, "bytes": nbytes,
                 "seconds": time.perf_counter() - t0, "created_unix_ms": created}
+
+
+class DeltaHook:
+    """A Trainer step hook (``trainer.step_hooks.append(hook)``) writing a delta of a served
+    bundle every ``every_steps`` steps and/or ``every_seconds`` seconds (whichever comes first),
+    and once more from :meth:`flush`. The first delta is diffed against the model as the hook
+    finds it at its first call (the bundle must have been exported from that state, e.g. from
+    the checkpoint training resumes from)."""
+
+    def __init__(self, bundle_dir: str | os.PathLike, *, every_steps: int = 0,
+                 every_seconds: float = 0.0, base_version: int | None = None,
+                 log=None):
+        if every_steps <= 0 and every_seconds <= 0:
+            raise ValueError("DeltaHook needs every_steps > 0 or every_seconds > 0")
+        self.bundle_dir = bundle_dir
+        self.every_steps = int(every_steps)
+        self.every_seconds = float(every_seconds)
+        self.base_version = base_version
+        self.log = log or (lambda s: None)
+        self.writer: DeltaWriter | None = None
+        self.written: list[dict] = []
+        self._last_step = 0
+        self._last_time = time.monotonic()
+
+    def start(self, model) -> None:
+        """Takes the base state now (called by the first step otherwise: after it)."""
+        self.writer = DeltaWriter(self.bundle_dir, model, base_version=self.base_version)
+        self._last_time = time.monotonic()
+
+    def __call__(self, trainer) -> None:
+        if self.writer is None:
+            raise RuntimeError("DeltaHook.start(model) must run before training (the base state)")
+        step = trainer.global_step
+        due = (self.every_steps and step - self._last_step >= self.every_steps) or \
+            (self.every_seconds and time.monotonic() - self._last_time >= self.every_seconds)
+        if due:
+            self._write(trainer.model, step)
+
+    def flush(self, model, step: int = 0) -> dict | None:
+        return self._write(model, step)
+
+    def _write(self, model, step: int) -> dict | None:
+        info = self.writer.write(model, training_step=step)
+        self._last_step = step
+        self._last_time = time.monotonic()
+        if info:
+            self.written.append(info)
+            self.log(f"delta {info['sequence']}: {info['rows']} rows at step {step}")
+        return info
 
 
 def write_delta_from_checkpoints(bundle_dir: str | os.PathLike, old_checkpoint: str | None,

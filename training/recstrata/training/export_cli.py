@@ -43,6 +43,25 @@ def register(subparsers) -> None:
     e.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     e.set_defaults(func=_export)
 
+    x = subparsers.add_parser(
+        "export-delta", help="write the embedding rows changed between two checkpoints as a delta",
+        description="Write a delta of a served bundle version (docs/bundle-format.md, 'Deltas'): "
+                    "the embedding rows of NEW_CHECKPOINT that differ from --since (the "
+                    "checkpoint the bundle or the previous delta was made from), published "
+                    "atomically as BUNDLE/deltas/<next sequence>/. A host serving BUNDLE applies "
+                    "it in place at its next discovery pass. Only embedding rows: the dense "
+                    "stage is refreshed with a full version.")
+    x.add_argument("bundle", metavar="BUNDLE", help="the served version directory (BASE/<version>)")
+    x.add_argument("new_checkpoint", metavar="NEW_CHECKPOINT",
+                   help="checkpoint directory of `recstrata train` holding the new rows")
+    x.add_argument("--since", metavar="OLD_CHECKPOINT",
+                   help="checkpoint the bundle (or the previous delta) was made from; default: "
+                        "read the rows from BUNDLE's own store (only while no host has it open)")
+    x.add_argument("--base-version", type=int,
+                   help="version number of BUNDLE (default: its directory name)")
+    x.add_argument("--training-step", type=int, default=0, help="recorded in the delta")
+    x.set_defaults(func=_export_delta)
+
     d = subparsers.add_parser(
         "demo", help="train, export and serve a model end to end on synthetic data",
         description="Generate synthetic click data, train a DeepFM with plain and compressed "
@@ -82,6 +101,24 @@ def _export(args) -> int:
     print(f"bundle {info['path']}: {len(m['sparse_features'])} sparse features, "
           f"{len(m['tables'])} tables ({info['table_bytes'] / 2**20:.1f} MiB), "
           f"{info['seconds']['total']:.1f} s")
+    return 0
+
+
+def _export_delta(args) -> int:
+    import_tensorflow()
+    from recstrata.training.delta import write_delta_from_checkpoints
+
+    for p in [args.new_checkpoint] + ([args.since] if args.since else []):
+        if not os.path.isdir(p):
+            raise FileNotFoundError(f"{p}: no such checkpoint directory")
+    info = write_delta_from_checkpoints(args.bundle, args.since, args.new_checkpoint,
+                                        base_version=args.base_version,
+                                        training_step=args.training_step)
+    if info is None:
+        print("no embedding row changed: no delta written")
+    else:
+        print(f"delta {info['sequence']} at {info['path']}: {info['rows']} rows, "
+              f"{info['bytes'] / 2**20:.2f} MiB, {info['seconds']:.2f} s")
     return 0
 
 

@@ -35,6 +35,15 @@ def register(subparsers) -> None:
                    help="delete the checkpoints in the checkpoint directory and start over "
                         "(needed when the config changed since they were written)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--delta-bundle", metavar="BUNDLE",
+                   help="while training, write deltas of this served bundle version "
+                        "(BASE/<version>, exported from the checkpoint training resumes from): "
+                        "the embedding rows changed since the previous delta "
+                        "(docs/training.md, 'Deltas')")
+    p.add_argument("--delta-every-steps", type=int, default=0,
+                   help="with --delta-bundle: a delta every N training steps")
+    p.add_argument("--delta-every-seconds", type=float, default=0.0,
+                   help="with --delta-bundle: a delta every S seconds")
     p.add_argument("--metrics-out", help="write the per-epoch history as JSON to this file")
     p.set_defaults(func=_train)
 
@@ -83,7 +92,20 @@ def _train(args) -> int:
     if tr.cluster.is_chief:
         print(tr.summary(), file=sys.stderr)
     tr.restore()
+    hook = None
+    if args.delta_bundle:
+        from recstrata.training.delta import DeltaHook
+
+        hook = DeltaHook(args.delta_bundle, every_steps=args.delta_every_steps,
+                         every_seconds=args.delta_every_seconds,
+                         log=lambda s: print(s, file=sys.stderr))
+        hook.start(tr.model)
+        tr.step_hooks.append(hook)
+    elif args.delta_every_steps or args.delta_every_seconds:
+        raise ValueError("--delta-every-steps / --delta-every-seconds need --delta-bundle")
     history = tr.train()
+    if hook is not None:
+        hook.flush(tr.model, tr.global_step)   # the rows of the last steps
     out = [dataclasses.asdict(h) for h in history]
     if args.metrics_out and tr.cluster.is_chief:
         with open(args.metrics_out, "w") as fh:

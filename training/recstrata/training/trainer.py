@@ -167,6 +167,10 @@ class Trainer:
             self.manager = self._manager(cfg.train.checkpoint_dir, ckdir.CHECKPOINT_NAME)
         self._train_step = None
         self._eval_step = None
+        # Called after every training step with the trainer (e.g. recstrata.training.delta's
+        # DeltaHook, which writes deltas of a served bundle every N steps or seconds).
+        self.step_hooks: list[Callable[["Trainer"], None]] = []
+        self.global_step = 0   # steps run by this Trainer object (all epochs)
 
     # -- setup helpers
     def _say(self, msg: str) -> None:
@@ -348,6 +352,9 @@ class Trainer:
                 if t.checkpoint_every_steps and int(self.step_in_epoch.numpy()) % t.checkpoint_every_steps == 0:
                     self._save()
                 self._steps_this_call += 1
+                self.global_step += 1
+                for hook in self.step_hooks:
+                    hook(self)
                 if stop_after_steps is not None and self._steps_this_call >= stop_after_steps:
                     if bar is not None:
                         bar.close()
