@@ -1,8 +1,15 @@
 #include "host/manager.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <exception>
+#include <system_error>
+#include <thread>
 
 #include "base/status.h"
 #include "base/json_text.h"
@@ -16,6 +23,28 @@ std::string JoinVersions(const std::vector<int64_t>& vs) {
   std::string s;
   for (size_t i = 0; i < vs.size(); ++i) s += (i ? ", " : "") + std::to_string(vs[i]);
   return s.empty() ? "none" : s;
+}
+
+// Runs f on a short-lived thread whose nice value is raised by `nice` (as the
+// loader does for loads), so an apply yields the CPU to serving threads; on
+// this thread when nice is 0 or no thread can be started.
+template <typename F>
+void RunNiced(int nice, F&& f) {
+  if (nice > 0) {
+    try {
+      std::thread t([&] {
+        pid_t tid = static_cast<pid_t>(syscall(SYS_gettid));
+        errno = 0;
+        int cur = getpriority(PRIO_PROCESS, tid);
+        if (errno == 0) setpriority(PRIO_PROCESS, tid, cur + nice > 19 ? 19 : cur + nice);
+        f();
+      });
+      t.join();
+      return;
+    } catch (const std::system_error&) {
+    }
+  }
+  f();
 }
 
 // The delta applier of a bundle version (NULL for a SavedModel).
@@ -172,7 +201,10 @@ void Manager::ApplyDeltas(Slot& s) {
   }
   for (const auto& [v, sv] : *serving) {
     bundle::DeltaApplier* d = DeltasOf(sv->model());
-    if (!d || d->Poll() == 0) continue;  // no lock held: readers keep running
+    if (!d) continue;
+    size_t applied = 0;
+    RunNiced(load_nice_, [&] { applied = d->Poll(); });  // no lock held: readers keep running
+    if (applied == 0) continue;
     // The applied rows changed the store's files: a later revive compares against this.
     std::string fp = Fingerprint(sv->path());
     std::lock_guard<std::mutex> lk(mu_);
@@ -193,7 +225,7 @@ void Manager::Load(Slot& s, int64_t v, const std::string& path) {
   LoadResult r = loader_.Load(path, s.config_json);
   // A new bundle version catches up with its deltas before its first call.
   if (r.model)
-    if (bundle::DeltaApplier* d = DeltasOf(*r.model)) d->Poll();
+    if (bundle::DeltaApplier* d = DeltasOf(*r.model)) RunNiced(load_nice_, [&] { d->Poll(); });
   std::string fp = Fingerprint(path);
   LoadedLayout layout;
   if (r.model) layout = LayoutOf(*r.model);
