@@ -329,6 +329,18 @@ def main() -> int:
         for t in threads:
             t.join()
     dstat = [v for v in hosts["delta"].status("m")["versions"] if "deltas" in v]
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def _gauge(text, name):
+        return [s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+                if s.name == name]
+
+    apply_s = _gauge(hosts["delta"].metrics_text(), "rs_host_delta_apply_seconds")
+    load_s = _gauge(hosts["full"].metrics_text(), "rs_host_load_seconds")
+    apply_ms = float(np.mean(apply_s)) * 1e3 if apply_s else float("nan")
+    load_ms = float(np.median(load_s)) * 1e3 if load_s else float("nan")
+    print(f"newest delta apply {apply_ms:.1f} ms; full-version loads (open + warmup), median "
+          f"{load_ms:.0f} ms over {len(load_s)} versions")
     for h in hosts.values():
         h.close()
 
@@ -393,6 +405,7 @@ def main() -> int:
         "full_p99_ratio": f["p99_ratio"],
         "full_rss_growth_mib_per_hour_scaled": f["rss_growth_mib_per_hour_scaled"],
         "freshness_full_over_delta": f["freshness_p99_s"] / d["freshness_p99_s"],
+        "delta_apply_ms": apply_ms, "full_load_ms": load_ms,
         "rows": args.rows, "rows_per_step": args.rows_per_step, "delta_seconds": args.delta_seconds,
         "load_avg_1m": os.getloadavg()[0], "quick": args.quick,
     }
