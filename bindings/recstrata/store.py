@@ -196,6 +196,18 @@ class Store:
         check(lib().rs_store_stats_json(self._h, out, err), err)
         return json.loads(take_string(out[0]))
 
+    def remote_pointer(self, op: str = "get", arg: str = "") -> dict[str, Any]:
+        """Tiers "dram+redis": the model's serving pointer (rs_store_remote_pointer).
+
+        op: "get", "publish" (this store's key space becomes serving), "rollback" (serving and
+        backup swap) or "drop" (deletes key space ``arg``). Returns {"serving", "backup", "active"}.
+        """
+        self._check_open()
+        out = ffi.new("char**")
+        err = ffi.new("rs_error**")
+        check(lib().rs_store_remote_pointer(self._h, op.encode(), arg.encode(), out, err), err)
+        return json.loads(take_string(out[0]))
+
     def close(self) -> None:
         """Closes the store (idempotent). Tables become unusable."""
         if self._h is not None:
