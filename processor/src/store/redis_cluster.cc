@@ -99,7 +99,7 @@ bool ParseRedirect(const std::string& s, int* slot, std::string* host, int* port
   std::string addr = s.substr(b + 1);
   size_t c = addr.rfind(':');
   if (c == std::string::npos) return false;
-  *host = addr.substr(0, c);
+  *host = addr.substr(0, c);  // "" (no announced address): the node that answered
   *port = std::atoi(addr.c_str() + c + 1);
   return *port > 0 && *slot >= 0 && *slot < kSlots;
 }
@@ -435,18 +435,21 @@ void RedisCluster::Exec(const std::vector<std::vector<std::string>>& cmds,
             moved_.fetch_add(1, std::memory_order_relaxed);
             // Point the slot at its new owner at once (copy on write), then
             // reload the whole map before the retry.
-            auto m2 = std::make_shared<SlotMap>(*std::atomic_load(&map_));
-            Node* nn = NodeFor(host, port);
-            m2->slot[static_cast<size_t>(slot)] = nn;
-            bool known = false;
-            for (Node* x : m2->masters) known = known || x == nn;
-            if (!known) m2->masters.push_back(nn);
-            std::atomic_store(&map_, std::shared_ptr<const SlotMap>(m2));
+            Node* nn = NodeFor(host.empty() ? l.node->host : host, port);
+            std::shared_ptr<const SlotMap> cur = std::atomic_load(&map_);
+            if (cur->slot[static_cast<size_t>(slot)] != nn) {  // one copy per slot, not per key
+              auto m2 = std::make_shared<SlotMap>(*cur);
+              m2->slot[static_cast<size_t>(slot)] = nn;
+              bool known = false;
+              for (Node* x : m2->masters) known = known || x == nn;
+              if (!known) m2->masters.push_back(nn);
+              std::atomic_store(&map_, std::shared_ptr<const SlotMap>(m2));
+            }
             need_refresh = true;
             next.push_back(i);
           } else if (StartsWith(out.str, "ASK ") && ParseRedirect(out.str, &slot, &host, &port)) {
             ask_.fetch_add(1, std::memory_order_relaxed);
-            ask[i] = NodeFor(host, port);
+            ask[i] = NodeFor(host.empty() ? l.node->host : host, port);
             next.push_back(i);
           } else if (StartsWith(out.str, "TRYAGAIN")) {
             next.push_back(i);
