@@ -326,3 +326,26 @@ def test_bad_options(redis_cluster):
         remote(redis_cluster, model="m2", space="x", dram_capacity_bytes=1024).create_table("t", 4)
     with pytest.raises(errors.FailedPreconditionError, match="no backup"):
         s.remote_pointer("rollback")
+
+
+def test_a_write_on_one_host_reaches_the_others_cached_copies(redis_cluster):
+    keys = np.arange(200, dtype=np.int64)
+    w = remote(redis_cluster, model="c", space="c1")
+    w.create_table("t", DIM).bulk_load(keys, np.full((200, DIM), 1.0, np.float32))
+    w.remote_pointer("publish")
+    readers = [remote(redis_cluster, model="c", space=None, redis_poll_ms=50) for _ in range(2)]
+    for r in readers:
+        assert (r.table("t").lookup(keys)[0] == 1.0).all()  # now cached
+        assert r.stats()["tables"]["t"]["dram_rows"] == 200
+    w.table("t").upsert(keys[:20], np.full((20, DIM), 7.0, np.float32))
+    w.table("t").delete(keys[20:30])
+    end = time.monotonic() + 10
+    while True:
+        outs = [r.table("t").lookup(keys) for r in readers]
+        if all((o[:20] == 7.0).all() and not f[20:30].any() for o, f in outs):
+            break
+        assert time.monotonic() < end, "the change notices did not reach the other stores"
+        time.sleep(0.02)
+    for o, f in outs:
+        assert (o[30:] == 1.0).all() and f[30:].all()
+    assert all(r.stats()["remote"]["changed_keys_dropped"] >= 30 for r in readers)

@@ -116,11 +116,15 @@ void CachedTable::Write(const int64_t* keys, size_t n, const float* rows, bool b
   } catch (...) {
     for (size_t i = 0; i < n; ++i) dram_->Erase(keys[i], HashKey(keys[i]));
     write_gen_.fetch_add(1, std::memory_order_acq_rel);
-    if (fresh) {
-      rows_.fetch_add(static_cast<uint64_t>(fresh), std::memory_order_relaxed);
-      if (on_rows_changed) on_rows_changed(fresh);
-    }
     epoch_->TryAdvance();
+    try {
+      if (fresh) {
+        rows_.fetch_add(static_cast<uint64_t>(fresh), std::memory_order_relaxed);
+        if (on_rows_changed) on_rows_changed(fresh);
+      }
+      if (on_written) on_written(keys, n);
+    } catch (...) {
+    }
     throw;
   }
   for (size_t i = 0; i < n; ++i) {
@@ -130,11 +134,12 @@ void CachedTable::Write(const int64_t* keys, size_t n, const float* rows, bool b
   }
   write_gen_.fetch_add(1, std::memory_order_acq_rel);
   payload_written_.fetch_add(n * (8 + 4 * dim), std::memory_order_relaxed);
+  epoch_->TryAdvance();
   if (fresh) {
     rows_.fetch_add(static_cast<uint64_t>(fresh), std::memory_order_relaxed);
     if (on_rows_changed) on_rows_changed(fresh);
   }
-  epoch_->TryAdvance();
+  if (on_written) on_written(keys, n);
 }
 
 void CachedTable::Upsert(const int64_t* keys, size_t n, const float* rows) { Write(keys, n, rows, false); }
@@ -158,11 +163,19 @@ void CachedTable::Delete(const int64_t* keys, size_t n) {
   }
   for (int64_t k : uniq) dram_->Erase(k, HashKey(k));
   write_gen_.fetch_add(1, std::memory_order_acq_rel);
+  epoch_->TryAdvance();
   if (gone) {
     uint64_t cur = rows_.load();
     rows_.store(cur >= gone ? cur - gone : 0, std::memory_order_relaxed);
     if (on_rows_changed) on_rows_changed(-static_cast<int64_t>(gone));
   }
+  if (on_written) on_written(uniq.data(), uniq.size());
+}
+
+void CachedTable::Forget(const int64_t* keys, size_t n) {
+  write_gen_.fetch_add(1, std::memory_order_acq_rel);
+  for (size_t i = 0; i < n; ++i) dram_->Erase(keys[i], HashKey(keys[i]));
+  write_gen_.fetch_add(1, std::memory_order_acq_rel);
   epoch_->TryAdvance();
 }
 

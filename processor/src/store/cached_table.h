@@ -15,7 +15,8 @@
 // failed write may leave part of the batch written; the DRAM copies of the
 // whole batch are dropped so reads refetch).
 //
-// Invalidate() drops the whole cache (the store calls it when the serving
+// Forget() drops given keys (another host changed them: the store reads
+// change notices). Invalidate() drops the whole cache (the store calls it when the serving
 // key space changes). A row read from the tier before an Invalidate or a
 // write to the table is not admitted afterwards (generation checks under the
 // shard mutex), so the cache never holds a row older than the tier's.
@@ -62,10 +63,15 @@ class CachedTable final : public Table {
   TableStats Stats() const override;
 
   void Invalidate();
+  // Drops the DRAM copies of n keys (another host changed them).
+  void Forget(const int64_t* keys, size_t n);
   // Row count as the backing tier's metadata says (set by the store).
   void set_rows(uint64_t r) { rows_.store(r, std::memory_order_relaxed); }
   // Called after a write with the change of the row count (new minus deleted keys).
   std::function<void(int64_t)> on_rows_changed;
+  // Called after the backing tier accepted (part of) a write or delete of
+  // these keys; may throw (the write's caller sees the error).
+  std::function<void(const int64_t*, size_t)> on_written;
 
  private:
   void Write(const int64_t* keys, size_t n, const float* rows, bool bulk);

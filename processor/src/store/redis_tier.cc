@@ -17,6 +17,7 @@ std::string Row(const std::string& model, const std::string& space, const std::s
 }
 std::string Meta(const std::string& model, const std::string& space) { return "rsm:" + model + ":" + space; }
 std::string Pointer(const std::string& model) { return "rsp:" + model; }
+std::string Changes(const std::string& model, const std::string& space) { return "rsc:" + model + ":" + space; }
 
 namespace {
 uint32_t RowCrc(int64_t id, const float* row, int32_t dim) {

@@ -5,6 +5,7 @@
 //   rsp:<model>                       hash {serving: <space>, backup: <space>}
 //   rsm:<model>:<space>               hash {<table>#dim, <table>#rows, <table>#default}
 //   rs:<model>:<space>:<table>:<id>   string: a row value
+//   rsc:<model>:<space>               stream of change notices {table, keys: int64[]}
 //
 // A key space is one full version of the model's tables (an export writes
 // one); `serving` names the space hosts read, `backup` the one before it,
@@ -53,6 +54,7 @@ std::string Row(const std::string& model, const std::string& space, const std::s
 std::string RowPrefix(const std::string& model, const std::string& space);  // "rs:<model>:<space>:"
 std::string Meta(const std::string& model, const std::string& space);
 std::string Pointer(const std::string& model);
+std::string Changes(const std::string& model, const std::string& space);  // "rsc:<model>:<space>"
 constexpr size_t kValueHeader = 16;
 std::string EncodeValue(int64_t id, const float* row, int32_t dim);
 // false unless the value is a well-formed row of `dim` for `id`.

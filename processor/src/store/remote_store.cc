@@ -94,6 +94,7 @@ class RemoteStore final : public Store {
     std::string space = follow_ ? PointerField("serving") : o.redis_key_space();
     if (!space.empty()) {
       std::map<std::string, TableMeta> meta = LoadMeta(space);
+      changes_id_ = LastChangeId(space);
       space_.Set(space);
       std::lock_guard<std::mutex> lock(mu_);
       for (auto& kv : meta) AddTableLocked(kv.first, kv.second);
@@ -178,6 +179,7 @@ class RemoteStore final : public Store {
     kv("switches", switches_.load());
     kv("switch_failures", switch_failures_.load());
     kv("poll_errors", poll_errors_.load());
+    kv("changed_keys_dropped", changes_seen_.load());
     kv("commands", c.commands);
     kv("round_trips", c.round_trips);
     kv("errors", c.errors);
@@ -273,6 +275,20 @@ class RemoteStore final : public Store {
     t->on_rows_changed = [this, name](int64_t d) {
       cluster_->Command({"HINCRBY", redis_keys::Meta(model_, *space_.space()), name + "#rows", std::to_string(d)});
     };
+    t->on_written = [this, name](const int64_t* keys, size_t n) {
+      // The change notice every other host's watcher reads to drop its cached copies.
+      const std::string stream = redis_keys::Changes(model_, *space_.space());
+      for (size_t base = 0; base < n; base += 16384) {
+        const size_t m = std::min<size_t>(16384, n - base);
+        try {
+          cluster_->Command({"XADD", stream, "MAXLEN", "~", "10000", "*", "table", name, "keys",
+                             std::string(reinterpret_cast<const char*>(keys + base), 8 * m)});
+        } catch (const Error& e) {
+          Fail(RS_ERR_IO, std::string("rows written, but their change notice failed (other hosts keep "
+                                      "serving their cached copies until evicted): ") + e.what());
+        }
+      }
+    };
     CachedTable* raw = t.get();
     tables_[name] = std::move(t);
     return raw;
@@ -297,6 +313,7 @@ class RemoteStore final : public Store {
         auto it = tables_.find(kv.first);
         if (it != tables_.end()) it->second->set_rows(kv.second.rows);
       }
+      ReadChangesLocked(serving);
       return;
     }
     for (auto& kv : tables_) {
@@ -308,6 +325,7 @@ class RemoteStore final : public Store {
         return;
       }
     }
+    changes_id_ = LastChangeId(serving);
     space_.Set(serving);
     for (auto& kv : meta) {
       auto it = tables_.find(kv.first);
@@ -319,6 +337,43 @@ class RemoteStore final : public Store {
       }
     }
     switches_.fetch_add(1);
+  }
+
+  // The id of the newest change notice of a space ("0-0" if none).
+  std::string LastChangeId(const std::string& space) {
+    RedisReply r = cluster_->Command({"XREVRANGE", redis_keys::Changes(model_, space), "+", "-", "COUNT", "1"});
+    if (r.kind == RedisReply::kArray && !r.elements.empty() && !r.elements[0].elements.empty())
+      return r.elements[0].elements[0].str;
+    return "0-0";
+  }
+
+  // Drops the cached copies of keys other hosts changed since the last poll
+  // (poll_mu_ and mu_ held).
+  void ReadChangesLocked(const std::string& space) {
+    const std::string stream = redis_keys::Changes(model_, space);
+    for (int round = 0; round < 100; ++round) {
+      RedisReply r = cluster_->Command({"XREAD", "COUNT", "1000", "STREAMS", stream, changes_id_}, 4);
+      if (r.kind != RedisReply::kArray || r.elements.empty()) return;
+      const RedisReply& entries = r.elements[0].elements.size() == 2 ? r.elements[0].elements[1] : RedisReply();
+      if (entries.elements.empty()) return;
+      for (const RedisReply& e : entries.elements) {
+        if (e.elements.size() != 2) continue;
+        changes_id_ = e.elements[0].str;
+        const RedisReply& f = e.elements[1];
+        std::string table, keys;
+        for (size_t i = 0; i + 1 < f.elements.size(); i += 2) {
+          if (f.elements[i].str == "table") table = f.elements[i + 1].str;
+          else if (f.elements[i].str == "keys") keys = f.elements[i + 1].str;
+        }
+        auto it = tables_.find(table);
+        if (it == tables_.end() || keys.size() % 8) continue;
+        std::vector<int64_t> k(keys.size() / 8);
+        std::memcpy(k.data(), keys.data(), keys.size());
+        it->second->Forget(k.data(), k.size());
+        changes_seen_.fetch_add(k.size());
+      }
+      if (entries.elements.size() < 1000) return;
+    }
   }
 
   void WatchLoop() {
@@ -360,6 +415,7 @@ class RemoteStore final : public Store {
       } while (cursor != "0");
     }
     cluster_->Command({"UNLINK", redis_keys::Meta(model_, space)});
+    cluster_->Command({"UNLINK", redis_keys::Changes(model_, space)});
   }
 
   std::string model_, url_;
@@ -372,7 +428,8 @@ class RemoteStore final : public Store {
   mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<CachedTable>> tables_;
   std::mutex poll_mu_;
-  std::atomic<uint64_t> switches_{0}, switch_failures_{0}, poll_errors_{0};
+  std::atomic<uint64_t> switches_{0}, switch_failures_{0}, poll_errors_{0}, changes_seen_{0};
+  std::string changes_id_ = "0-0";  // last change notice read (poll_mu_)
   mutable std::mutex emu_;
   std::string last_error_;
   std::mutex wmu_;
