@@ -260,3 +260,21 @@ def rss_kib() -> int:
 @pytest.fixture(scope="session")
 def rss():
     return rss_kib
+
+
+# ---- a real Redis Cluster (tests/redis_cluster.py) --------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory):
+    """A fresh 3-master Redis Cluster on loopback ports for one test module."""
+    import redis_cluster as rc
+
+    why = rc.available()
+    if why:
+        pytest.skip(why)
+    c = rc.RedisTestCluster(tmp_path_factory.mktemp("redis"))
+    try:
+        yield c
+    finally:
+        c.stop()

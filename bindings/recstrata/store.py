@@ -72,6 +72,13 @@ class Table:
         if self._store._h is None:
             self._store._check_open()
         fb = ffi.from_buffer
+        if self._store._remote:
+            # A remote tier's failure is not repeatable for free (timeouts, counted errors):
+            # collect the message from the one call.
+            err = ffi.new("rs_error**")
+            check(self._lookup_fn(self._h, fb("int64_t[]", k), n, fb("float[]", out),
+                                  fb("uint8_t[]", found), err), err)
+            return out, found
         code = self._lookup_fn(self._h, fb("int64_t[]", k), n, fb("float[]", out),
                                fb("uint8_t[]", found), ffi.NULL)
         if code:
@@ -123,6 +130,7 @@ class Store:
 
     def __init__(self, path: str | None = None, **options: Any):
         self.path = None if path is None else str(path)
+        self._remote = options.get("tiers") == "dram+redis"
         out = ffi.new("rs_store**")
         err = ffi.new("rs_error**")
         opts = json.dumps(options).encode() if options else ffi.NULL
@@ -194,6 +202,18 @@ class Store:
         out = ffi.new("char**")
         err = ffi.new("rs_error**")
         check(lib().rs_store_stats_json(self._h, out, err), err)
+        return json.loads(take_string(out[0]))
+
+    def remote_pointer(self, op: str = "get", arg: str = "") -> dict[str, Any]:
+        """Tiers "dram+redis": the model's serving pointer (rs_store_remote_pointer).
+
+        op: "get", "publish" (this store's key space becomes serving), "rollback" (serving and
+        backup swap) or "drop" (deletes key space ``arg``). Returns {"serving", "backup", "active"}.
+        """
+        self._check_open()
+        out = ffi.new("char**")
+        err = ffi.new("rs_error**")
+        check(lib().rs_store_remote_pointer(self._h, op.encode(), arg.encode(), out, err), err)
         return json.loads(take_string(out[0]))
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""`recstrata store-repair` (registered by recstrata.cli)."""
+"""`recstrata store-repair` and `recstrata redis-pointer` (registered by recstrata.cli)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,19 @@ def register(subparsers) -> None:
     r.add_argument("--json", action="store_true", help="print the whole report as JSON")
     r.set_defaults(func=_repair)
 
+    p = subparsers.add_parser(
+        "redis-pointer", help="show, roll back or clean a model's serving key space in Redis",
+        description="The serving pointer of a model served with feature_store_type cluster_redis "
+                    "(docs/store.md, \"Remote tier\"): `get` prints it, `rollback` swaps serving "
+                    "and backup atomically (every host follows within redis_poll_ms), `drop "
+                    "SPACE` deletes a key space that is neither serving nor backup. The password "
+                    "is read from $RECSTRATA_REDIS_PASSWORD.")
+    p.add_argument("op", choices=("get", "rollback", "drop"))
+    p.add_argument("space", nargs="?", default="", help="with drop: the key space to delete")
+    p.add_argument("--redis-url", required=True, help="seed nodes, host:port,host:port")
+    p.add_argument("--redis-model", required=True, help="model name in the Redis keys")
+    p.set_defaults(func=_pointer)
+
 
 def _repair(args) -> int:
     from recstrata.store import repair
@@ -31,3 +44,17 @@ def _repair(args) -> int:
         rows = {name: t["rows"] for name, t in report["tables"].items()}
         print(f"repaired {args.dir}: {len(dropped)} range(s) dropped; rows per table {rows}")
     return 3 if dropped else 0
+
+
+def _pointer(args) -> int:
+    import os
+
+    from recstrata.store import Store
+
+    if args.op == "drop" and not args.space:
+        raise ValueError("drop needs the key space to delete")
+    with Store(None, tiers="dram+redis", redis_url=args.redis_url, redis_model=args.redis_model,
+               redis_password=os.environ.get("RECSTRATA_REDIS_PASSWORD", ""),
+               dram_capacity_bytes=1 << 16) as s:
+        print(json.dumps(s.remote_pointer(args.op, args.space)))
+    return 0

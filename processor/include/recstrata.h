@@ -414,9 +414,21 @@ RS_API int rs_store_compact(rs_store* store, rs_error** error) RS_NOEXCEPT;
  * dram_hits, dram_misses, ssd_hits, ssd_misses, evictions, admissions, files,
  * disk_bytes, live_payload_bytes, payload_bytes_written, disk_bytes_written,
  * write_amplification, compactions, compaction_bytes_written,
- * corrupt_records, recovered_records, truncated_bytes}}}. rs_free it. */
+ * corrupt_records, recovered_records, truncated_bytes, remote_hits,
+ * remote_misses, remote_errors, remote_corrupt, failed_lookups}}, and with
+ * tiers "dram+redis" "remote": {url, model, key_space, round_trips, errors,
+ * timeouts, moved, ask, bytes_in, bytes_out, ...} (docs/store.md)}. rs_free it. */
 RS_API int rs_store_stats_json(rs_store* store, char** out_json,
                                rs_error** error) RS_NOEXCEPT;
+/* Tiers "dram+redis" only (else RS_ERR_FAILED_PRECONDITION): the model's
+ * serving pointer in Redis. op "get" | "publish" (this store's key space
+ * becomes serving, the previous serving one backup) | "rollback" (serving
+ * and backup swap, atomically) | "drop" (deletes key space `arg`; refused
+ * for the serving or backup one). *out_json (rs_free it) receives
+ * {"serving", "backup", "active"}. Redis failures are RS_ERR_IO.
+ * Thread-safe. */
+RS_API int rs_store_remote_pointer(rs_store* store, const char* op, const char* arg,
+                                   char** out_json, rs_error** error) RS_NOEXCEPT;
 
 /* ---- Core allocator ---------------------------------------------------- */
 

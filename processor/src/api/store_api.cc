@@ -148,4 +148,14 @@ RS_API int rs_store_stats_json(rs_store* store, char** out_json, rs_error** erro
   RS_API_END(error);
 }
 
+RS_API int rs_store_remote_pointer(rs_store* store, const char* op, const char* arg, char** out_json,
+                                   rs_error** error) noexcept {
+  if (out_json) *out_json = nullptr;
+  RS_API_BEGIN(error);
+  rs::Check(store != nullptr && op != nullptr && out_json != nullptr, RS_ERR_INVALID_ARGUMENT,
+            "store, op or out is NULL");
+  *out_json = rs::MallocCopy(store->impl->RemotePointer(op, arg ? arg : ""));
+  RS_API_END(error);
+}
+
 }  // extern "C"

@@ -45,6 +45,28 @@ recstrata::store::StoreOptions BundleStoreOptions(const recstrata::bundle::Store
   if (!opt.bundle_cache_policy().empty()) policy = opt.bundle_cache_policy();
 
   recstrata::store::StoreOptions o;
+  const std::string& fst = opt.feature_store_type();
+  if (fst == "cluster_redis") {
+    // The tables live in a Redis Cluster; DRAM is a bounded cache over it.
+    if (opt.redis_url().empty()) Fail(RS_ERR_INVALID_ARGUMENT, "feature_store_type 'cluster_redis' needs redis_url");
+    if (opt.redis_model_name().empty())
+      Fail(RS_ERR_INVALID_ARGUMENT, "feature_store_type 'cluster_redis' needs redis_model_name");
+    o.set_tiers("dram+redis");
+    o.set_redis_url(opt.redis_url());
+    if (!opt.redis_password().empty()) o.set_redis_password(opt.redis_password());
+    o.set_redis_model(opt.redis_model_name());
+    if (!opt.redis_key_space().empty()) o.set_redis_key_space(opt.redis_key_space());
+    if (opt.redis_command_timeout_ms()) o.set_redis_command_timeout_ms(opt.redis_command_timeout_ms());
+    if (opt.redis_connect_timeout_ms()) o.set_redis_connect_timeout_ms(opt.redis_connect_timeout_ms());
+    if (opt.redis_poll_ms()) o.set_redis_poll_ms(opt.redis_poll_ms());
+    if (cap) o.set_dram_capacity_bytes(cap);
+    if (!policy.empty()) o.set_cache_policy(policy);
+    return o;
+  }
+  if (fst == "redis")
+    Fail(RS_ERR_UNIMPLEMENTED, "feature_store_type 'redis' (a standalone Redis) is not supported; use 'cluster_redis'");
+  if (!fst.empty() && fst != "memory")
+    Fail(RS_ERR_INVALID_ARGUMENT, "feature_store_type must be 'memory' or 'cluster_redis', got '" + fst + "'");
   o.set_create_if_missing(false);
   // A bundle's store must be as the export closed it: the clean-close record
   // is required and every open checks files, sizes and row counts against it.
@@ -242,20 +264,28 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
 
   // The store: one per model, shared by every session.
   if (!tables_.empty()) {
-    const std::string store_dir = options.bundle_store_dir().empty()
-                                      ? JoinInside(bundle_dir_, m.store().dir(), "store")
-                                      : options.bundle_store_dir();
+    const bool remote = options.feature_store_type() == "cluster_redis";
+    const std::string store_dir = remote                               ? std::string()
+                                  : options.bundle_store_dir().empty() ? JoinInside(bundle_dir_, m.store().dir(), "store")
+                                                                       : options.bundle_store_dir();
+    const recstrata::store::StoreOptions sopts = BundleStoreOptions(m.store(), options, store_dir);
     try {
-      store_ = rs::store::Store::Open(store_dir, BundleStoreOptions(m.store(), options, store_dir));
+      store_ = rs::store::Store::Open(store_dir, sopts);
     } catch (const Error& e) {
-      if (e.code() != RS_ERR_NOT_FOUND) throw;
+      if (e.code() != RS_ERR_NOT_FOUND || remote) throw;
       Fail(RS_ERR_CORRUPTION, "bundle " + bundle_dir_ + ": its store is missing: " + e.what());
     }
+    const std::string where = remote ? "redis model '" + sopts.redis_model() + "' (key space '" +
+                                           (sopts.redis_key_space().empty() ? "serving pointer" : sopts.redis_key_space()) + "')"
+                                     : "the store";
+    if (remote && store_->TableNames().empty())
+      Fail(RS_ERR_NOT_FOUND, "bundle " + bundle_dir_ + ": " + where +
+                                 " holds no tables (export with --redis-url, which publishes the key space)");
     for (auto& t : tables_) {
       for (auto& s : t->subs) {
         rs::store::Table* st = store_->FindTable(s.store_table);
         if (!st)
-          Fail(RS_ERR_CORRUPTION, "bundle " + bundle_dir_ + ": the store has no table '" +
+          Fail(RS_ERR_CORRUPTION, "bundle " + bundle_dir_ + ": " + where + " has no table '" +
                                       s.store_table + "' (table '" + t->name + "')");
         if (st->dim() != s.dim)
           Fail(RS_ERR_CORRUPTION, "bundle " + bundle_dir_ + ": store table '" + s.store_table +
@@ -270,22 +300,27 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
       }
     }
     // Deltas: the version number is the directory's name (the host's layout).
-    std::vector<DeltaTarget> targets;
-    for (auto& t : tables_)
-      for (auto& s : t->subs)
-        targets.push_back({s.store_table, s.rows, s.dim, const_cast<rs::store::Table*>(s.table)});
-    int64_t version = 0;
-    {
-      std::string dir = bundle_dir_;
-      while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-      const std::string name = dir.substr(dir.find_last_of('/') + 1);
-      if (!name.empty() && name.size() < 19 &&
-          name.find_first_not_of("0123456789") == std::string::npos)
-        version = std::stoll(name);
+    // A Redis-backed bundle takes no deltas here: its rows are shared by many
+    // hosts, so one writer updates Redis and the others' caches follow its
+    // change notices (docs/store.md).
+    if (!remote) {
+      std::vector<DeltaTarget> targets;
+      for (auto& t : tables_)
+        for (auto& s : t->subs)
+          targets.push_back({s.store_table, s.rows, s.dim, const_cast<rs::store::Table*>(s.table)});
+      int64_t version = 0;
+      {
+        std::string dir = bundle_dir_;
+        while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+        const std::string name = dir.substr(dir.find_last_of('/') + 1);
+        if (!name.empty() && name.size() < 19 &&
+            name.find_first_not_of("0123456789") == std::string::npos)
+          version = std::stoll(name);
+      }
+      deltas_ = std::make_unique<DeltaApplier>(bundle_dir_, store_dir, version, store_.get(),
+                                               std::move(targets));
+      deltas_->RecoverOnOpen();
     }
-    deltas_ = std::make_unique<DeltaApplier>(bundle_dir_, store_dir, version, store_.get(),
-                                             std::move(targets));
-    deltas_->RecoverOnOpen();
   }
 }
 

@@ -22,14 +22,14 @@ std::string BundleInputStage::StatsJson() const {
     j += ",\"values\":" + std::to_string(features_[i]->values.load()) + "}";
   }
   j += "],\"tables\":[";
-  uint64_t tot_dram = 0, tot_ssd = 0, tot_miss = 0;
+  uint64_t tot_dram = 0, tot_ssd = 0, tot_remote = 0, tot_miss = 0;
   for (size_t i = 0; i < tables_.size(); ++i) {
     const TableRt& t = *tables_[i];
     if (i) j += ",";
     j += "{\"name\":";
     AppendJsonString(j, t.name);
     j += ",\"subtables\":[";
-    uint64_t dh = 0, sh = 0, ms = 0;
+    uint64_t dh = 0, sh = 0, rh = 0, ms = 0;
     for (size_t s = 0; s < t.subs.size(); ++s) {
       const auto st = t.subs[s].table->Stats();
       if (s) j += ",";
@@ -40,20 +40,33 @@ std::string BundleInputStage::StatsJson() const {
            ",\"dram_hits\":" + std::to_string(st.dram_hits) +
            ",\"dram_misses\":" + std::to_string(st.dram_misses) +
            ",\"ssd_hits\":" + std::to_string(st.ssd_hits) +
-           ",\"ssd_misses\":" + std::to_string(st.ssd_misses) + "}";
+           ",\"ssd_misses\":" + std::to_string(st.ssd_misses) +
+           ",\"remote_hits\":" + std::to_string(st.remote_hits) +
+           ",\"remote_misses\":" + std::to_string(st.remote_misses) +
+           ",\"remote_errors\":" + std::to_string(st.remote_errors) +
+           ",\"remote_corrupt\":" + std::to_string(st.remote_corrupt) + "}";
       dh += st.dram_hits;
       sh += st.ssd_hits;
-      ms += st.ssd_misses;
+      rh += st.remote_hits;
+      ms += st.ssd_misses + st.remote_misses;
     }
     j += "],\"dram_hits\":" + std::to_string(dh) + ",\"ssd_hits\":" + std::to_string(sh) +
-         ",\"missing\":" + std::to_string(ms) + "}";
+         ",\"remote_hits\":" + std::to_string(rh) + ",\"missing\":" + std::to_string(ms) + "}";
     tot_dram += dh;
     tot_ssd += sh;
+    tot_remote += rh;
     tot_miss += ms;
   }
-  const double all = static_cast<double>(tot_dram + tot_ssd + tot_miss);
+  const double all = static_cast<double>(tot_dram + tot_ssd + tot_remote + tot_miss);
   j += "],\"dram_hits\":" + std::to_string(tot_dram) + ",\"ssd_hits\":" + std::to_string(tot_ssd) +
-       ",\"dram_hit_rate\":" + std::to_string(all > 0 ? tot_dram / all : 0.0) + "}";
+       ",\"remote_hits\":" + std::to_string(tot_remote) +
+       ",\"dram_hit_rate\":" + std::to_string(all > 0 ? tot_dram / all : 0.0);
+  // Tiers "dram+redis": the Redis client's counters (round trips, bytes, errors, key space).
+  if (store_) {
+    const std::string remote = store_->Stats().remote_json;
+    if (!remote.empty()) j += ",\"remote\":" + remote;
+  }
+  j += "}";
   return j;
 }
 

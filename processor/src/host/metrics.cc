@@ -63,7 +63,39 @@ double Field(const google::protobuf::Struct& s, const char* k) {
 struct TierStats {
   std::string labels;
   double rows = 0, dram_rows = 0, dram_bytes = 0, dram_hits = 0, dram_misses = 0, ssd_hits = 0, ssd_misses = 0;
+  double remote_hits = 0, remote_misses = 0, remote_errors = 0, remote_corrupt = 0;
 };
+
+// The Redis client's counters of a bundle whose store has tiers "dram+redis".
+struct RemoteStats {
+  std::string labels;
+  double commands = 0, round_trips = 0, errors = 0, timeouts = 0, moved = 0, ask = 0, bytes_in = 0, bytes_out = 0,
+         switches = 0;
+};
+
+std::vector<RemoteStats> RemoteStoreStats(const std::string& model, int64_t version, const std::string& json) {
+  std::vector<RemoteStats> out;
+  google::protobuf::Struct root;
+  if (json.empty() || !google::protobuf::json::JsonStringToMessage(json, &root).ok()) return out;
+  auto b = root.fields().find("bundle");
+  if (b == root.fields().end() || !b->second.has_struct_value()) return out;
+  auto r = b->second.struct_value().fields().find("remote");
+  if (r == b->second.struct_value().fields().end() || !r->second.has_struct_value()) return out;
+  const auto& st = r->second.struct_value();
+  RemoteStats rs;
+  rs.labels = MV(model, version);
+  rs.commands = Field(st, "commands");
+  rs.round_trips = Field(st, "round_trips");
+  rs.errors = Field(st, "errors");
+  rs.timeouts = Field(st, "timeouts");
+  rs.moved = Field(st, "moved");
+  rs.ask = Field(st, "ask");
+  rs.bytes_in = Field(st, "bytes_in");
+  rs.bytes_out = Field(st, "bytes_out");
+  rs.switches = Field(st, "switches");
+  out.push_back(rs);
+  return out;
+}
 
 std::vector<TierStats> StoreStats(const std::string& model, int64_t version, const std::string& json) {
   std::vector<TierStats> out;
@@ -89,6 +121,10 @@ std::vector<TierStats> StoreStats(const std::string& model, int64_t version, con
       ts.dram_misses += Field(st, "dram_misses");
       ts.ssd_hits += Field(st, "ssd_hits");
       ts.ssd_misses += Field(st, "ssd_misses");
+      ts.remote_hits += Field(st, "remote_hits");
+      ts.remote_misses += Field(st, "remote_misses");
+      ts.remote_errors += Field(st, "remote_errors");
+      ts.remote_corrupt += Field(st, "remote_corrupt");
     }
     out.push_back(ts);
   }
@@ -209,10 +245,40 @@ std::string RenderMetrics(const std::vector<ModelMetrics>& models) {
         {"rs_host_store_dram_misses_total", "counter", "Lookups the DRAM tier missed.", &TierStats::dram_misses},
         {"rs_host_store_ssd_hits_total", "counter", "Lookups served by the SSD tier.", &TierStats::ssd_hits},
         {"rs_host_store_ssd_misses_total", "counter", "Lookups the SSD tier missed.", &TierStats::ssd_misses},
+        {"rs_host_store_remote_hits_total", "counter", "DRAM misses served by the Redis tier.", &TierStats::remote_hits},
+        {"rs_host_store_remote_misses_total", "counter", "DRAM misses the Redis tier does not hold.", &TierStats::remote_misses},
+        {"rs_host_store_remote_errors_total", "counter", "DRAM misses the Redis tier could not answer.", &TierStats::remote_errors},
+        {"rs_host_store_remote_corrupt_total", "counter", "Damaged values refused from the Redis tier.", &TierStats::remote_corrupt},
     };
     for (const auto& c : cols) {
       Header(out, c.name, c.type, c.help);
       for (const auto& t : tiers) out += std::string(c.name) + "{" + t.labels + "} " + Num(t.*c.field) + "\n";
+    }
+  }
+  std::vector<RemoteStats> remotes;
+  for (const auto& m : models)
+    for (const auto& v : m.versions)
+      for (auto& r : RemoteStoreStats(m.name, v.version, v.stats_json)) remotes.push_back(std::move(r));
+  if (!remotes.empty()) {
+    struct Col {
+      const char* name;
+      const char* help;
+      double RemoteStats::*field;
+    };
+    const Col cols[] = {
+        {"rs_host_redis_commands_total", "Commands sent to the Redis Cluster.", &RemoteStats::commands},
+        {"rs_host_redis_round_trips_total", "Pipelines sent to a Redis node and read back.", &RemoteStats::round_trips},
+        {"rs_host_redis_errors_total", "Redis commands that failed.", &RemoteStats::errors},
+        {"rs_host_redis_timeouts_total", "Redis connects or replies that failed or timed out.", &RemoteStats::timeouts},
+        {"rs_host_redis_moved_total", "MOVED redirections followed.", &RemoteStats::moved},
+        {"rs_host_redis_ask_total", "ASK redirections followed.", &RemoteStats::ask},
+        {"rs_host_redis_bytes_in_total", "Reply payload bytes read from Redis.", &RemoteStats::bytes_in},
+        {"rs_host_redis_bytes_out_total", "Command bytes sent to Redis.", &RemoteStats::bytes_out},
+        {"rs_host_redis_key_space_switches_total", "Serving key-space switches followed.", &RemoteStats::switches},
+    };
+    for (const auto& c : cols) {
+      Header(out, c.name, "counter", c.help);
+      for (const auto& r : remotes) out += std::string(c.name) + "{" + r.labels + "} " + Num(r.*c.field) + "\n";
     }
   }
   return out;

@@ -27,6 +27,8 @@
 #include "google/protobuf/json/json.h"
 #include "recstrata/store/store.pb.h"
 #include "store/data_file.h"
+#include "store/remote_store.h"
+#include "store/stats_json.h"
 #include "store/table.h"
 
 namespace rs {
@@ -104,7 +106,7 @@ Resolved Resolve(const pb::StoreOptions& o) {
   if (o.has_tiers()) {
     if (o.tiers() == "dram") r.ssd_tier = false;
     else if (o.tiers() == "dram+ssd") r.ssd_tier = true;
-    else bad("tiers must be \"dram\" or \"dram+ssd\", got \"" + o.tiers() + "\"");
+    else bad("tiers must be \"dram\", \"dram+ssd\" or \"dram+redis\", got \"" + o.tiers() + "\"");
   }
   if (o.has_dram_capacity_bytes()) r.dram_capacity_bytes = o.dram_capacity_bytes();
   if (o.has_cache_policy()) {
@@ -154,6 +156,10 @@ Resolved Resolve(const pb::StoreOptions& o) {
     else if (o.recovery() == "require_clean") r.require_clean = true;
     else bad("recovery must be \"strict\", \"repair\" or \"require_clean\"");
   }
+  if (o.has_redis_url() || o.has_redis_password() || o.has_redis_model() || o.has_redis_key_space() ||
+      o.has_redis_connect_timeout_ms() || o.has_redis_command_timeout_ms() || o.has_redis_down_ms() ||
+      o.has_redis_poll_ms())
+    bad("redis_* options need tiers \"dram+redis\"");
   if (o.has_verify()) {
     if (o.verify() == "auto") r.verify_full = false;
     else if (o.verify() == "full") r.verify_full = true;
@@ -169,6 +175,70 @@ void AppendKV(std::string& s, const char* k, uint64_t v, bool comma = true) {
   s += std::to_string(v);
   if (comma) s += ", ";
 }
+
+}  // namespace
+
+std::string StoreStatsJson(const StoreStats& s) {
+  std::string j = "{\"dir\": " + JsonString(s.dir) + ", \"tiers\": " + JsonString(s.tiers) + ", ";
+  AppendKV(j, "format_version", s.format_version);
+  AppendKV(j, "last_sequence", s.last_sequence);
+  j += "\"recovery\": \"" + s.recovery + "\", \"dropped\": [";
+  for (size_t i = 0; i < s.dropped.size(); ++i) {
+    const DroppedData& d = s.dropped[i];
+    if (i) j += ", ";
+    j += "{\"table\": " + JsonString(d.table) + ", \"file\": " + JsonString(d.file) + ", ";
+    AppendKV(j, "offset", d.offset);
+    AppendKV(j, "bytes", d.bytes);
+    AppendKV(j, "records", d.records);
+    j += "\"reason\": \"" + d.reason + "\"}";
+  }
+  j += "], \"tables\": {";
+  bool first = true;
+  for (const TableStats& t : s.tables) {
+    if (!first) j += ", ";
+    first = false;
+    j += JsonString(t.name) + ": {";
+    AppendKV(j, "dim", static_cast<uint64_t>(t.dim));
+    AppendKV(j, "rows", t.rows);
+    AppendKV(j, "dram_rows", t.dram_rows);
+    AppendKV(j, "dram_bytes", t.dram_bytes);
+    AppendKV(j, "dram_capacity_bytes", t.dram_capacity_bytes);
+    AppendKV(j, "dram_hits", t.dram_hits);
+    AppendKV(j, "dram_misses", t.dram_misses);
+    AppendKV(j, "ssd_hits", t.ssd_hits);
+    AppendKV(j, "ssd_misses", t.ssd_misses);
+    AppendKV(j, "evictions", t.evictions);
+    AppendKV(j, "admissions", t.admissions);
+    AppendKV(j, "files", t.files);
+    AppendKV(j, "disk_bytes", t.disk_bytes);
+    AppendKV(j, "live_payload_bytes", t.live_payload_bytes);
+    AppendKV(j, "payload_bytes_written", t.payload_bytes_written);
+    AppendKV(j, "disk_bytes_written", t.disk_bytes_written);
+    char wa[64];
+    std::snprintf(wa, sizeof(wa), "\"write_amplification\": %.6g, ",
+                  std::isfinite(t.write_amplification) ? t.write_amplification : 0.0);
+    j += wa;
+    AppendKV(j, "compactions", t.compactions);
+    AppendKV(j, "compaction_bytes_written", t.compaction_bytes_written);
+    AppendKV(j, "corrupt_records", t.corrupt_records);
+    AppendKV(j, "index_bytes", t.index_bytes);
+    AppendKV(j, "recovered_records", t.recovered_records);
+    AppendKV(j, "truncated_bytes", t.truncated_bytes);
+    AppendKV(j, "remote_hits", t.remote_hits);
+    AppendKV(j, "remote_misses", t.remote_misses);
+    AppendKV(j, "remote_errors", t.remote_errors);
+    AppendKV(j, "remote_corrupt", t.remote_corrupt);
+    AppendKV(j, "failed_lookups", t.failed_lookups, false);
+    j += "}";
+  }
+  j += "}";
+  if (!s.remote_json.empty()) j += ", \"remote\": " + s.remote_json;
+  j += "}";
+  return j;
+}
+
+
+namespace {
 
 class StoreImpl final : public Store {
  public:
@@ -285,58 +355,7 @@ class StoreImpl final : public Store {
     return s;
   }
 
-  std::string StatsJson() const override {
-    StoreStats s = Stats();
-    std::string j = "{\"dir\": " + JsonString(s.dir) + ", \"tiers\": " + JsonString(s.tiers) + ", ";
-    AppendKV(j, "format_version", s.format_version);
-    AppendKV(j, "last_sequence", s.last_sequence);
-    j += "\"recovery\": \"" + s.recovery + "\", \"dropped\": [";
-    for (size_t i = 0; i < s.dropped.size(); ++i) {
-      const DroppedData& d = s.dropped[i];
-      if (i) j += ", ";
-      j += "{\"table\": " + JsonString(d.table) + ", \"file\": " + JsonString(d.file) + ", ";
-      AppendKV(j, "offset", d.offset);
-      AppendKV(j, "bytes", d.bytes);
-      AppendKV(j, "records", d.records);
-      j += "\"reason\": \"" + d.reason + "\"}";
-    }
-    j += "], \"tables\": {";
-    bool first = true;
-    for (const TableStats& t : s.tables) {
-      if (!first) j += ", ";
-      first = false;
-      j += JsonString(t.name) + ": {";
-      AppendKV(j, "dim", static_cast<uint64_t>(t.dim));
-      AppendKV(j, "rows", t.rows);
-      AppendKV(j, "dram_rows", t.dram_rows);
-      AppendKV(j, "dram_bytes", t.dram_bytes);
-      AppendKV(j, "dram_capacity_bytes", t.dram_capacity_bytes);
-      AppendKV(j, "dram_hits", t.dram_hits);
-      AppendKV(j, "dram_misses", t.dram_misses);
-      AppendKV(j, "ssd_hits", t.ssd_hits);
-      AppendKV(j, "ssd_misses", t.ssd_misses);
-      AppendKV(j, "evictions", t.evictions);
-      AppendKV(j, "admissions", t.admissions);
-      AppendKV(j, "files", t.files);
-      AppendKV(j, "disk_bytes", t.disk_bytes);
-      AppendKV(j, "live_payload_bytes", t.live_payload_bytes);
-      AppendKV(j, "payload_bytes_written", t.payload_bytes_written);
-      AppendKV(j, "disk_bytes_written", t.disk_bytes_written);
-      char wa[64];
-      std::snprintf(wa, sizeof(wa), "\"write_amplification\": %.6g, ",
-                    std::isfinite(t.write_amplification) ? t.write_amplification : 0.0);
-      j += wa;
-      AppendKV(j, "compactions", t.compactions);
-      AppendKV(j, "compaction_bytes_written", t.compaction_bytes_written);
-      AppendKV(j, "corrupt_records", t.corrupt_records);
-      AppendKV(j, "index_bytes", t.index_bytes);
-      AppendKV(j, "recovered_records", t.recovered_records);
-      AppendKV(j, "truncated_bytes", t.truncated_bytes, false);
-      j += "}";
-    }
-    j += "}}";
-    return j;
-  }
+  std::string StatsJson() const override { return StoreStatsJson(Stats()); }
 
  private:
   void OpenDir(const pb::StoreOptions& given) {
@@ -560,6 +579,7 @@ class StoreImpl final : public Store {
 }  // namespace
 
 std::unique_ptr<Store> Store::Open(const std::string& dir, const pb::StoreOptions& options) {
+  if (options.has_tiers() && options.tiers() == "dram+redis") return OpenRemoteStore(dir, options);
   std::string d = dir;
   while (d.size() > 1 && d.back() == '/') d.pop_back();
   return std::unique_ptr<Store>(new StoreImpl(d, options));

@@ -47,6 +47,7 @@
 #include <string>
 #include <vector>
 
+#include "base/status.h"
 #include "recstrata/store/store.pb.h"
 
 namespace rs {
@@ -95,6 +96,14 @@ struct TableStats {
   uint64_t recovered_records = 0;      // records applied when the store was opened
   uint64_t truncated_bytes = 0;        // torn tail bytes cut off at open
   uint64_t index_bytes = 0;            // memory of the SSD-tier index (direct + hash)
+  // Tiers "dram+redis" (0 otherwise): DRAM misses the remote tier served,
+  // did not hold (default vector), could not answer (down / timeout) or
+  // answered with a damaged value; lookups that failed for either reason.
+  uint64_t remote_hits = 0;
+  uint64_t remote_misses = 0;
+  uint64_t remote_errors = 0;
+  uint64_t remote_corrupt = 0;
+  uint64_t failed_lookups = 0;
 };
 
 struct StoreStats {
@@ -107,6 +116,9 @@ struct StoreStats {
   std::string recovery;
   std::vector<DroppedData> dropped;    // what the open left out
   std::vector<TableStats> tables;
+  // Tiers "dram+redis": the client's counters as a JSON object (round
+  // trips, bytes, errors, redirections, the active key space); "" otherwise.
+  std::string remote_json;
 };
 
 // A table of fixed-dimension float32 rows keyed by int64 ids.
@@ -185,6 +197,16 @@ class Store {
   virtual void Compact() = 0;
 
   virtual StoreStats Stats() const = 0;
+
+  // Tiers "dram+redis" only (RS_ERR_FAILED_PRECONDITION otherwise): the
+  // model's serving pointer. op "get"; "publish" (this store's key space
+  // becomes `serving`, the old serving one `backup`); "rollback" (serving
+  // and backup swap); "drop" (deletes the rows and metadata of key space
+  // `arg`, refused for the serving or backup space). Returns the pointer as
+  // JSON {"serving": ..., "backup": ..., "active": <space this store reads>}.
+  virtual std::string RemotePointer(const std::string& op, const std::string& arg) {
+    Fail(RS_ERR_FAILED_PRECONDITION, "store: the serving pointer needs tiers \"dram+redis\"");
+  }
   // Stats as a JSON object (the format rs_store_stats_json returns).
   virtual std::string StatsJson() const = 0;
 };

@@ -216,6 +216,9 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
                   cache_policy: str | None = None, single_valued_layout: str = "single",
                   pooled_layout: str = "blocks", freeze_dense: bool = True,
                   overwrite: bool = False,
+                  redis_url: str | None = None, redis_password: str = "",
+                  redis_model: str | None = None, redis_key_space: str | None = None,
+                  redis_publish: bool = True,
                   log: Callable[[str], None] | None = None) -> BundleInfo:
     """Split a trained model into a bundle at ``out_dir`` (see the module docstring).
 
@@ -235,8 +238,18 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
     freeze_dense: save the dense stage with its weights as graph constants (the default: fewer
       ops per call, and oneDNN keeps constant weights in its own layout); False keeps them as
       variables (a TF2 SavedModel with a variables/ checkpoint, each variable once).
+    redis_url: also write every sub-table once to this Redis Cluster ("host:port,..."), as key
+      space ``redis_key_space`` (default: a fresh "v<ms since epoch>-<hex>") of model
+      ``redis_model`` (required then), through the store's "dram+redis" write path; hosts
+      serve it with feature_store_type "cluster_redis". With ``redis_publish`` (default) the
+      space becomes the model's serving one afterwards (the previous serving space becomes the
+      backup a rollback returns to; the older backup is dropped). docs/store.md, "Remote tier".
     """
     say = log or (lambda s: None)
+    if redis_url and not redis_model:
+        raise ValueError("redis_url needs redis_model (the model name in the Redis keys)")
+    if redis_url and not redis_key_space:
+        redis_key_space = f"v{int(time.time() * 1000)}-{uuid.uuid4().hex[:6]}"
     if tiers not in ("dram", "dram+ssd"):
         raise ValueError(f"tiers must be 'dram' or 'dram+ssd', got {tiers!r}")
     if single_valued_layout not in ("single", "lengths"):
@@ -288,6 +301,11 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
             dense=mf.DenseStage(dir=DENSE_DIR, signature=SIGNATURE),
             store=mf.StoreSpec(dir=STORE_DIR, tiers=tiers, cache_policy=cache_policy or ""))
         table_bytes = 0
+        remote = None
+        if redis_url:
+            remote = Store(None, tiers="dram+redis", redis_url=redis_url, redis_password=redis_password,
+                           redis_model=redis_model, redis_key_space=redis_key_space,
+                           dram_capacity_bytes=1 << 16)
         with Store(os.path.join(tmp, STORE_DIR), **store_options) as store:
             for ti, (tname, t) in enumerate(tables.items()):
                 table = manifest.tables.add(name=tname, dim=int(t["width"]),
@@ -304,6 +322,9 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
                             cache_bytes = max(1, int(dram_min_bytes), int(dram_fraction * arr.nbytes))
                     say(f"bulk-loading table {tname} sub-table {j}: {arr.shape[0]:,} x {arr.shape[1]}")
                     _bulk_load(store, store_name, arr, cache_bytes)
+                    if remote is not None:
+                        say(f"writing it to redis key space {redis_key_space}")
+                        _bulk_load(remote, store_name, arr, None)
                     table_bytes += arr.nbytes
                     table.subtables.add(store_table=store_name, rows=arr.shape[0], dim=arr.shape[1])
             store.flush()
@@ -345,7 +366,19 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
         mf.write(tmp, manifest)
         _fsync_tree(tmp)
 
-        # 4. publish atomically
+        # 4. the redis key space becomes the serving one (the bundle is complete)
+        redis_info = None
+        if remote is not None:
+            before = remote.remote_pointer("get")
+            redis_info = remote.remote_pointer("publish") if redis_publish else before
+            old_backup = before.get("backup")
+            if redis_publish and old_backup and old_backup not in (redis_info["serving"], redis_info["backup"]):
+                say(f"dropping redis key space {old_backup} (no longer serving or backup)")
+                remote.remote_pointer("drop", old_backup)
+            redis_info = dict(redis_info, key_space=redis_key_space, model=redis_model)
+            remote.close()
+
+        # 5. publish atomically
         old = None
         if os.path.exists(out_dir):
             old = os.path.join(parent, f".{os.path.basename(out_dir)}.old-{uuid.uuid4().hex[:8]}")
@@ -364,7 +397,7 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
     t_end = time.perf_counter()
     return BundleInfo(path=out_dir, manifest=mf.to_dict(manifest), table_bytes=table_bytes,
                       seconds={"dense": t_dense - t0, "store": t_store - t_dense,
-                               "total": t_end - t0})
+                               "total": t_end - t0}, redis=redis_info)
 
 
 def _bulk_load(store, name: str, rows: np.ndarray, cache_bytes: int | None) -> None:

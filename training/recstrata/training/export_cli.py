@@ -41,6 +41,14 @@ def register(subparsers) -> None:
     e.add_argument("--no-freeze-dense", action="store_true",
                    help="keep the dense stage's weights as variables (default: graph constants)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    e.add_argument("--redis-url", help="also write the tables once to this Redis Cluster "
+                                       "(host:port,host:port seed nodes) for feature_store_type "
+                                       "cluster_redis; the password is read from $RECSTRATA_REDIS_PASSWORD")
+    e.add_argument("--redis-model", help="with --redis-url: the model name in the Redis keys")
+    e.add_argument("--redis-key-space", help="with --redis-url: the key space to write (default: "
+                                             "a fresh v<ms>-<hex>)")
+    e.add_argument("--redis-no-publish", action="store_true",
+                   help="with --redis-url: write the key space but leave the serving pointer")
     e.set_defaults(func=_export)
 
     x = subparsers.add_parser(
@@ -94,13 +102,21 @@ def _export(args) -> int:
                              single_valued_layout=args.single_valued_layout,
                              pooled_layout=args.pooled_layout,
                              freeze_dense=not args.no_freeze_dense,
-                             overwrite=args.overwrite, log=print)
+                             overwrite=args.overwrite,
+                             redis_url=args.redis_url,
+                             redis_password=os.environ.get("RECSTRATA_REDIS_PASSWORD", ""),
+                             redis_model=args.redis_model, redis_key_space=args.redis_key_space,
+                             redis_publish=not args.redis_no_publish, log=print)
     except FileExistsError as exc:   # a user mistake: one clear line from the CLI
         raise ValueError(str(exc)) from None
     m = info["manifest"]
     print(f"bundle {info['path']}: {len(m['sparse_features'])} sparse features, "
           f"{len(m['tables'])} tables ({info['table_bytes'] / 2**20:.1f} MiB), "
           f"{info['seconds']['total']:.1f} s")
+    if info.get("redis"):
+        r = info["redis"]
+        print(f"redis model {r['model']}: wrote key space {r['key_space']}; "
+              f"serving {r['serving']!r}, backup {r['backup']!r}")
     return 0
 
 
