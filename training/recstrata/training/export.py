@@ -288,11 +288,29 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
             dense=mf.DenseStage(dir=DENSE_DIR, signature=SIGNATURE),
             store=mf.StoreSpec(dir=STORE_DIR, tiers=tiers, cache_policy=cache_policy or ""))
         table_bytes = 0
+        if any(t.get("dynamic") for t in tables.values()):
+            # Dynamic tables: the training store's own files, hard-linked from a snapshot
+            # of the cleanly closed store (append-only files never change after a clean
+            # close), not a numpy round trip. The other tables are bulk-loaded beside them.
+            say("linking the dynamic tables' store files")
+            snap = os.path.join(tmp, ".dynamic-snapshot")
+            model.dynamic_store.snapshot(snap)
+            os.rename(os.path.join(snap, "store"), os.path.join(tmp, STORE_DIR))
+            shutil.rmtree(snap)
+            store_options["compaction"] = "off"
         with Store(os.path.join(tmp, STORE_DIR), **store_options) as store:
             for ti, (tname, t) in enumerate(tables.items()):
                 table = manifest.tables.add(name=tname, dim=int(t["width"]),
                                             key_scheme=mf.KeyScheme(**t["scheme"]),
                                             default_value=0.0)
+                if t.get("dynamic"):
+                    st = store.table(t["store_table"])
+                    rows = int(st.stats()["rows"])
+                    table.subtables.add(store_table=t["store_table"], rows=rows,
+                                        dim=int(t["width"]), store_dim=int(st.dim))
+                    table_bytes += rows * 4 * int(t["width"])
+                    say(f"dynamic table {tname}: {rows:,} rows linked from the training store")
+                    continue
                 for j, arr in enumerate(t["subtables"]):
                     arr = np.asarray(arr, dtype=np.float32)
                     store_name = f"t{ti}_s{j}"
