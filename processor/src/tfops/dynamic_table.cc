@@ -24,6 +24,15 @@ void Check(int rc, rs_error* err, const std::string& what) {
   Fail(msg);
 }
 
+// Runs an rs_* call that reports into `err`, then checks it (the call must be
+// sequenced before `err` is read).
+template <typename F>
+void CheckCall(F&& call, rs_error*& err, const std::string& what) {
+  err = nullptr;
+  const int rc = call();
+  Check(rc, err, what);
+}
+
 // FNV-1a 64 over bytes, chained: the state file's checksum.
 uint64_t Fnv(uint64_t h, const void* data, size_t n) {
   const auto* p = static_cast<const unsigned char*>(data);
@@ -183,7 +192,7 @@ void DynamicTable::Lookup(const int64_t* keys, size_t n, float* out) {
   buf.resize(n * static_cast<size_t>(d));
   found.resize(n);
   rs_error* err = nullptr;
-  Check(rs_table_lookup(table_, keys, n, buf.data(), found.data(), &err), err, name_ + ": lookup");
+  CheckCall([&] { return rs_table_lookup(table_, keys, n, buf.data(), found.data(), &err); }, err, name_ + ": lookup");
   uint64_t hits = 0;
   for (size_t i = 0; i < n; ++i) {
     if (found[i]) {
@@ -265,7 +274,7 @@ void DynamicTable::ApplyLocked() {
   std::vector<float> rows(n * d);
   std::vector<uint8_t> found(n);
   rs_error* err = nullptr;
-  if (n) Check(rs_table_lookup(table_, live_keys.data(), n, rows.data(), found.data(), &err), err,
+  if (n) CheckCall([&] { return rs_table_lookup(table_, live_keys.data(), n, rows.data(), found.data(), &err); }, err,
                name_ + ": lookup");
   std::vector<int64_t> out_keys;
   std::vector<float> out_rows;
@@ -300,7 +309,7 @@ void DynamicTable::ApplyLocked() {
     out_rows.insert(out_rows.end(), row, row + d);
   }
   if (!out_keys.empty())
-    Check(rs_table_upsert(table_, out_keys.data(), out_keys.size(), out_rows.data(), &err), err,
+    CheckCall([&] { return rs_table_upsert(table_, out_keys.data(), out_keys.size(), out_rows.data(), &err); }, err,
           name_ + ": upsert");
   EvictLocked(cfg_.ttl_steps > 0 && step % cfg_.evict_every_steps == 0);
 }
@@ -339,7 +348,7 @@ int64_t DynamicTable::EvictLocked(bool age_pass) {
   if (victims.empty()) return 0;
   std::sort(victims.begin(), victims.end());
   rs_error* err = nullptr;
-  Check(rs_table_delete(table_, victims.data(), victims.size(), &err), err, name_ + ": evict");
+  CheckCall([&] { return rs_table_delete(table_, victims.data(), victims.size(), &err); }, err, name_ + ": evict");
   for (int64_t k : victims) meta_.erase(k);
   return static_cast<int64_t>(victims.size());
 }
@@ -483,10 +492,11 @@ DynamicStore::~DynamicStore() {
 
 void DynamicStore::OpenLocked() {
   rs_error* err = nullptr;
-  Check(rs_store_open(dir_.c_str(), options_.c_str(), &store_, &err), err, "dynamic store " + dir_);
+  MakeDirs(dir_);
+  CheckCall([&] { return rs_store_open(dir_.c_str(), options_.c_str(), &store_, &err); }, err, "dynamic store " + dir_);
   for (auto& kv : tables_) {
     rs_table* t = nullptr;
-    Check(rs_store_table(store_, kv.first.c_str(), &t, &err), err,
+    CheckCall([&] { return rs_store_table(store_, kv.first.c_str(), &t, &err); }, err,
           "dynamic store " + dir_ + ": table " + kv.first);
     if (rs_table_dim(t) != kv.second->row_dim())
       Fail("dynamic store " + dir_ + ": table " + kv.first + " has rows of " +
@@ -505,9 +515,8 @@ std::shared_ptr<DynamicTable> DynamicStore::CreateTable(const std::string& name,
   rs_table* h = nullptr;
   if (rs_store_table(store_, name.c_str(), &h, nullptr) != RS_OK) {
     std::string opts = "{\"dram_capacity_bytes\": " + std::to_string(cfg.dram_capacity_bytes) + "}";
-    Check(rs_store_create_table(store_, name.c_str(), t->row_dim(),
-                                cfg.dram_capacity_bytes > 0 ? opts.c_str() : nullptr, &h, &err),
-          err, "dynamic store " + dir_ + ": create table " + name);
+    CheckCall([&] { return rs_store_create_table(store_, name.c_str(), t->row_dim(),
+                                cfg.dram_capacity_bytes > 0 ? opts.c_str() : nullptr, &h, &err); }, err, "dynamic store " + dir_ + ": create table " + name);
   } else if (rs_table_dim(h) != t->row_dim()) {
     Fail("dynamic store " + dir_ + ": table " + name + " exists with another row width");
   }
