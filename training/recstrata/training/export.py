@@ -251,10 +251,21 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
 
-    import tensorflow as tf
-
     t0 = time.perf_counter()
     model = _load(model_or_path)
+    try:
+        return _export(model, out_dir, parent, tiers, dram_fraction, dram_capacity_bytes,
+                       dram_min_bytes, cache_policy, single_valued_layout, pooled_layout,
+                       freeze_dense, say, t0)
+    finally:
+        if model is not model_or_path and hasattr(model, "close"):
+            model.close()     # loaded here: its temporary dynamic store goes
+
+
+def _export(model, out_dir, parent, tiers, dram_fraction, dram_capacity_bytes, dram_min_bytes,
+            cache_policy, single_valued_layout, pooled_layout, freeze_dense, say, t0):
+    import tensorflow as tf
+
     cfg = model.cfg
     tables = model.embedding_tables()
     infos = model.feature_info()

@@ -80,10 +80,13 @@ def _train(args) -> int:
     from recstrata.training.trainer import Trainer
 
     tr = Trainer(cfg, fresh=args.fresh)
-    if tr.cluster.is_chief:
-        print(tr.summary(), file=sys.stderr)
-    tr.restore()
-    history = tr.train()
+    try:
+        if tr.cluster.is_chief:
+            print(tr.summary(), file=sys.stderr)
+        tr.restore()
+        history = tr.train()
+    finally:
+        tr.close()
     out = [dataclasses.asdict(h) for h in history]
     if args.metrics_out and tr.cluster.is_chief:
         with open(args.metrics_out, "w") as fh:
@@ -115,7 +118,10 @@ def _eval(args) -> int:
                               train=dataclasses.replace(cfg.train, checkpoint_dir=None,
                                                         progress=False))
     tr = Trainer(cfg)
-    restore_model(tr.model, args.checkpoint_dir)
-    res = tr.evaluate(split=args.split)
+    try:
+        restore_model(tr.model, args.checkpoint_dir)
+        res = tr.evaluate(split=args.split)
+    finally:
+        tr.close()
     print(json.dumps(res))
     return 0

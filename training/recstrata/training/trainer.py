@@ -512,14 +512,7 @@ def load_trained(checkpoint_dir: str, checkpoint: str | None = None):
     model = RecModel(cfg, dynamic_store=store, name="rec_model")
     model.owns_dynamic_store = store is not None
     model.build_with_dummy()
-    prefix = restore_model(model, checkpoint_dir, checkpoint)
-    if store is not None:
-        from recstrata.training import dynamic
-
-        snap = prefix + dynamic.SNAPSHOT_SUFFIX
-        if not os.path.isdir(snap):
-            raise FileNotFoundError(f"{prefix}: the checkpoint has no dynamic-table snapshot {snap}")
-        store.restore(snap)
+    restore_model(model, checkpoint_dir, checkpoint)
     return model, cfg
 
 
@@ -531,4 +524,12 @@ def restore_model(model, checkpoint_dir: str, checkpoint: str | None = None) -> 
         raise FileNotFoundError(f"{checkpoint_dir}: no checkpoint found")
     ck = tf.train.Checkpoint(model=tf.train.Checkpoint(**model.checkpoint_variables()))
     ck.restore(prefix).expect_partial().assert_existing_objects_matched()
+    store = getattr(model, "dynamic_store", None)
+    if store is not None:   # the dynamic tables' rows are in the checkpoint's snapshot
+        from recstrata.training import dynamic
+
+        snap = prefix + dynamic.SNAPSHOT_SUFFIX
+        if not os.path.isdir(snap):
+            raise FileNotFoundError(f"{prefix}: the checkpoint has no dynamic-table snapshot {snap}")
+        store.restore(snap)
     return prefix
