@@ -39,6 +39,11 @@ DEMO_CONFIG = {
          "embedding": {"kind": "multihash", "strategy": "qr", "vocab": 100000, "m": 320}},
         {"name": "tags", "dim": 8, "max_values": 4, "combiner": "sqrtn",
          "embedding": {"kind": "multihash", "strategy": "kway", "sizes": [1009, 1013]}},
+        # a dynamic table: raw ids, rows only for ids seen twice, in the native tiered store
+        # during training (64 KiB of DRAM, the rest on its SSD tier); the bundle links its files
+        {"name": "session", "dim": 8,
+         "embedding": {"kind": "dynamic", "admission": {"threshold": 2},
+                       "eviction": {"max_rows": 100000}, "dram_budget_bytes": 65536}},
     ],
     "dense": [{"name": "price", "transform": "log1p"}, {"name": "age", "transform": "standard",
                                                         "mean": 0.0, "std": 1.0}],
@@ -46,7 +51,8 @@ DEMO_CONFIG = {
     "data": {"format": "synthetic",
              "synthetic": {"num_train": 200000, "num_eval": 20000, "seed": 7, "zipf": 1.1,
                            "vocab": {"user": 20000, "item": 20000, "shop": 10000,
-                                     "category": 2000, "recent_items": 20000, "tags": 5000}}},
+                                     "category": 2000, "recent_items": 20000, "tags": 5000,
+                                     "session": 200000}}},
     "train": {"batch_size": 1024, "epochs": 1, "learning_rate": 0.003, "seed": 1},
 }
 
@@ -93,11 +99,14 @@ def _run(work, num_train, num_eval, dram_fraction, latency_requests, progress, s
         f"examples, {len(cfg.sparse)} sparse + {len(cfg.dense)} dense features "
         f"(teacher AUC on eval: {synthetic.teacher_auc(cfg):.4f})")
 
-    say("[2/4] training DeepFM with plain + multihash + binary_code embeddings")
+    say("[2/4] training DeepFM with plain + multihash + binary_code + dynamic embeddings")
     trainer = Trainer(cfg, make_cluster("cpu"), log=lambda s: say("      " + s),
                       fresh=True)  # the demo always trains from the start
     say("\n".join("      " + line for line in trainer.summary().splitlines()))
     trainer.train(eval_each_epoch=False)
+    dyn = trainer.dynamic_store.stats()["tables"]["session"]
+    say(f"      dynamic table session: {dyn['rows']:,} rows admitted (threshold 2) of the ids "
+        f"seen; lookups served from a row {dyn['lookup_hits'] / max(dyn['lookups'], 1):.1%}")
     keras_eval = trainer.evaluate()
     say(f"      Keras model eval AUC {keras_eval['auc']:.4f}, logloss {keras_eval['logloss']:.4f}")
     model = trainer.model
@@ -186,9 +195,11 @@ def _run(work, num_train, num_eval, dram_fraction, latency_requests, progress, s
     for bs, v in lat.items():
         say(f"  latency batch {bs:<4}           p50 {v['p50_ms']:.3f} ms   p99 {v['p99_ms']:.3f} ms")
     say(f"  total time                   {time.perf_counter() - t_start:.0f} s")
+    trainer.close()
     return {"served_auc": served_auc, "keras_auc": keras_auc, "max_abs_diff": max_diff,
             "dram_hit_rate": stats["dram_hit_rate"], "dram_rows": dram_rows, "rows": rows,
-            "latency": lat, "examples": int(len(labels)), "bundle_stats": stats_after, "bf16": bf16}
+            "latency": lat, "examples": int(len(labels)), "bundle_stats": stats_after, "bf16": bf16,
+            "dynamic_rows": int(dyn["rows"])}
 
 
 def _bf16_eval(Model, bundle_dir, manifest, blocks, labels, fp32_p) -> dict:
