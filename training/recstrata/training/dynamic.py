@@ -134,7 +134,8 @@ class DynamicStore:
     replicas that contribute to each step (the worker's local replicas).
     """
 
-    def __init__(self, directory: str | None = None, num_replicas: int = 1):
+    def __init__(self, directory: str | None = None, num_replicas: int = 1,
+                 read_path: str = "pread"):
         _load()
         self.temporary = directory is None
         self.directory = os.path.abspath(directory or tempfile.mkdtemp(prefix="recstrata-dyn-"))
@@ -142,8 +143,10 @@ class DynamicStore:
         self.id = f"s{uuid.uuid4().hex[:12]}"
         self.tables: dict[str, TableInfo] = {}
         self.closed = False
+        # pread: rows read from the SSD tier go through the page cache, never mapped into the
+        # process, so its resident memory stays the DRAM budget plus the index
         opts = {"create_if_missing": True, "tiers": "dram+ssd", "durability": "none",
-                "cache_admission": "always"}
+                "cache_admission": "always", "read_path": read_path}
         _call(_load()[1].rsdyn_store_open, self.id.encode(), os.fsencode(self.directory),
               json.dumps(opts).encode())
         atexit.register(self.close)

@@ -256,7 +256,8 @@ class RecModel(keras.Model):
             p = layer.num_params()
             rows.append({"table": tname, "scheme": layer.scheme.kind,
                          "features": ",".join(self.cfg.tables()[tname][2]),
-                         "subtables": "x".join(str(r) for r in layer.scheme.subtable_rows),
+                         "subtables": ("(store)" if tname in self.embedding_stage.dynamic
+                                       else "x".join(str(r) for r in layer.scheme.subtable_rows)),
                          "width": layer.width, "params": p, "bytes": 4 * p})
         dp = int(sum(int(np.prod(w.shape)) for w in self.dense_stage.weights))
         rows.append({"table": "(dense stage)", "scheme": self.cfg.model.type, "features": "",
