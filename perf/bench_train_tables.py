@@ -10,7 +10,8 @@ Variants, each in its own process (peak RSS is per process), interleaved round b
   many rows as the dynamic table ends up with (the same embedding bytes), trained with the
   config's optimizer (Adam) like every plain table.
 
-Each child trains one epoch on pre-generated batches (timed: the step loop only, after 5
+Each child trains two epochs (the second reads every row of the table again, so the working set
+is the whole table, three times the budget) on pre-generated batches (timed: the step loop only, after 5
 warm-up steps), then reports eval AUC and its peak RSS (VmHWM). RESULT keys:
 ``dynamic_rss_over_budget_gb`` (peak RSS of dyn_ssd minus its DRAM budget, GB),
 ``dynamic_throughput_ratio`` (dyn_ssd steps/s over dyn_dram, median of the rounds),
@@ -38,6 +39,7 @@ import harness  # noqa: E402
 
 DIM = 16
 WIDTH = DIM + 1           # deepfm: + first-order column
+EPOCHS = 2                # the 2nd epoch reads every row again: the whole table is the working set
 
 
 def make_config(variant: str, num_train: int, num_eval: int, uid_vocab: int, budget: int,
@@ -72,7 +74,7 @@ def child(cfg_path: str, out_path: str) -> None:
     cfg = load_config(cfg_path)
     tr = Trainer(cfg, log=lambda s: None)
     tr._build_steps()
-    batches = list(D.iterate(cfg, D.make_source(cfg, "train"), tr.layout))
+    batches = list(D.iterate(cfg, D.make_source(cfg, "train"), tr.layout)) * EPOCHS
     times = []
     for i, b in enumerate(batches):
         t0 = time.perf_counter()
