@@ -33,17 +33,16 @@ DEMO_CONFIG = {
         {"name": "item", "dtype": "string", "dim": 8,
          "embedding": {"kind": "multihash", "strategy": "qr", "vocab": 100000, "m": 320}},
         {"name": "shop", "dim": 8, "embedding": {"kind": "binary_code", "bits": 24, "block_bits": 6}},
-        {"name": "category", "dim": 8, "embedding": {"kind": "plain", "rows": 2000}},
+        # a dynamic table: raw ids, rows only for ids seen twice, in the native tiered store
+        # during training (64 KiB of DRAM, the rest on its SSD tier); the bundle links its files
+        {"name": "category", "dim": 8,
+         "embedding": {"kind": "dynamic", "admission": {"threshold": 2},
+                       "eviction": {"max_rows": 100000}, "dram_budget_bytes": 65536}},
         {"name": "recent_items", "dtype": "string", "dim": 8, "max_values": 5, "combiner": "mean",
          "table": "item",
          "embedding": {"kind": "multihash", "strategy": "qr", "vocab": 100000, "m": 320}},
         {"name": "tags", "dim": 8, "max_values": 4, "combiner": "sqrtn",
          "embedding": {"kind": "multihash", "strategy": "kway", "sizes": [1009, 1013]}},
-        # a dynamic table: raw ids, rows only for ids seen twice, in the native tiered store
-        # during training (64 KiB of DRAM, the rest on its SSD tier); the bundle links its files
-        {"name": "session", "dim": 8,
-         "embedding": {"kind": "dynamic", "admission": {"threshold": 2},
-                       "eviction": {"max_rows": 100000}, "dram_budget_bytes": 65536}},
     ],
     "dense": [{"name": "price", "transform": "log1p"}, {"name": "age", "transform": "standard",
                                                         "mean": 0.0, "std": 1.0}],
@@ -51,8 +50,7 @@ DEMO_CONFIG = {
     "data": {"format": "synthetic",
              "synthetic": {"num_train": 200000, "num_eval": 20000, "seed": 7, "zipf": 1.1,
                            "vocab": {"user": 20000, "item": 20000, "shop": 10000,
-                                     "category": 2000, "recent_items": 20000, "tags": 5000,
-                                     "session": 200000}}},
+                                     "category": 2000, "recent_items": 20000, "tags": 5000}}},
     "train": {"batch_size": 1024, "epochs": 1, "learning_rate": 0.003, "seed": 1},
 }
 
@@ -104,8 +102,8 @@ def _run(work, num_train, num_eval, dram_fraction, latency_requests, progress, s
                       fresh=True)  # the demo always trains from the start
     say("\n".join("      " + line for line in trainer.summary().splitlines()))
     trainer.train(eval_each_epoch=False)
-    dyn = trainer.dynamic_store.stats()["tables"]["session"]
-    say(f"      dynamic table session: {dyn['rows']:,} rows admitted (threshold 2) of the ids "
+    dyn = trainer.dynamic_store.stats()["tables"]["category"]
+    say(f"      dynamic table category: {dyn['rows']:,} rows admitted (threshold 2) of the ids "
         f"seen; lookups served from a row {dyn['lookup_hits'] / max(dyn['lookups'], 1):.1%}")
     keras_eval = trainer.evaluate()
     say(f"      Keras model eval AUC {keras_eval['auc']:.4f}, logloss {keras_eval['logloss']:.4f}")
