@@ -10,7 +10,8 @@ Variants, each in its own process (peak RSS is per process), interleaved round b
   many rows as the dynamic table ends up with (the same embedding bytes), trained with the
   config's optimizer (Adam) like every plain table.
 
-Each child trains two epochs (the second reads every row of the table again, so the working set
+The parent generates the data once (stacked batches in an .npz, so the synthetic teacher's
+per-id parameters are not in the measured processes); each child trains two epochs (the second reads every row of the table again, so the working set
 is the whole table, three times the budget) on pre-generated batches (timed: the step loop only, after 5
 warm-up steps), then reports eval AUC and its peak RSS (VmHWM). RESULT keys:
 ``dynamic_rss_over_budget_gb`` (peak RSS of dyn_ssd minus its DRAM budget, GB),
@@ -66,26 +67,64 @@ def make_config(variant: str, num_train: int, num_eval: int, uid_vocab: int, bud
     }
 
 
-def child(cfg_path: str, out_path: str) -> None:
+def write_data(cfg_dict: dict, path: Path) -> int:
+    """Every padded batch of the train and eval splits, stacked, into one .npz: the children
+    train from it, so the synthetic teacher (GBs of per-id parameters for a large vocabulary)
+    is never in the measured processes. Returns the distinct uid count of the train split."""
     from recstrata.training import data as D
+    from recstrata.training.spec import parse_config
+
+    cfg = parse_config(cfg_dict)
+    layout = D.Layout.for_global_batch(cfg.train.batch_size)
+    arrays, seen = {}, set()
+    for split in ("train", "eval"):
+        batches = list(D.worker_batches(cfg, D.make_source(cfg, split), layout))
+        for k in batches[0]:
+            arrays[f"{split}:{k}"] = np.stack([np.asarray(b[k]) for b in batches])
+        if split == "train":
+            for b in batches:
+                u = np.asarray(b["uid"])[:, 0]
+                seen.update(np.unique(u[(np.asarray(b["uid/len"]) > 0) & (np.asarray(b["weight"]) > 0)]).tolist())
+    np.savez(path, **arrays)
+    return len(seen)
+
+
+def _batches(data, split: str) -> list[dict]:
+    import tensorflow as tf
+
+    keys = [k.split(":", 1)[1] for k in data.files if k.startswith(split + ":")]
+    n = len(data[f"{split}:{keys[0]}"])
+    stacked = {k: data[f"{split}:{k}"] for k in keys}
+    return [{k: tf.constant(v[i]) for k, v in stacked.items()} for i in range(n)]
+
+
+def child(cfg_path: str, data_path: str, out_path: str) -> None:
+    from recstrata.training import metrics
     from recstrata.training.spec import load_config
     from recstrata.training.trainer import Trainer
 
     cfg = load_config(cfg_path)
     tr = Trainer(cfg, log=lambda s: None)
     tr._build_steps()
-    batches = list(D.iterate(cfg, D.make_source(cfg, "train"), tr.layout)) * EPOCHS
+    with np.load(data_path) as data:
+        train, ev = _batches(data, "train"), _batches(data, "eval")
     times = []
-    for i, b in enumerate(batches):
+    for i, b in enumerate(train * EPOCHS):
         t0 = time.perf_counter()
         loss, _p, _w = tr._train_step(tr._distribute(b))
         float(loss)
         if i >= 5:
             times.append(time.perf_counter() - t0)
-    ev = tr.evaluate()
-    res = {"steps": len(batches), "step_s_median": float(np.median(times)),
-           "steps_per_s": float(len(times) / np.sum(times)), "auc": ev["auc"],
-           "mem": harness.rss_mib()}
+    p, y, w = [], [], []
+    for b in ev:
+        p.append(tr.model.predict_batch(b))
+        y.append(b["label"].numpy())
+        w.append(b["weight"].numpy())
+    p, y, w = np.concatenate(p), np.concatenate(y), np.concatenate(w)
+    keep = w > 0
+    res = {"steps": len(train) * EPOCHS, "step_s_median": float(np.median(times)),
+           "steps_per_s": float(len(times) / np.sum(times)),
+           "auc": float(metrics.auc(y[keep], p[keep])), "mem": harness.rss_mib()}
     if tr.dynamic_store is not None:
         st = tr.dynamic_store.stats()
         res["dynamic"] = st["tables"]["uid"]
@@ -94,36 +133,29 @@ def child(cfg_path: str, out_path: str) -> None:
     Path(out_path).write_text(json.dumps(res))
 
 
-def distinct_ids(num_train: int, uid_vocab: int) -> int:
-    from recstrata.training import synthetic
-    from recstrata.training.spec import parse_config
-
-    cfg = parse_config(make_config("dyn_dram", num_train, 100, uid_vocab, 1 << 20, 1, None))
-    seen = set()
-    for blk in synthetic.blocks(synthetic.Teacher(cfg), "train"):
-        ids = blk["uid"][:, 0][blk["uid/len"] > 0]
-        seen.update(np.unique(ids).tolist())
-    return len(seen)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--child", nargs=2, metavar=("CONFIG", "OUT"))
+    ap.add_argument("--num-train", type=int, default=None, help="training examples per epoch")
+    ap.add_argument("--uid-vocab", type=int, default=None, help="uid ids drawn from [0, this)")
+    ap.add_argument("--child", nargs=3, metavar=("CONFIG", "DATA", "OUT"))
     args = ap.parse_args()
     if args.child:
         child(*args.child)
         return
     num_train, num_eval, vocab = (120_000, 20_000, 2_000_000) if args.quick else (1_000_000, 100_000, 20_000_000)
     rounds = args.rounds or (2 if args.quick else 3)
-    rows = distinct_ids(num_train, vocab)
+    num_train = args.num_train or num_train
+    vocab = args.uid_vocab or vocab
+    work = Path(tempfile.mkdtemp(prefix="bench-train-tables-"))
+    data_path = work / "data.npz"
+    rows = write_data(make_config("dyn_dram", num_train, num_eval, vocab, 1 << 20, 1, None), data_path)
     row_bytes = 4 * 2 * WIDTH                                   # [embedding | accumulator]
     table_bytes = rows * row_bytes
     budget = table_bytes // 3
     print(f"uid: {rows:,} distinct ids -> dynamic table {table_bytes / 2**20:.1f} MiB "
           f"(rows + slots), DRAM budget {budget / 2**20:.1f} MiB", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="bench-train-tables-"))
     variants = {"dyn_ssd": budget, "dyn_dram": 4 * table_bytes + (64 << 20), "plain": 0}
     results: dict[str, list[dict]] = {v: [] for v in variants}
     for r in range(rounds):
@@ -133,7 +165,7 @@ def main() -> None:
             cp.write_text(json.dumps(make_config(v, num_train, num_eval, vocab, b, rows, sd)))
             out = work / f"out_{v}_{r}.json"
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-            p = subprocess.run([sys.executable, __file__, "--child", str(cp), str(out)], env=env,
+            p = subprocess.run([sys.executable, __file__, "--child", str(cp), str(data_path), str(out)], env=env,
                                capture_output=True, text=True)
             if p.returncode != 0:
                 sys.exit(f"{v} round {r} failed:\n{p.stderr[-3000:]}")
