@@ -121,3 +121,31 @@ def test_damaged_state_is_an_error(tmp_path):
             tr.restore()
     finally:
         tr.close()
+
+
+def test_an_older_snapshot_survives_further_training(tmp_path, uninterrupted):
+    # The snapshot's files are hard links of the working store's: training on after it (more
+    # upserts, deletes, compactions, later snapshots) must leave it intact.
+    import tensorflow as tf
+
+    ck = str(tmp_path / "ck")
+    a = Trainer(_cfg(ck, checkpoint_every_steps=8), log=lambda s: None)
+    try:
+        a.train(eval_each_epoch=False)
+    finally:
+        a.close()
+    kept = tf.train.get_checkpoint_state(ck).all_model_checkpoint_paths
+    oldest = kept[0]                       # written 2 checkpoints before the end
+    tf.compat.v1.train.update_checkpoint_state(ck, oldest, all_model_checkpoint_paths=[oldest])
+    b = Trainer(_cfg(ck), log=lambda s: None)
+    try:
+        assert b.restore()
+        assert int(b.epoch.numpy()) * 24 + int(b.step_in_epoch.numpy()) < 48
+        b.train(eval_each_epoch=False)
+        probs, rows, dense, stats = _state(b)
+    finally:
+        b.close()
+    p0, r0, d0, s0 = uninterrupted
+    assert stats["step"] == 48 and stats["rows"] == s0["rows"]
+    np.testing.assert_allclose(rows, r0, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(probs, p0, rtol=0, atol=1e-6)
