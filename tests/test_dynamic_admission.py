@@ -152,3 +152,22 @@ def test_config_errors_name_the_field(emb, msg):
 def test_float16_refused_with_dynamic_tables():
     with pytest.raises(SpecError, match="float16"):
         parse_config(config(mixed_precision="float16"))
+
+
+def test_misuse_is_an_error_not_a_crash(tmp_path):
+    st, info = _store(tmp_path)
+    with pytest.raises(dynamic.DynamicTableError, match="already open|is locked|LOCK|precondition|another"):
+        dynamic.DynamicStore(st.directory)                    # one process per store directory
+    k = tf.constant([1, 2], tf.int64)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        dynamic.ops().recstrata_dynamic_apply(k, tf.constant([1], tf.int64), tf.zeros([2, W]),
+                                              0, table=info.key)      # counts of the wrong size
+    with pytest.raises(tf.errors.InternalError, match="gradient width"):
+        dynamic.apply_op(info, k, tf.ones_like(k), tf.zeros([2, W + 1]), 0)
+    with pytest.raises(tf.errors.InternalError, match="out of range"):
+        dynamic.apply_op(info, k, tf.ones_like(k), tf.zeros([2, W]), 3)
+    st.close()
+    with pytest.raises(tf.errors.InternalError, match="no dynamic table"):
+        _rows(info, [1])
+    with pytest.raises(dynamic.DynamicTableError, match="closed"):
+        st.lookup("t", [1])
