@@ -39,7 +39,7 @@ RUNNER = textwrap.dedent("""
 """)
 
 
-def _run(tmp_path, n, tag):
+def _run(tmp_path, n, tag, env=None):
     script = tmp_path / "runner.py"
     script.write_text(RUNNER)
     cp = tmp_path / f"cfg_{tag}.json"
@@ -47,7 +47,7 @@ def _run(tmp_path, n, tag):
                                     devices="mirrored" if n > 1 else "cpu", epochs=2)))
     out = tmp_path / f"out_{tag}.json"
     p = subprocess.run([sys.executable, str(script), str(n), str(cp), str(out)],
-                       env={**__import__("os").environ, **QUIET}, capture_output=True,
+                       env={**__import__("os").environ, **QUIET, **(env or {})}, capture_output=True,
                        text=True, timeout=300)
     assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
     return json.loads(out.read_text())
@@ -65,5 +65,17 @@ def test_two_logical_devices_match_one_device(tmp_path):
     r1, r2 = np.array(one["rows"]), np.array(two["rows"])
     np.testing.assert_array_equal(r1.any(axis=1), r2.any(axis=1))
     np.testing.assert_allclose(r1, r2, atol=2e-4)
+    for a, b in zip(one["history"], two["history"]):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_gpu_placement_path_on_logical_cpus(tmp_path):
+    # With GPUs, every replica's dynamic-table ops run on the host CPU (device 0) and the rows
+    # cross devices as tensors. Exercised here on 2 logical CPUs (never run on a real GPU).
+    one = _run(tmp_path, 1, "one")
+    two = _run(tmp_path, 2, "host", env={"RECSTRATA_DYNAMIC_HOST_DEVICE": "/device:CPU:0"})
+    assert two["replicas"] == 2 and two["stats"]["step"] == 48
+    assert one["stats"]["rows"] == two["stats"]["rows"]
+    np.testing.assert_allclose(np.array(one["rows"]), np.array(two["rows"]), atol=2e-4)
     for a, b in zip(one["history"], two["history"]):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)

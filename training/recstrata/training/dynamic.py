@@ -300,6 +300,9 @@ def _host_device():
 
     import tensorflow as tf
 
+    forced = os.environ.get("RECSTRATA_DYNAMIC_HOST_DEVICE")
+    if forced:   # tests: the GPU placement on CPU replicas (every replica's ops on one device)
+        return tf.device(forced)
     if tf.config.list_logical_devices("GPU"):
         return tf.device("/device:CPU:0")
     return contextlib.nullcontext()
