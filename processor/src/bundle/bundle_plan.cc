@@ -138,7 +138,9 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
     for (int j = 0; j < t.subtables_size(); ++j) {
       const auto& st = t.subtables(j);
       const int32_t sub_dim = sub_dims[j];
-      if (st.rows() != rt->scheme.subtable_rows()[j] || st.dim() != sub_dim)
+      const bool rows_ok = rt->scheme.is_dynamic() ? st.rows() >= 0
+                                                   : st.rows() == rt->scheme.subtable_rows()[j];
+      if (!rows_ok || st.dim() != sub_dim)
         BadManifest("table '" + t.name() + "' sub-table " + std::to_string(j) + " is [" +
                     std::to_string(st.rows()) + ", " + std::to_string(st.dim()) +
                     "], its key scheme needs [" +
@@ -149,6 +151,10 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
       s.store_table = st.store_table();
       s.rows = st.rows();
       s.dim = st.dim();
+      if (st.store_dim() != 0 && (st.store_dim() < st.dim() || st.store_dim() > 65536))
+        BadManifest("table '" + t.name() + "' sub-table " + std::to_string(j) + " has store_dim " +
+                    std::to_string(st.store_dim()) + " < dim " + std::to_string(st.dim()));
+      s.store_dim = st.store_dim() ? st.store_dim() : st.dim();
       rt->subs.push_back(s);
     }
     by_name[t.name()] = rt.get();
@@ -287,10 +293,10 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
         if (!st)
           Fail(RS_ERR_CORRUPTION, "bundle " + bundle_dir_ + ": " + where + " has no table '" +
                                       s.store_table + "' (table '" + t->name + "')");
-        if (st->dim() != s.dim)
+        if (st->dim() != s.store_dim)
           Fail(RS_ERR_CORRUPTION, "bundle " + bundle_dir_ + ": store table '" + s.store_table +
                                       "' has dim " + std::to_string(st->dim()) +
-                                      ", the manifest says " + std::to_string(s.dim));
+                                      ", the manifest says " + std::to_string(s.store_dim));
         const uint64_t rows = st->Stats().rows;
         if (rows != static_cast<uint64_t>(s.rows))
           Fail(RS_ERR_CORRUPTION, "bundle " + bundle_dir_ + ": store table '" + s.store_table +

@@ -211,7 +211,7 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
   }
   // Batched lookups of the distinct keys, one per sub-table.
   size_t total = 0;
-  for (const auto& st : table.subs) total += nv * st.dim;
+  for (const auto& st : table.subs) total += nv * st.store_dim;
   s.rows.resize(total);
   s.found.resize(nv);
   s.uniq.resize(S * nv);
@@ -228,13 +228,20 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
     sub_index[j] = index;
     const size_t nu = Dedupe(s.keys.data() + j * nv, nv, uniq, index, s);
     st.table->Lookup(uniq, nu, sub_rows[j], s.found.data());
+    if (st.store_dim != st.dim) {
+      // store rows are [served columns | optimizer slots]: keep the first dim
+      // columns, packed (row u moves down to u * dim; never overlaps ahead).
+      for (size_t u = 1; u < nu; ++u)
+        std::memmove(sub_rows[j] + u * st.dim, sub_rows[j] + u * st.store_dim,
+                     sizeof(float) * static_cast<size_t>(st.dim));
+    }
     for (size_t u = 0; u < nu; ++u) {
       if (!s.found[u]) {
         ++missing;
         std::fill_n(sub_rows[j] + u * st.dim, st.dim, table.default_value);
       }
     }
-    off += nv * st.dim;
+    off += nv * st.store_dim;
   }
   if (missing) missing_rows_.fetch_add(missing, std::memory_order_relaxed);
 

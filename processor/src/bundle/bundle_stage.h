@@ -69,6 +69,7 @@ class BundleInputStage final : public InputStage {
     std::string store_table;
     int64_t rows = 0;
     int32_t dim = 0;
+    int32_t store_dim = 0;  // the store table's row width (>= dim)
   };
   struct TableRt {
     std::string name;

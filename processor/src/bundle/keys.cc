@@ -30,6 +30,19 @@ KeyScheme KeyScheme::FromProto(const recstrata::bundle::KeyScheme& p, const std:
       Bad(ctx, kind + " sub-vectors are combined by 'add', got '" + p.combiner() + "'");
     if (s.seed_ > static_cast<uint64_t>(INT64_MAX)) Bad(ctx, "seed must be < 2^63");
   }
+  if (kind == "dynamic") {
+    // Row key = the id itself (docs/embedding-keys.md, section 3.4).
+    if (!p.combiner().empty() && p.combiner() != "add")
+      Bad(ctx, "dynamic tables have one sub-table, combiner must be empty or 'add'");
+    if (p.has_hashed() && p.hashed()) Bad(ctx, "dynamic tables are keyed by the raw id (hashed: false)");
+    if (p.rows() || p.vocab() || p.m() || p.sizes_size() || p.bits() || p.block_bits() ||
+        !p.strategy().empty() || p.seed())
+      Bad(ctx, "dynamic tables take no rows, vocab, m, sizes, bits, block_bits, strategy or seed");
+    s.kind_ = Kind::kDynamic;
+    s.hashed_ = false;
+    s.rows_ = {0};
+    return s;
+  }
   if (kind == "plain") {
     s.kind_ = Kind::kPlain;
     int64_t rows = CheckedRows(ctx, "plain.rows", p.rows(), 1);
@@ -85,7 +98,7 @@ KeyScheme KeyScheme::FromProto(const recstrata::bundle::KeyScheme& p, const std:
       s.blocks_.push_back(std::move(pos));
     }
   } else {
-    Bad(ctx, "unknown key scheme kind '" + kind + "' (plain, multihash, binary_code)");
+    Bad(ctx, "unknown key scheme kind '" + kind + "' (plain, multihash, binary_code, dynamic)");
   }
   if (s.rows_.size() > kMaxSubtables)
     Bad(ctx, std::to_string(s.rows_.size()) + " sub-tables, at most " + std::to_string(kMaxSubtables));
@@ -105,6 +118,9 @@ std::vector<int32_t> KeyScheme::SubtableDims(int32_t dim) const {
 
 void KeyScheme::RowKeys(uint64_t u, int64_t* out) const {
   switch (kind_) {
+    case Kind::kDynamic:
+      out[0] = static_cast<int64_t>(u);
+      return;
     case Kind::kPlain: {
       const uint64_t h = hashed_ ? Hash64(u, seed_) : u;
       out[0] = static_cast<int64_t>(h % sizes_[0]);

@@ -59,9 +59,12 @@ class KeyScheme {
 
   // Row keys of one id (as uint64): out[j] = row in sub-table j, j < S.
   void RowKeys(uint64_t u, int64_t* out) const;
+  // Dynamic tables: one sub-table keyed by the raw id, any number of rows
+  // (subtable_rows() is {0}; the manifest gives the live row count).
+  bool is_dynamic() const { return kind_ == Kind::kDynamic; }
 
  private:
-  enum class Kind { kPlain, kQr, kKway, kBinaryCode };
+  enum class Kind { kPlain, kQr, kKway, kBinaryCode, kDynamic };
   Kind kind_ = Kind::kPlain;
   bool hashed_ = true;
   uint64_t seed_ = 0;

@@ -30,6 +30,7 @@ CHECKPOINT_NAME = "ckpt"  # tf.train.CheckpointManager's checkpoint_name
 RESUMABLE = frozenset({
     "epochs", "progress", "checkpoint_dir", "checkpoint_every_steps", "devices",
     "max_steps_per_epoch", "early_stopping_patience", "early_stopping_min_delta",
+    "dynamic_store_dir",
 })
 
 

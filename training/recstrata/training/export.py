@@ -264,10 +264,21 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
 
-    import tensorflow as tf
-
     t0 = time.perf_counter()
     model = _load(model_or_path)
+    try:
+        return _export(model, out_dir, parent, tiers, dram_fraction, dram_capacity_bytes,
+                       dram_min_bytes, cache_policy, single_valued_layout, pooled_layout,
+                       freeze_dense, say, t0)
+    finally:
+        if model is not model_or_path and hasattr(model, "close"):
+            model.close()     # loaded here: its temporary dynamic store goes
+
+
+def _export(model, out_dir, parent, tiers, dram_fraction, dram_capacity_bytes, dram_min_bytes,
+            cache_policy, single_valued_layout, pooled_layout, freeze_dense, say, t0):
+    import tensorflow as tf
+
     cfg = model.cfg
     tables = model.embedding_tables()
     infos = model.feature_info()
@@ -306,11 +317,32 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
             remote = Store(None, tiers="dram+redis", redis_url=redis_url, redis_password=redis_password,
                            redis_model=redis_model, redis_key_space=redis_key_space,
                            dram_capacity_bytes=1 << 16)
+        if remote is not None and any(t.get("dynamic") for t in tables.values()):
+            raise ValueError("export to Redis (redis_url) does not write dynamic tables yet; "
+                             "export them to the bundle's local store")
+        if any(t.get("dynamic") for t in tables.values()):
+            # Dynamic tables: the training store's own files, hard-linked from a snapshot
+            # of the cleanly closed store (append-only files never change after a clean
+            # close), not a numpy round trip. The other tables are bulk-loaded beside them.
+            say("linking the dynamic tables' store files")
+            snap = os.path.join(tmp, ".dynamic-snapshot")
+            model.dynamic_store.snapshot(snap)
+            os.rename(os.path.join(snap, "store"), os.path.join(tmp, STORE_DIR))
+            shutil.rmtree(snap)
+            store_options["compaction"] = "off"
         with Store(os.path.join(tmp, STORE_DIR), **store_options) as store:
             for ti, (tname, t) in enumerate(tables.items()):
                 table = manifest.tables.add(name=tname, dim=int(t["width"]),
                                             key_scheme=mf.KeyScheme(**t["scheme"]),
                                             default_value=0.0)
+                if t.get("dynamic"):
+                    st = store.table(t["store_table"])
+                    rows = int(st.stats()["rows"])
+                    table.subtables.add(store_table=t["store_table"], rows=rows,
+                                        dim=int(t["width"]), store_dim=int(st.dim))
+                    table_bytes += rows * 4 * int(t["width"])
+                    say(f"dynamic table {tname}: {rows:,} rows linked from the training store")
+                    continue
                 for j, arr in enumerate(t["subtables"]):
                     arr = np.asarray(arr, dtype=np.float32)
                     store_name = f"t{ti}_s{j}"

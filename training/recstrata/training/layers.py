@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from recstrata.training import dynamic_spec
 from recstrata.training import keys as K
 from recstrata.training import keys_tf
 from recstrata.training.spec import Config, DenseFeature, table_width
@@ -78,24 +79,91 @@ class SchemeEmbedding(keras.layers.Layer):
         return self.scheme.num_params(self.width)
 
 
+class DynamicEmbedding(keras.layers.Layer):
+    """A dynamic table (kind "dynamic"): rows in the native store, no TF variables.
+
+    ``lookup(keys)`` reads the rows of unique ids through the store's op (zeros for ids without
+    a row); training gets the row gradients through :func:`recstrata.training.dynamic.prefetch`.
+    """
+
+    def __init__(self, scheme, width: int, info, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.scheme, self.width, self.info = scheme, int(width), info
+        self.dims = (self.width,)
+        self.subtables = []
+
+    def lookup_unique(self, keys):
+        from recstrata.training import dynamic
+
+        return dynamic.lookup_op(self.info, keys)
+
+    def call(self, ids, lengths, combiner: str = "sum"):
+        from recstrata.training import dynamic
+
+        ids = tf.convert_to_tensor(ids, tf.int64)
+        flat = tf.reshape(ids, [-1])
+        uniq, idx = tf.unique(flat, out_idx=tf.int32)
+        rows = self.lookup_unique(uniq)
+        vec = tf.reshape(tf.gather(rows, idx), tf.concat([tf.shape(ids), [self.width]], 0))
+        return dynamic.pool(vec, lengths, combiner)
+
+    def num_params(self) -> int:
+        return 0
+
+
 class EmbeddingStage(keras.layers.Layer):
     """ids -> pooled vectors for every sparse feature: ``{feature: [B, width]}``."""
 
-    def __init__(self, cfg: Config, **kwargs):
+    def __init__(self, cfg: Config, dynamic_store=None, **kwargs):
         super().__init__(dtype="float32", **kwargs)
         self.cfg = cfg
         self.features = cfg.sparse
         self.tables = {}
+        self.dynamic = {}
         for i, (tname, (scheme, dim, _)) in enumerate(cfg.tables().items()):
-            self.tables[tname] = SchemeEmbedding(
-                scheme, table_width(dim, cfg.model.type), seed=cfg.train.seed * 7919 + 97 * i,
-                name=f"table_{tname}")
+            width = table_width(dim, cfg.model.type)
+            if dynamic_spec.is_dynamic(scheme):
+                if dynamic_store is None or tname not in dynamic_store.tables:
+                    raise ValueError(f"table {tname} is dynamic: the model needs a DynamicStore "
+                                     f"holding it (recstrata.training.dynamic.open_for_config)")
+                layer = DynamicEmbedding(scheme, width, dynamic_store.tables[tname],
+                                         name=f"table_{tname}")
+                self.dynamic[tname] = layer
+            else:
+                layer = SchemeEmbedding(scheme, width, seed=cfg.train.seed * 7919 + 97 * i,
+                                        name=f"table_{tname}")
+            self.tables[tname] = layer
 
-    def call(self, batch):
+    def prefetch(self, batch, weight=None) -> dict:
+        """Training: ``{table: Prefetched}`` for every dynamic table (unique ids, their rows,
+        occurrence counts of the valid values of examples with weight > 0, per-feature index)."""
+        from recstrata.training import dynamic
+
+        out = {}
+        for tname, layer in self.dynamic.items():
+            feats = [f for f in self.features if f.table == tname]
+            keys, counts, index = dynamic.gather_keys(batch, feats, weight)
+            out[tname] = dynamic.Prefetched(keys, layer.lookup_unique(keys), counts, index)
+        return out
+
+    def pooled_from(self, batch, prefetched=None) -> dict:
+        """As :meth:`call`, with the dynamic tables' rows taken from ``prefetched``."""
+        from recstrata.training import dynamic
+
         out = {}
         for f in self.features:
-            out[f.name] = self.tables[f.table](batch[f.name], batch[f.name + "/len"], combiner=f.combiner)
+            layer = self.tables[f.table]
+            if prefetched is not None and f.table in prefetched:
+                p = prefetched[f.table]
+                idx = p.index[f.name]
+                vec = tf.reshape(tf.gather(p.rows, idx), tf.concat([tf.shape(idx), [layer.width]], 0))
+                out[f.name] = dynamic.pool(vec, batch[f.name + "/len"], f.combiner)
+            else:
+                out[f.name] = layer(batch[f.name], batch[f.name + "/len"], combiner=f.combiner)
         return out
+
+    def call(self, batch):
+        return self.pooled_from(batch)
 
 
 class DenseNormalize(keras.layers.Layer):

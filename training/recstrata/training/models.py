@@ -157,16 +157,34 @@ class DenseStage(keras.Model):
 class RecModel(keras.Model):
     """The whole CTR model: ``embedding_stage`` then ``dense_stage``; call -> logits [B]."""
 
-    def __init__(self, cfg: Config, **kwargs):
+    def __init__(self, cfg: Config, dynamic_store=None, **kwargs):
         super().__init__(**kwargs)
         self.cfg = cfg
-        self.embedding_stage = EmbeddingStage(cfg, name="embedding_stage")
+        self.owns_dynamic_store = False
+        if dynamic_store is None and has_dynamic(cfg):
+            from recstrata.training import dynamic
+
+            dynamic_store = dynamic.open_for_config(cfg)   # a temporary, volatile one
+            self.owns_dynamic_store = True
+        self.dynamic_store = dynamic_store
+        self.embedding_stage = EmbeddingStage(cfg, dynamic_store, name="embedding_stage")
         self.dense_stage = DenseStage(cfg, name="dense_stage")
 
     def call(self, batch, training=False):
         pooled = self.embedding_stage(batch)
         pooled["dense"] = batch["dense"]
         return self.dense_stage(pooled, training=training)
+
+    def forward(self, batch, training=False, prefetched=None):
+        """Logits with the dynamic tables' rows taken from ``prefetched`` (the training step)."""
+        pooled = self.embedding_stage.pooled_from(batch, prefetched)
+        pooled["dense"] = batch["dense"]
+        return self.dense_stage(pooled, training=training)
+
+    def close(self) -> None:
+        """Close the dynamic store when this model opened it."""
+        if self.owns_dynamic_store and self.dynamic_store is not None:
+            self.dynamic_store.close()
 
     def pooled(self, batch) -> dict:
         """The embedding stage's output (+ the raw dense input): the dense stage's input."""
@@ -188,6 +206,13 @@ class RecModel(keras.Model):
         tables = self.cfg.tables()
         for tname, layer in self.embedding_stage.tables.items():
             scheme, dim, feats = tables[tname]
+            if tname in self.embedding_stage.dynamic:
+                out[tname] = {"scheme": scheme.to_dict(), "dim": dim, "width": layer.width,
+                              "combiner": "add", "features": list(feats), "dynamic": True,
+                              "store_table": layer.info.store_table,
+                              "subtable_rows": [], "subtable_dims": [layer.width],
+                              "subtables": []}
+                continue
             out[tname] = {
                 "scheme": scheme.to_dict(),
                 "dim": dim,
@@ -231,12 +256,20 @@ class RecModel(keras.Model):
             p = layer.num_params()
             rows.append({"table": tname, "scheme": layer.scheme.kind,
                          "features": ",".join(self.cfg.tables()[tname][2]),
-                         "subtables": "x".join(str(r) for r in layer.scheme.subtable_rows),
+                         "subtables": ("(store)" if tname in self.embedding_stage.dynamic
+                                       else "x".join(str(r) for r in layer.scheme.subtable_rows)),
                          "width": layer.width, "params": p, "bytes": 4 * p})
         dp = int(sum(int(np.prod(w.shape)) for w in self.dense_stage.weights))
         rows.append({"table": "(dense stage)", "scheme": self.cfg.model.type, "features": "",
                      "subtables": "", "width": "", "params": dp, "bytes": 4 * dp})
         return rows
+
+
+def has_dynamic(cfg: Config) -> bool:
+    """Whether a config has a dynamic table."""
+    from recstrata.training.dynamic_spec import is_dynamic
+
+    return any(is_dynamic(f.scheme) for f in cfg.sparse)
 
 
 def _tf_var(v):

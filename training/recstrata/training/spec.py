@@ -14,6 +14,7 @@ import math
 import os
 from typing import Any, Mapping, Sequence
 
+from recstrata.training import dynamic_spec
 from recstrata.training import keys as K
 
 MODEL_TYPES = ("wdl", "deepfm", "dlrm")
@@ -178,6 +179,7 @@ class TrainSpec:
     devices: str = "auto"
     max_steps_per_epoch: int = 0          # 0 = the whole epoch
     progress: bool = True
+    dynamic_store_dir: str | None = None  # working store of dynamic tables (default: a temp dir)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +233,8 @@ def _parse_sparse(o: _Obj, idx: int) -> SparseFeature:
     if not isinstance(emb, Mapping):
         raise SpecError(f"{path}: must be an object like {{\"kind\": \"plain\", \"rows\": 100000}}")
     try:
-        scheme = K.scheme_from_dict(emb)
+        scheme = (dynamic_spec.from_dict(emb) if emb.get("kind") == dynamic_spec.KIND
+                  else K.scheme_from_dict(emb))
     except TypeError as exc:
         raise SpecError(f"{path}: {exc}") from None
     except ValueError as exc:
@@ -355,8 +358,11 @@ def _parse_train(o: _Obj) -> TrainSpec:
         mixed_precision=o.str("mixed_precision", "off", choices=MIXED_PRECISION),
         devices=o.str("devices", "auto", choices=DEVICES),
         max_steps_per_epoch=o.int("max_steps_per_epoch", 0, lo=0),
-        progress=o.bool("progress", True))
+        progress=o.bool("progress", True),
+        dynamic_store_dir=o.get("dynamic_store_dir", None))
     es.done()
+    if t.dynamic_store_dir is not None and not isinstance(t.dynamic_store_dir, str):
+        raise SpecError(f"{o.path}.dynamic_store_dir: must be a path string")
     if t.checkpoint_dir is not None and not isinstance(t.checkpoint_dir, str):
         raise SpecError(f"{o.path}.checkpoint_dir: must be a path string")
     o.done()
@@ -409,6 +415,10 @@ def parse_config(d: Mapping[str, Any], base_dir: str | None = None,
             raise SpecError(f"sparse[{i}].embedding: {exc}") from None
     data = _parse_data(o.obj("data"), sparse, dense, label, base_dir)
     train = _parse_train(o.obj("train", {}))
+    if any(dynamic_spec.is_dynamic(f.scheme) for f in sparse):
+        if train.mixed_precision == "float16":
+            raise SpecError("train.mixed_precision: float16 (loss scaling) is not supported with "
+                            "dynamic tables; use 'off' or 'bfloat16'")
     o.done()
     return Config(name, label, sparse, dense, model, data, train, source_path,
                   raw=json.loads(json.dumps(d)), base_dir=base_dir)

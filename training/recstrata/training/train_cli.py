@@ -89,23 +89,26 @@ def _train(args) -> int:
     from recstrata.training.trainer import Trainer
 
     tr = Trainer(cfg, fresh=args.fresh)
-    if tr.cluster.is_chief:
-        print(tr.summary(), file=sys.stderr)
-    tr.restore()
-    hook = None
-    if args.delta_bundle:
-        from recstrata.training.delta import DeltaHook
+    try:
+        if tr.cluster.is_chief:
+            print(tr.summary(), file=sys.stderr)
+        tr.restore()
+        hook = None
+        if args.delta_bundle:
+            from recstrata.training.delta import DeltaHook
 
-        hook = DeltaHook(args.delta_bundle, every_steps=args.delta_every_steps,
-                         every_seconds=args.delta_every_seconds,
-                         log=lambda s: print(s, file=sys.stderr))
-        hook.start(tr.model)
-        tr.step_hooks.append(hook)
-    elif args.delta_every_steps or args.delta_every_seconds:
-        raise ValueError("--delta-every-steps / --delta-every-seconds need --delta-bundle")
-    history = tr.train()
-    if hook is not None:
-        hook.flush(tr.model, tr.global_step)   # the rows of the last steps
+            hook = DeltaHook(args.delta_bundle, every_steps=args.delta_every_steps,
+                             every_seconds=args.delta_every_seconds,
+                             log=lambda s: print(s, file=sys.stderr))
+            hook.start(tr.model)
+            tr.step_hooks.append(hook)
+        elif args.delta_every_steps or args.delta_every_seconds:
+            raise ValueError("--delta-every-steps / --delta-every-seconds need --delta-bundle")
+        history = tr.train()
+        if hook is not None:
+            hook.flush(tr.model, tr.global_step)   # the rows of the last steps
+    finally:
+        tr.close()
     out = [dataclasses.asdict(h) for h in history]
     if args.metrics_out and tr.cluster.is_chief:
         with open(args.metrics_out, "w") as fh:
@@ -137,7 +140,10 @@ def _eval(args) -> int:
                               train=dataclasses.replace(cfg.train, checkpoint_dir=None,
                                                         progress=False))
     tr = Trainer(cfg)
-    restore_model(tr.model, args.checkpoint_dir)
-    res = tr.evaluate(split=args.split)
+    try:
+        restore_model(tr.model, args.checkpoint_dir)
+        res = tr.evaluate(split=args.split)
+    finally:
+        tr.close()
     print(json.dumps(res))
     return 0

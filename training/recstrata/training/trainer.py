@@ -138,13 +138,26 @@ class Trainer:
             self._say(f"note: global batch {cfg.train.batch_size} rounded up to "
                       f"{self.layout.global_batch} ({self.cluster.num_replicas} replicas)")
         keras.utils.set_random_seed(cfg.train.seed)
+        from recstrata.training.models import has_dynamic
+
+        self.dynamic_store = None
+        if has_dynamic(cfg):
+            if self.cluster.num_workers > 1:
+                raise NotImplementedError(
+                    "dynamic tables train on one worker (any number of local replicas); the "
+                    "multi-worker design (rows sharded by id mod num_workers, docs/training.md) "
+                    "is not implemented")
+            from recstrata.training import dynamic
+
+            self.dynamic_store = dynamic.open_for_config(
+                cfg, self.cluster.replicas_per_worker, cfg.train.dynamic_store_dir)
         policy = self._precision_policy()
         old_policy = keras.mixed_precision.dtype_policy()
         try:
             if policy:
                 keras.mixed_precision.set_dtype_policy(policy)
             with self.strategy.scope():
-                self.model = RecModel(cfg, name="rec_model")
+                self.model = RecModel(cfg, dynamic_store=self.dynamic_store, name="rec_model")
                 self.model.build_with_dummy()
                 self.optimizer = self._make_optimizer(policy == "mixed_float16")
                 self.optimizer.build(self.model.trainable_variables)
@@ -211,9 +224,30 @@ class Trainer:
     def _save(self) -> None:
         if self.manager is None:
             return
-        self.manager.save()
+        if self.dynamic_store is None:
+            self.manager.save()
+        else:
+            # The dynamic tables' snapshot ckpt-N.dyn is complete before ckpt-N becomes the
+            # latest checkpoint (the manager writes the "checkpoint" file last).
+            latest = self.manager.latest_checkpoint
+            n = int(latest.rsplit("-", 1)[1]) + 1 if latest else 1
+            prefix = os.path.join(self.manager.directory, f"{ckdir.CHECKPOINT_NAME}-{n}")
+            from recstrata.training import dynamic
+
+            self.dynamic_store.snapshot(prefix + dynamic.SNAPSHOT_SUFFIX)
+            self.manager.save(checkpoint_number=n)
+            keep = {p + dynamic.SNAPSHOT_SUFFIX for p in self.manager.checkpoints}
+            for d in os.listdir(self.manager.directory):
+                full = os.path.join(self.manager.directory, d)
+                if d.endswith(dynamic.SNAPSHOT_SUFFIX) and full not in keep:
+                    shutil.rmtree(full, ignore_errors=True)
         if not self.cluster.is_chief:
             shutil.rmtree(self.manager.directory, ignore_errors=True)
+
+    def close(self) -> None:
+        """Close the dynamic tables' working store (a Trainer without dynamic tables: no-op)."""
+        if self.dynamic_store is not None:
+            self.dynamic_store.close()
 
     def restore(self) -> bool:
         """Restore the latest checkpoint of ``train.checkpoint_dir``; False when there is none."""
@@ -224,6 +258,14 @@ class Trainer:
         if not latest:
             return False
         self.ckpt.restore(latest).assert_existing_objects_matched()
+        if self.dynamic_store is not None:
+            from recstrata.training import dynamic
+
+            snap = latest + dynamic.SNAPSHOT_SUFFIX
+            if not os.path.isdir(snap):
+                raise FileNotFoundError(f"{latest}: the checkpoint has no dynamic-table snapshot "
+                                        f"{snap} (written by another version, or damaged)")
+            self.dynamic_store.restore(snap)
         self._say(f"resuming from {latest} (same config): epoch {int(self.epoch.numpy())}, "
                   f"step {int(self.step_in_epoch.numpy())} of that epoch; --fresh starts over")
         return True
@@ -252,18 +294,33 @@ class Trainer:
         model, opt, strategy = self.model, self.optimizer, self.strategy
         scaled = isinstance(opt, keras.optimizers.LossScaleOptimizer)
 
+        dynamic_tables = bool(self.dynamic_store is not None)
+
         def replica_train(b):
             ctx = tf.distribute.get_replica_context()
             w = b["weight"]
             wsum = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(w))
             with tf.GradientTape() as tape:
-                logits = model(b, training=True)
+                pre = model.embedding_stage.prefetch(b, w) if dynamic_tables else None
+                if pre:
+                    for p in pre.values():
+                        tape.watch(p.rows)
+                logits = model.forward(b, training=True, prefetched=pre)
                 per = tf.nn.sigmoid_cross_entropy_with_logits(labels=b["label"], logits=logits)
                 loss = tf.reduce_sum(per * w) / tf.maximum(wsum, 1.0)
                 obj = opt.scale_loss(loss) if scaled else loss
             variables = model.trainable_variables
-            grads = tape.gradient(obj, variables)
-            opt.apply_gradients(zip(grads, variables))
+            rows = [p.rows for p in pre.values()] if pre else []
+            grads = tape.gradient(obj, variables + rows)
+            opt.apply_gradients(zip(grads[:len(variables)], variables))
+            if pre:
+                from recstrata.training import dynamic
+
+                replica = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
+                for (tname, p), g in zip(pre.items(), grads[len(variables):]):
+                    g = tf.zeros_like(p.rows) if g is None else tf.convert_to_tensor(g)
+                    dynamic.apply_op(model.embedding_stage.dynamic[tname].info, p.keys,
+                                     p.counts, g, replica)
             return loss, tf.sigmoid(logits), wsum
 
         @tf.function
@@ -452,7 +509,15 @@ def load_trained(checkpoint_dir: str, checkpoint: str | None = None):
         raise FileNotFoundError(f"{checkpoint_dir}: not a recstrata checkpoint directory "
                                 f"(no {CONFIG_FILE})")
     cfg = load_config(path)
-    model = RecModel(cfg, name="rec_model")
+    from recstrata.training.models import has_dynamic
+
+    store = None
+    if has_dynamic(cfg):
+        from recstrata.training import dynamic
+
+        store = dynamic.open_for_config(cfg)    # temporary working store, restored below
+    model = RecModel(cfg, dynamic_store=store, name="rec_model")
+    model.owns_dynamic_store = store is not None
     model.build_with_dummy()
     restore_model(model, checkpoint_dir, checkpoint)
     return model, cfg
@@ -466,4 +531,12 @@ def restore_model(model, checkpoint_dir: str, checkpoint: str | None = None) -> 
         raise FileNotFoundError(f"{checkpoint_dir}: no checkpoint found")
     ck = tf.train.Checkpoint(model=tf.train.Checkpoint(**model.checkpoint_variables()))
     ck.restore(prefix).expect_partial().assert_existing_objects_matched()
+    store = getattr(model, "dynamic_store", None)
+    if store is not None:   # the dynamic tables' rows are in the checkpoint's snapshot
+        from recstrata.training import dynamic
+
+        snap = prefix + dynamic.SNAPSHOT_SUFFIX
+        if not os.path.isdir(snap):
+            raise FileNotFoundError(f"{prefix}: the checkpoint has no dynamic-table snapshot {snap}")
+        store.restore(snap)
     return prefix
