@@ -269,14 +269,16 @@ def export_bundle(model_or_path: Any, out_dir: str | os.PathLike, *, tiers: str 
     try:
         return _export(model, out_dir, parent, tiers, dram_fraction, dram_capacity_bytes,
                        dram_min_bytes, cache_policy, single_valued_layout, pooled_layout,
-                       freeze_dense, say, t0)
+                       freeze_dense, say, t0, redis_url, redis_password, redis_model,
+                       redis_key_space, redis_publish)
     finally:
         if model is not model_or_path and hasattr(model, "close"):
             model.close()     # loaded here: its temporary dynamic store goes
 
 
 def _export(model, out_dir, parent, tiers, dram_fraction, dram_capacity_bytes, dram_min_bytes,
-            cache_policy, single_valued_layout, pooled_layout, freeze_dense, say, t0):
+            cache_policy, single_valued_layout, pooled_layout, freeze_dense, say, t0,
+            redis_url, redis_password, redis_model, redis_key_space, redis_publish):
     import tensorflow as tf
 
     cfg = model.cfg
