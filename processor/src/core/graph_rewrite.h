@@ -23,6 +23,13 @@
 //                   split axis -> the split's input;
 //   concat_flatten  ConcatV2 whose input is another single-use ConcatV2 on the
 //                   same axis -> one ConcatV2;
+//   inline_call     a top-level StatefulPartitionedCall/PartitionedCall that a
+//                   signature's outputs depend on -> the function's body (renamed
+//                   "call/node"), the call kept as an IdentityN of the body's
+//                   results under its own name; only for bodies whose effects
+//                   all feed their results (see Inliner in the .cc); calls the
+//                   saver or a collection names (save, restore, init) are kept.
+//                   TensorFlow's own inliner would add an Identity per argument;
 //   fold_constant   Shape of a fully static tensor, StridedSlice (1-D, stride 1),
 //                   Cast between int32/int64 and Pack of small integer Consts
 //                   -> Const (at most 64 elements; only these shape ops are
@@ -44,7 +51,9 @@ namespace rs {
 
 struct GraphRewriteReport {
   bool changed = false;
-  int nodes_before = 0;  // top-level nodes + function nodes, all MetaGraphDefs
+  // Nodes the signature runs: the top-level nodes its outputs depend on plus
+  // the nodes of every function those call (inlined functions no longer count).
+  int nodes_before = 0;
   int nodes_after = 0;
   std::map<std::string, int> rules;  // rule name -> applications
   std::string note;                  // why nothing was rewritten / a fallback
@@ -55,7 +64,8 @@ struct GraphRewriteReport {
 // Rewrites a serialized SavedModel (saved_model.pb). Returns the rewritten
 // serialization, or an empty string when no rule applied. Throws rs::Error
 // RS_ERR_CORRUPTION if `bytes` is not a SavedModel.
-std::string RewriteSavedModel(const std::string& bytes, GraphRewriteReport* report);
+// `signature` only scopes the node counts of the report.
+std::string RewriteSavedModel(const std::string& bytes, const std::string& signature, GraphRewriteReport* report);
 
 }  // namespace rs
 

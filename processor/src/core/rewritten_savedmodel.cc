@@ -30,7 +30,7 @@ std::string Absolute(const std::string& p) {
 
 }  // namespace
 
-std::unique_ptr<RewrittenSavedModel> RewrittenSavedModel::Make(const std::string& dir, GraphRewriteReport* report) {
+std::unique_ptr<RewrittenSavedModel> RewrittenSavedModel::Make(const std::string& dir, const std::string& signature, GraphRewriteReport* report) {
   const std::string pb = dir + "/saved_model.pb";
   if (!Exists(pb)) {
     report->note = "not rewritten: the model has no binary saved_model.pb";
@@ -40,7 +40,7 @@ std::unique_ptr<RewrittenSavedModel> RewrittenSavedModel::Make(const std::string
   std::stringstream ss;
   ss << in.rdbuf();
   if (!in.good() && !in.eof()) Fail(RS_ERR_INTERNAL, "could not read " + pb);
-  std::string rewritten = RewriteSavedModel(ss.str(), report);
+  std::string rewritten = RewriteSavedModel(ss.str(), signature, report);
   if (rewritten.empty()) {
     report->note = "no rule applied";
     return nullptr;

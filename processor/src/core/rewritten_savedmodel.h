@@ -23,7 +23,7 @@ class RewrittenSavedModel {
   // or the model is not a binary saved_model.pb (report->note says which).
   // Throws rs::Error if the file cannot be read or parsed, or the temporary
   // directory cannot be made or written.
-  static std::unique_ptr<RewrittenSavedModel> Make(const std::string& dir, GraphRewriteReport* report);
+  static std::unique_ptr<RewrittenSavedModel> Make(const std::string& dir, const std::string& signature, GraphRewriteReport* report);
   ~RewrittenSavedModel();
   RewrittenSavedModel(const RewrittenSavedModel&) = delete;
   RewrittenSavedModel& operator=(const RewrittenSavedModel&) = delete;

@@ -191,7 +191,7 @@ void SessionGroup::Load(const std::string& dir, const ModelConfig& cfg) {
     GraphRewriteReport report;
     std::unique_ptr<RewrittenSavedModel> rewritten;
     try {
-      rewritten = RewrittenSavedModel::Make(dir, &report);
+      rewritten = RewrittenSavedModel::Make(dir, cfg.signature_name, &report);
     } catch (const Error& e) {
       report.note = std::string("not rewritten: ") + e.what();
     }
