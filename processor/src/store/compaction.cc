@@ -192,7 +192,7 @@ bool TableImpl::CompactFile(DataFile* victim, uint64_t min_other_seq) {
     if (out) {
       o = out.release();
       o->slot = AllocFileSlot();
-      files_[o->slot].store(o, std::memory_order_release);
+      files_.Set(o->slot, o);
       for (size_t i = 0; i < keep.size(); ++i) {
         const Moved& m = keep[i];
         const uint64_t h = HashKey(m.key);

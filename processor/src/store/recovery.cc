@@ -182,7 +182,7 @@ uint64_t TableImpl::Recover(const TableRecord* clean, std::vector<DroppedData>* 
     DataFile* f = opened[fi].release();
     const FileRecord* rec = records_of[fi];
     f->slot = AllocFileSlot();
-    files_[f->slot].store(f, std::memory_order_release);
+    files_.Set(f->slot, f);
     const bool is_tail = !clean && f->header().kind == kAppendFile && f->file_no() == tail_no;
     const uint64_t size = f->size();
     uint64_t off = kFileHeaderSize, batch_start = off;

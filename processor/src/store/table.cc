@@ -36,8 +36,6 @@ TableImpl::TableImpl(TableConfig cfg, EpochDomain* epoch, std::atomic<uint64_t>*
     size_t n = size_t{1} << cfg_.shard_bits;
     for (size_t i = 0; i < n; ++i) ssd_.emplace_back(new ShardIndex(epoch_));
     if (cfg_.dense_keys) direct_.reset(new DirectIndex(cfg_.dense_keys));
-    // Value-initialized: all null (zero-filled in one pass, no per-slot store).
-    files_.reset(new std::atomic<DataFile*>[kMaxFiles]());
   }
   if (cfg_.default_value.empty()) cfg_.default_value.assign(cfg_.dim, 0.0f);
   if (cfg_.ssd_tier && cfg_.doorkeeper) {
@@ -73,9 +71,8 @@ void TableImpl::DoorkeeperAdded(uint64_t added) const {
 }
 
 TableImpl::~TableImpl() {
-  if (files_) {  // retired files are still in their slots
-    for (uint32_t i = 0; i < file_slots_used_; ++i) delete files_[i].load();
-  }
+  // Retired files are still in their slots.
+  for (uint32_t i = 0; i < file_slots_used_; ++i) delete files_.Get(i);
 }
 
 // ---------------------------------------------------------------- lookups --
@@ -249,7 +246,7 @@ DataFile* TableImpl::ActiveFileFor(uint64_t bytes, uint64_t seq) {
   disk_written_.fetch_add(kFileHeaderSize, std::memory_order_relaxed);
   DataFile* raw = f.release();
   raw->slot = AllocFileSlot();
-  files_[raw->slot].store(raw, std::memory_order_release);
+  files_.Set(raw->slot, raw);
   active_ = raw;
   return raw;
 }
@@ -361,7 +358,7 @@ void TableImpl::Write(const int64_t* keys, size_t n, const float* rows, WriteKin
         f->crc = crc;
         f->crc_len = crc_len;
         f->slot = AllocFileSlot();
-        files_[f->slot].store(f, std::memory_order_release);
+        files_.Set(f->slot, f);
       } else {
         if (cfg_.fsync) f->Sync();
         f->SetSize(start + bytes);  // committed: now visible to readers
@@ -470,7 +467,7 @@ void TableImpl::RetireFile(DataFile* f) {
 void TableImpl::ReclaimFiles() {
   while (!retired_files_.empty() && epoch_->IsSafe(retired_files_.front().second)) {
     DataFile* f = retired_files_.front().first;
-    files_[f->slot].store(nullptr, std::memory_order_release);
+    files_.Set(f->slot, nullptr);
     free_file_slots_.push_back(f->slot);
     delete f;
     retired_files_.pop_front();

@@ -18,6 +18,7 @@
 #include "store/direct_index.h"
 #include "store/dram_tier.h"
 #include "store/epoch.h"
+#include "store/file_slots.h"
 #include "store/hash_index.h"
 #include "store/store.h"
 
@@ -65,7 +66,7 @@ struct TableConfig : TierOptions {
 
 class TableImpl final : public Table {
  public:
-  static constexpr uint32_t kMaxFiles = 1u << 16;
+  static constexpr uint32_t kMaxFiles = FileSlots::kMaxSlots;
 
   TableImpl(TableConfig cfg, EpochDomain* epoch, std::atomic<uint64_t>* last_seq);
   ~TableImpl() override;
@@ -128,7 +129,7 @@ class TableImpl final : public Table {
   uint64_t IndexErase(int64_t key, uint64_t h) {
     return InDirect(key) ? direct_->Erase(key) : ssd(h).Erase(key, h);
   }
-  DataFile* file(uint32_t slot) const { return files_[slot].load(std::memory_order_acquire); }
+  DataFile* file(uint32_t slot) const { return files_.Get(slot); }
   uint32_t AllocFileSlot();
   std::string FilePath(uint64_t file_no, bool tmp) const;
   DataFile* ActiveFileFor(uint64_t bytes, uint64_t seq);
@@ -151,7 +152,7 @@ class TableImpl final : public Table {
   std::unique_ptr<DramTier> dram_;
   std::vector<std::unique_ptr<ShardIndex>> ssd_;
   std::unique_ptr<DirectIndex> direct_;  // cfg_.dense_keys > 0
-  std::unique_ptr<std::atomic<DataFile*>[]> files_;
+  FileSlots files_;  // used only when has_files()
   std::vector<uint32_t> free_file_slots_;
   uint32_t file_slots_used_ = 0;
 
