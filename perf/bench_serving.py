@@ -47,9 +47,19 @@ rounds so that a busy shared machine penalises all of them alike; the
     python perf/bench_serving.py --quick    # reduced run (< 2 minutes): module at
                                             # batch 1/64/512, keras at batch 1/64
     python perf/bench_serving.py --model keras --batches 64
+    python perf/bench_serving.py --model keras --fusion-only --quick
+                                            # only the fusion section (below)
     python perf/bench_serving.py --systems c_tf,c_rs_run,tf_python \
         --configs '{"i1": {"intra_op_parallelism_threads": 1}, "i2": {"intra_op_parallelism_threads": 2}}'
                                             # interleaved A/B of model_configs
+
+Fusion section (whenever the keras export is measured): recstrata's own graph
+rewrite (model_config "graph_rewrite": "on", docs/processor.md "Graph
+rewrite") against the graph as exported ("off"), both on the Keras export at
+batch 64, 1 caller, interleaved rounds, through the native loop (c_rs_run) and
+from Python (rs_run); outputs are checked bit-identical first. RESULT key
+`fusion_gain_b64` = 1 - on/off median latency of the native loop
+(`fusion_gain_b64_python`: the same from Python).
 """
 
 from __future__ import annotations
@@ -194,6 +204,8 @@ def main(argv=None) -> int:
                          "result); every system except tf_python then runs once per config, as SYSTEM@LABEL, "
                          "all interleaved in the same rounds, e.g. "
                          '''{"i1": {"intra_op_parallelism_threads": 1}, "i2": {"intra_op_parallelism_threads": 2}}''')
+    ap.add_argument("--fusion-only", action="store_true",
+                    help="only the fusion section (graph_rewrite on vs off, keras export, batch 64)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--rs-config", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
@@ -228,13 +240,20 @@ def main(argv=None) -> int:
     print(f"Criteo-shaped CTR, {N_DENSE} dense + {N_SPARSE} tables ({min(rows)}-{max(rows)} rows x "
           f"{EMB_DIM}), MLP 512-256-1; {os.cpu_count()} CPUs; {args.rounds} interleaved rounds x "
           f"{seconds:.2f} s per cell; rs_config {json.dumps(rs_config)}; load {load_start:.2f}")
-    cells, ratios = [], []
+    cells, ratios, fusion = [], [], None
+    if args.fusion_only:
+        model_names = ["keras"]
+        exe = exe or compile_c_loop(out_dir)
     for name in model_names:
         model_dir = MODEL_BUILDERS[name](out_dir, rows)
-        m_cells = measure_model(name, model_dir, batches_for(name), callers_list, systems, configs, rows,
-                                out_dir, exe, args.rounds, seconds)
-        cells += m_cells
-        ratios += compute_ratios(name, m_cells, batches_for(name), callers_list)
+        if not args.fusion_only:
+            m_cells = measure_model(name, model_dir, batches_for(name), callers_list, systems, configs, rows,
+                                    out_dir, exe, args.rounds, seconds)
+            cells += m_cells
+            ratios += compute_ratios(name, m_cells, batches_for(name), callers_list)
+        if name == "keras":
+            fusion = measure_fusion(model_dir, rs_config, rows, out_dir, exe or compile_c_loop(out_dir),
+                                    max(args.rounds, 6), seconds)
     elapsed = time.time() - t_start
     print(f"elapsed {elapsed:.1f} s; load average {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end")
     summary = {"benchmark": "serving", "quick": args.quick, "seconds_per_round": seconds,
@@ -244,9 +263,12 @@ def main(argv=None) -> int:
                "model": {"dense": N_DENSE, "tables": len(rows), "rows_min": min(rows),
                          "rows_max": max(rows), "dim": EMB_DIM, "mlp": [512, 256, 1]},
                "rs_config": rs_config, "configs": configs if args.configs else None,
-               "cells": cells, "ratios": ratios,
+               "cells": cells, "ratios": ratios, "fusion": fusion,
                "elapsed_s": round(elapsed, 1)}
-    if not args.configs:
+    if fusion:
+        summary["fusion_gain_b64"] = fusion["gain_native"]
+        summary["fusion_gain_b64_python"] = fusion["gain_python"]
+    if not args.configs and not args.fusion_only:
         save_plot(plot_path("serving", args.quick), lambda fig: plot(fig, summary))
     print_result(summary, compact=False)
     return 0
@@ -342,6 +364,64 @@ def measure_model(name: str, model_dir: Path, batches: list[int], callers_list: 
         for w in workers.values():
             w.close()
     return cells
+
+
+def measure_fusion(model_dir: Path, rs_config: dict, rows: list[int], out_dir: Path, exe, rounds: int,
+                   seconds: float, batch: int = 64) -> dict:
+    """graph_rewrite "on" vs "off" on one export, batch 64, 1 caller, interleaved rounds."""
+    from recstrata.processor import Model
+    from recstrata.wire import codec
+
+    cfgs = {"off": {**rs_config, "graph_rewrite": "off"}, "on": {**rs_config, "graph_rewrite": "on"}}
+    feeds = make_feeds(batch, rows, seed=batch)
+    request = codec.make_request(feeds)
+    with Model(model_dir, cfgs["off"]) as off, Model(model_dir, cfgs["on"]) as on:
+        report = on.describe()["graph_rewrite"]
+        if not report["applied"]:
+            raise SystemExit(f"fusion: the pass did not apply to {model_dir}: {report}")
+        a, b = off.run(feeds)["prob"], on.run(feeds)["prob"]
+        # Output-identical, not merely close.
+        np.testing.assert_array_equal(a, b)
+        executed = {k: sum(m.trace()["executed"].values()) for k, m in (("off", off), ("on", on))}
+    print(f"\nfusion: graph_rewrite on vs off, keras export, batch {batch}, 1 caller; rules {report['rules']}; "
+          f"graph nodes {report['nodes_before']} -> {report['nodes_after']}; executed nodes per call "
+          f"{executed['off']} -> {executed['on']}; outputs bit-identical")
+    systems = [f"{s}@{mode}" for s in ("c_rs_run", "rs_run") for mode in ("off", "on")]
+    workers: dict[str, Worker] = {}
+    lat: dict[str, list[list[np.ndarray]]] = {}
+    try:
+        for system in systems:
+            base, _, mode = system.partition("@")
+            if base == "c_rs_run":
+                spec = write_c_spec(out_dir, model_dir, feeds, cfgs[mode], request, tag=f"fusion_{mode}_")
+                cmd = [str(exe), C_MODES[base], str(spec)]
+            else:
+                cmd = [sys.executable, __file__, "--worker", base, "--batches", str(batch), "--out", str(out_dir),
+                       "--model-dir", str(model_dir), "--rs-config", json.dumps(cfgs[mode])]
+            workers[system] = Worker(system.replace("@", "_"), cmd, out_dir)
+        for r in range(rounds):
+            # off/on alternate, the order flipping every round.
+            for pair in (systems[:2], systems[2:]):
+                for system in (pair if r % 2 == 0 else pair[::-1]):
+                    lat.setdefault(system, []).append(workers[system].run(1, seconds))
+    finally:
+        for w in workers.values():
+            w.close()
+    cells = {}
+    for system in systems:
+        s = summarize_rounds(lat[system], batch)
+        cells[system] = s
+        print(f"  {system:<16} median {s['median_ms']:.3f} ms  p99 {s['p99_ms']:.3f} ms  "
+              f"best-round median {s['best_round_median_ms']:.3f} ms")
+    gain = {base: 1 - cells[f"{base}@on"]["median_ms"] / cells[f"{base}@off"]["median_ms"]
+            for base in ("c_rs_run", "rs_run")}
+    p99_gain = {base: 1 - cells[f"{base}@on"]["p99_ms"] / cells[f"{base}@off"]["p99_ms"]
+                for base in ("c_rs_run", "rs_run")}
+    print(f"  fusion gain (1 - on/off median): native {gain['c_rs_run']:.1%}, python {gain['rs_run']:.1%}; "
+          f"p99: native {p99_gain['c_rs_run']:.1%}, python {p99_gain['rs_run']:.1%}")
+    return {"batch": batch, "callers": 1, "rounds": rounds, "report": report, "executed_nodes": executed,
+            "cells": cells, "gain_native": gain["c_rs_run"], "gain_python": gain["rs_run"],
+            "p99_gain_native": p99_gain["c_rs_run"], "p99_gain_python": p99_gain["rs_run"]}
 
 
 def compute_ratios(name: str, cells: list[dict], batches: list[int], callers_list: list[int]) -> list[dict]:

@@ -142,6 +142,14 @@ ModelConfig ParseModelConfig(const char* json) {
   } else if (!pb.precision().empty() && pb.precision() != "fp32") {
     Fail(RS_ERR_INVALID_ARGUMENT, "config: precision must be \"fp32\" or \"bf16\", got \"" + pb.precision() + "\"");
   }
+  if (pb.graph_rewrite() == "on") {
+    cfg.graph_rewrite = true;
+  } else if (pb.graph_rewrite() == "off") {
+    cfg.graph_rewrite = false;
+  } else if (!pb.graph_rewrite().empty()) {
+    Fail(RS_ERR_INVALID_ARGUMENT,
+         "config: graph_rewrite must be \"on\" or \"off\", got \"" + pb.graph_rewrite() + "\"");
+  }
   if (!pb.tags().empty()) {
     cfg.tags.clear();
     for (const std::string& t : Split(pb.tags(), ',')) {

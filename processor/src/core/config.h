@@ -30,6 +30,7 @@ struct ModelConfig {
   int split_parts = 0;       // parts per split call (0: allowed CPUs, max 8; 1: never)
   std::vector<std::string> tags = {"serve"};
   bool bf16 = false;         // precision "bf16": oneDNN auto mixed precision
+  bool graph_rewrite = false;  // graph_rewrite "on": core/graph_rewrite.h at load
   std::string raw_json;  // the text given (for bundle loaders)
 };
 

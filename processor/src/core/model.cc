@@ -287,6 +287,7 @@ std::string Model::DescribeJson() const {
   out += "\",\"signature\":" + public_sig_->ToJson();
   if (stage_) out += ",\"dense_signature\":" + group_->signature()->ToJson();
   out += ",\"session_group\":" + group_->LayoutJson();
+  out += ",\"graph_rewrite\":" + group_->rewrite_json();
   out += ",\"warmup\":{\"source\":";
   AppendJsonString(out, warmup_source_);
   out += ",\"runs_per_session\":" + std::to_string(cfg_.warmup_runs);

@@ -13,6 +13,8 @@
 
 #include "base/json_text.h"
 #include "base/status.h"
+#include "core/graph_rewrite.h"
+#include "core/rewritten_savedmodel.h"
 #include "core/tf_protos.h"
 
 namespace rs {
@@ -151,9 +153,8 @@ SessionGroup::SessionGroup(const std::string& dir, const ModelConfig& cfg) : cfg
 
 SessionGroup::~SessionGroup() = default;
 
-void SessionGroup::Load(const std::string& dir, const ModelConfig& cfg) {
+bool SessionGroup::LoadFrom(const std::string& dir, const ModelConfig& cfg, TF_Buffer* meta, std::string* error) {
   const std::string config_bytes = SessionConfigBytes(cfg, session_pools_);
-
   StatusHolder st;
   std::unique_ptr<TF_SessionOptions, decltype(&TF_DeleteSessionOptions)> opts(TF_NewSessionOptions(),
                                                                                &TF_DeleteSessionOptions);
@@ -161,16 +162,53 @@ void SessionGroup::Load(const std::string& dir, const ModelConfig& cfg) {
   if (!st.ok()) st.Throw("invalid session config");
   std::vector<const char*> tags;
   for (const auto& t : cfg.tags) tags.push_back(t.c_str());
+  loaded_.graph = TF_NewGraph();
+  loaded_.session = TF_LoadSessionFromSavedModel(opts.get(), nullptr, dir.c_str(), tags.data(),
+                                                 static_cast<int>(tags.size()), loaded_.graph, meta, st.s);
+  if (st.ok()) return true;
+  *error = std::string(TF_Message(st.s));
+  last_load_code_ = TF_GetCode(st.s);
+  if (loaded_.session) {
+    StatusHolder close;
+    TF_CloseSession(loaded_.session, close.s);
+    TF_DeleteSession(loaded_.session, close.s);
+    loaded_.session = nullptr;
+  }
+  TF_DeleteGraph(loaded_.graph);
+  loaded_.graph = nullptr;
+  return false;
+}
+
+void SessionGroup::Load(const std::string& dir, const ModelConfig& cfg) {
   bool pin_pools = !cfg.cpusets.empty() && cfg.inter_op_threads >= 0;
   std::set<int> threads_before;
   if (pin_pools) threads_before = ProcessThreads();
 
-  loaded_.graph = TF_NewGraph();
   std::unique_ptr<TF_Buffer, decltype(&TF_DeleteBuffer)> meta(TF_NewBuffer(), &TF_DeleteBuffer);
-  loaded_.session = TF_LoadSessionFromSavedModel(opts.get(), nullptr, dir.c_str(), tags.data(),
-                                                 static_cast<int>(tags.size()), loaded_.graph, meta.get(), st.s);
-  opts.reset();
-  if (!st.ok()) st.Throw("could not load SavedModel " + dir);
+  std::string error;
+  bool loaded = false;
+  if (cfg.graph_rewrite) {
+    GraphRewriteReport report;
+    std::unique_ptr<RewrittenSavedModel> rewritten;
+    try {
+      rewritten = RewrittenSavedModel::Make(dir, cfg.signature_name, &report);
+    } catch (const Error& e) {
+      report.note = std::string("not rewritten: ") + e.what();
+    }
+    if (rewritten) {
+      loaded = LoadFrom(rewritten->path(), cfg, meta.get(), &error);
+      if (!loaded) report.note = "the rewritten graph did not load, loaded unchanged: " + error;
+    }
+    rewrite_json_ = report.ToJson(loaded);
+  } else {
+    rewrite_json_ = "{\"applied\":false,\"note\":\"off\"}";
+  }
+  if (!loaded) {
+    TF_DeleteBuffer(meta.release());
+    meta.reset(TF_NewBuffer());
+    if (!LoadFrom(dir, cfg, meta.get(), &error))
+      Fail(static_cast<rs_status>(StatusFromTF(last_load_code_)), "could not load SavedModel " + dir + ": " + error);
+  }
   signature_ = SignatureFromMetaGraph(meta->data, meta->length, cfg.signature_name, dir);
   meta.reset();
   for (const TensorSpec& s : signature_->inputs) loaded_.inputs.push_back(ResolveOutput(loaded_.graph, s.tensor_name));

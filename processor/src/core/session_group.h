@@ -31,6 +31,15 @@ class SessionGroup {
   // Loads the SavedModel in `dir` once, sets up cfg.session_num logical
   // sessions over it and parses the signature cfg.signature_name from its
   // MetaGraphDef. Throws rs::Error.
+  //
+  // With cfg.graph_rewrite, saved_model.pb is first rewritten by
+  // core/graph_rewrite.h; when a rule applied, the rewritten MetaGraphDefs are
+  // written to a private temporary directory (mkdtemp under $TMPDIR or /tmp)
+  // whose variables/, assets/ and assets.extra/ are symlinks to `dir`'s, and
+  // TensorFlow's own SavedModel loader (restore, init op, assets) loads that;
+  // the directory is removed once the session exists. If the rewritten model
+  // cannot be written or loaded, `dir` is loaded unchanged and the reason is
+  // kept in rewrite_json()'s note: the pass never makes a loadable model fail.
   SessionGroup(const std::string& dir, const ModelConfig& cfg);
   ~SessionGroup();
   SessionGroup(const SessionGroup&) = delete;
@@ -38,6 +47,9 @@ class SessionGroup {
 
   const std::shared_ptr<const Signature>& signature() const { return signature_; }
   size_t size() const { return sessions_.size(); }
+  // {"applied":..,"nodes_before":..,..} (GraphRewriteReport::ToJson), or
+  // {"applied":false,"note":"off"} when the config turned the pass off.
+  const std::string& rewrite_json() const { return rewrite_json_; }
 
   // Picks a session by the configured policy.
   int Select();
@@ -79,12 +91,16 @@ class SessionGroup {
   };
 
   void Load(const std::string& dir, const ModelConfig& cfg);
+  // TF_LoadSessionFromSavedModel of `dir` into loaded_; false (and `error`) on failure.
+  bool LoadFrom(const std::string& dir, const ModelConfig& cfg, TF_Buffer* meta, std::string* error);
   void PinPoolThreads(const std::set<int>& threads_before);
 
   ModelConfig cfg_;
   Loaded loaded_;
   bool session_pools_ = false;  // one inter-op pool per logical session
   std::shared_ptr<const Signature> signature_;
+  std::string rewrite_json_;
+  int last_load_code_ = 0;  // TF_Code of LoadFrom's last failure
   std::vector<std::unique_ptr<Session>> sessions_;
   alignas(64) std::atomic<uint64_t> rr_{0};
 };
