@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "base/status.h"
@@ -81,8 +82,18 @@ const Pristine& Setup() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Pristine& p = Setup();
   if (size == 0 || p.files.empty()) return 0;
-  fs::remove_all(p.work);
-  fs::copy(p.dir, p.work, fs::copy_options::recursive);
+  // The harness's own file copies retry a signal-interrupted call (EINTR, seen
+  // under a busy machine's signals): a harness hiccup is not a finding.
+  for (int attempt = 0;; ++attempt) {
+    std::error_code ec;
+    fs::remove_all(p.work, ec);
+    if (!ec) fs::copy(p.dir, p.work, fs::copy_options::recursive, ec);
+    if (!ec) break;
+    if (attempt == 100) {
+      std::fprintf(stderr, "fuzz_store_recovery: cannot copy the pristine store: %s\n", ec.message().c_str());
+      std::abort();
+    }
+  }
   {
     std::ofstream f(p.work + "/" + p.files[data[0] % p.files.size()].string(), std::ios::binary | std::ios::trunc);
     f.write(reinterpret_cast<const char*>(data + 1), static_cast<std::streamsize>(size - 1));
