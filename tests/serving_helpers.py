@@ -52,3 +52,10 @@ def put_version(base: Path, version: int, template: Path) -> Path:
     return base / str(version)
 
 
+
+
+def assert_outputs(out: dict, exp: dict) -> None:
+    """Two model outputs ({name: array}) have the same keys and (float) values."""
+    assert out.keys() == exp.keys()
+    for k in out:
+        np.testing.assert_allclose(out[k], exp[k], rtol=1e-6, atol=1e-7)

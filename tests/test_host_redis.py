@@ -26,7 +26,7 @@ from recstrata import errors  # noqa: E402
 from recstrata.host import Host  # noqa: E402
 from recstrata.processor import Model  # noqa: E402
 
-from serving_helpers import put_version  # noqa: E402
+from serving_helpers import assert_outputs, put_version  # noqa: E402
 
 CONFIG = {
     "name": "redisb", "label": "label",
@@ -77,12 +77,6 @@ def bundles(redis_cluster, tmp_path_factory):
             expected[name] = {lo: m.run(feeds(lo)) for lo in (0, 100)}
     assert not np.allclose(expected["A"][0]["prob"], expected["B"][0]["prob"])
     return root, a, b, expected
-
-
-def assert_outputs(out, exp):
-    assert out.keys() == exp.keys()
-    for k in out:
-        np.testing.assert_allclose(out[k], exp[k], rtol=1e-6, atol=1e-7)
 
 
 def metric(text, name):

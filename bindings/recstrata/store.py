@@ -208,7 +208,10 @@ class Store:
         """Tiers "dram+redis": the model's serving pointer (rs_store_remote_pointer).
 
         op: "get", "publish" (this store's key space becomes serving), "rollback" (serving and
-        backup swap) or "drop" (deletes key space ``arg``). Returns {"serving", "backup", "active"}.
+        backup swap), "drop" (deletes key space ``arg``) or "bind_base" (binds this store's key
+        space to the bundle whose bundle.json has CRC-32C ``arg``, 8 hex digits; the export does
+        it, so the bundle's deltas are applied to the space once). Returns {"serving", "backup",
+        "active"}.
         """
         self._check_open()
         out = ffi.new("char**")

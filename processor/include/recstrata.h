@@ -424,7 +424,10 @@ RS_API int rs_store_stats_json(rs_store* store, char** out_json,
  * serving pointer in Redis. op "get" | "publish" (this store's key space
  * becomes serving, the previous serving one backup) | "rollback" (serving
  * and backup swap, atomically) | "drop" (deletes key space `arg`; refused
- * for the serving or backup one). *out_json (rs_free it) receives
+ * for the serving or backup one) | "bind_base" (binds this store's key space
+ * to the bundle whose bundle.json has CRC-32C `arg`, 8 lowercase hex digits;
+ * the export does it so the bundle's deltas reach the space once;
+ * RS_ERR_FAILED_PRECONDITION if it is bound to another). *out_json (rs_free it) receives
  * {"serving", "backup", "active"}. Redis failures are RS_ERR_IO.
  * Thread-safe. */
 RS_API int rs_store_remote_pointer(rs_store* store, const char* op, const char* arg,

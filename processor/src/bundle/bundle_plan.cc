@@ -306,10 +306,10 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
       }
     }
     // Deltas: the version number is the directory's name (the host's layout).
-    // A Redis-backed bundle takes no deltas here: its rows are shared by many
-    // hosts, so one writer updates Redis and the others' caches follow its
-    // change notices (docs/store.md).
-    if (!remote) {
+    // A Redis-backed bundle's rows are shared by many hosts: its applier
+    // writes through the store's ledger, so each delta reaches Redis once
+    // and the other hosts follow (bundle/delta.h).
+    {
       std::vector<DeltaTarget> targets;
       for (auto& t : tables_)
         for (auto& s : t->subs)

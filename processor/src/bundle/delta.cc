@@ -108,6 +108,15 @@ int TestDelayMs() {
   return v ? std::atoi(v) : 0;
 }
 
+// How long a shared apply's lease lasts (a writer that dies holds the delta
+// back this long). Deltas apply in milliseconds; the margin is for a slow
+// Redis node.
+int LeaseMs() {
+  const char* v = std::getenv("RECSTRATA_DELTA_LEASE_MS");
+  const int ms = v ? std::atoi(v) : 0;
+  return ms > 0 ? ms : 10000;
+}
+
 }  // namespace
 
 std::string FileCrc32cHex(const std::string& path, uint64_t* size) {
@@ -156,11 +165,21 @@ DeltaApplier::DeltaApplier(std::string bundle_dir, std::string store_dir, int64_
       store_dir_(std::move(store_dir)),
       base_version_(base_version),
       store_(store),
+      ledger_(store->delta_ledger()),
       targets_(std::move(targets)) {
   base_crc_ = FileCrc32cHex(bundle_dir_ + "/bundle.json", nullptr);
+  if (ledger_) status_.mode = "shared";
 }
 
 void DeltaApplier::RecoverOnOpen() {
+  if (ledger_) {
+    auto hold = ledger_->Hold();
+    const rs::store::DeltaLedgerState st = ledger_->Read();
+    if (st.base_crc32c == base_crc_) applied_ = st.applied_sequence;
+    std::lock_guard<std::mutex> lk(mu_);
+    status_.applied_sequence = applied_;
+    return;
+  }
   const std::string path = store_dir_ + "/" + kAppliedMarker;
   std::string text;
   if (!DeltaStoreWritten(store_dir_)) return;
@@ -293,19 +312,16 @@ void DeltaApplier::WriteMarker(uint64_t applied, uint64_t applying) {
   WriteAtomic(store_dir_, kAppliedMarker, text + "\n");
 }
 
-void DeltaApplier::Apply(const Loaded& d) {
-  const auto t0 = std::chrono::steady_clock::now();
-  WriteMarker(applied_, d.seq);  // before the first row: a crash from here on rolls forward
+void DeltaApplier::WriteRows(const Loaded& d) {
   const int delay = TestDelayMs();
   for (const auto& p : d.parts) {
     if (!p.keys.empty()) p.table->Upsert(p.keys.data(), p.keys.size(), p.rows.data());
     if (delay > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay));
   }
-  store_->Flush();            // every batch durable ...
-  WriteMarker(d.seq, 0);      // ... then the marker says so
+}
+
+void DeltaApplier::Record(const Loaded& d, double ms) {
   applied_ = d.seq;
-  const double ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   std::lock_guard<std::mutex> lk(mu_);
   status_.applied_sequence = applied_;
   ++status_.applied;
@@ -315,6 +331,101 @@ void DeltaApplier::Apply(const Loaded& d) {
   status_.last_training_step = d.training_step;
   status_.last_applied_unix_ms = NowUnixMs();
   status_.blocked_at = 0;
+  if (status_.pending) --status_.pending;
+}
+
+void DeltaApplier::Apply(const Loaded& d) {
+  const auto t0 = std::chrono::steady_clock::now();
+  WriteMarker(applied_, d.seq);  // before the first row: a crash from here on rolls forward
+  WriteRows(d);
+  store_->Flush();            // every batch durable ...
+  WriteMarker(d.seq, 0);      // ... then the marker says so
+  Record(d, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+}
+
+void DeltaApplier::Follow(uint64_t seq) {
+  ledger_->Sync();  // this host's cached copies of the rows written are dropped now
+  std::lock_guard<std::mutex> lk(mu_);
+  status_.followed += seq - applied_;
+  status_.pending -= std::min<uint64_t>(status_.pending, seq - applied_);
+  applied_ = seq;
+  status_.applied_sequence = seq;
+  status_.last_applied_unix_ms = NowUnixMs();
+  status_.blocked_at = 0;
+}
+
+size_t DeltaApplier::PollShared() {
+  size_t n = 0;
+  auto hold = ledger_->Hold();  // the store keeps its key space until this pass ends
+  const rs::store::DeltaLedgerState st = ledger_->Read();
+  auto all = ListDeltas(bundle_dir_);
+  {
+    uint64_t pending = 0;
+    for (const auto& kv : all) pending += kv.first > applied_;
+    std::lock_guard<std::mutex> lk(mu_);
+    status_.pending = pending;
+  }
+  if (st.base_crc32c == base_crc_ && st.applied_sequence > applied_) Follow(st.applied_sequence);
+  for (const auto& [seq, dir] : all) {
+    if (seq <= applied_) continue;
+    if (seq != applied_ + 1) {
+      Refuse(seq, "delta " + std::to_string(seq) + " does not follow the last applied delta " +
+                      std::to_string(applied_) + " (delta " + std::to_string(applied_ + 1) +
+                      " is missing: a gap in the sequence); waiting for it");
+      break;
+    }
+    Loaded d;
+    try {
+      d = Validate(seq, dir);
+    } catch (const Error& e) {
+      Refuse(seq, "delta " + std::to_string(seq) + " refused: " + e.what());
+      break;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    std::string token;
+    rs::store::DeltaClaim claim;
+    try {
+      claim = ledger_->Claim(seq, base_crc_, LeaseMs(), &token);
+    } catch (const Error& e) {
+      if (e.code() != RS_ERR_FAILED_PRECONDITION) throw;
+      Refuse(seq, "delta " + std::to_string(seq) + " refused: " + e.what());
+      break;
+    }
+    if (claim == rs::store::DeltaClaim::kApplied) {  // another host was quicker
+      Follow(seq);
+      continue;
+    }
+    if (claim == rs::store::DeltaClaim::kBusy) {  // another host is writing it, or died doing so
+      std::lock_guard<std::mutex> lk(mu_);
+      ++status_.lease_waits;
+      break;
+    }
+    try {
+      WriteRows(d);
+    } catch (const Error& e) {
+      ledger_->Release(token);
+      std::lock_guard<std::mutex> lk(mu_);
+      ++status_.failed;
+      status_.last_error = "delta " + std::to_string(seq) + " failed while applying (the shared tier " +
+                           "may hold part of it; it is re-applied on the next pass): " + e.what();
+      status_.blocked_at = seq;
+      break;
+    }
+    if (!ledger_->Commit(seq, token)) {
+      // The lease expired mid-apply and another host took it: it writes the
+      // same rows and records the delta; follow it once it has.
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        ++status_.leases_lost;
+      }
+      const rs::store::DeltaLedgerState now = ledger_->Read();
+      if (now.applied_sequence >= seq) Follow(now.applied_sequence);
+      break;
+    }
+    Record(d, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    ++n;
+  }
+  return n;
 }
 
 void DeltaApplier::Refuse(uint64_t seq, const std::string& why) {
@@ -329,6 +440,16 @@ void DeltaApplier::Refuse(uint64_t seq, const std::string& why) {
 }
 
 size_t DeltaApplier::Poll() {
+  if (ledger_) {
+    try {
+      return PollShared();
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> lk(mu_);
+      ++status_.failed;
+      status_.last_error = std::string("delta pass on the shared tier failed: ") + e.what();
+      return 0;
+    }
+  }
   size_t n = 0;
   try {
     auto all = ListDeltas(bundle_dir_);
@@ -365,8 +486,6 @@ size_t DeltaApplier::Poll() {
         break;
       }
       ++n;
-      std::lock_guard<std::mutex> lk(mu_);
-      if (status_.pending) --status_.pending;
     }
   } catch (const std::exception& e) {
     std::lock_guard<std::mutex> lk(mu_);
@@ -383,8 +502,13 @@ DeltaStatus DeltaApplier::Status() const {
 
 std::string DeltaApplier::StatusJson() const {
   DeltaStatus s = Status();
-  std::string o = "{\"applied_sequence\":" + std::to_string(s.applied_sequence);
+  std::string o = "{\"mode\":";
+  AppendJsonString(o, s.mode);
+  o += ",\"applied_sequence\":" + std::to_string(s.applied_sequence);
   o += ",\"applied\":" + std::to_string(s.applied);
+  o += ",\"followed\":" + std::to_string(s.followed);
+  o += ",\"lease_waits\":" + std::to_string(s.lease_waits);
+  o += ",\"leases_lost\":" + std::to_string(s.leases_lost);
   o += ",\"rows_applied\":" + std::to_string(s.rows_applied);
   o += ",\"refused\":" + std::to_string(s.refused);
   o += ",\"failed\":" + std::to_string(s.failed);

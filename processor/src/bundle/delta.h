@@ -17,6 +17,19 @@
 //   rows: while one is applied (one committed store batch per sub-table,
 //   milliseconds for thousands of rows) a request may see some of its rows
 //   new and others old. Once Poll returns, every later request sees all of it.
+// - A store shared by many hosts (tiers "dram+redis", Store::delta_ledger()
+//   is not NULL) keeps no marker file: the record is the key space's ledger
+//   in Redis (store/delta_ledger.h), bound by the export to the bundle.json
+//   CRC-32C. A delta is written into Redis once: the host that takes its
+//   lease writes the rows (each row's change notice tells the other hosts
+//   to drop their cached copy) and records it; every other host sees the
+//   record, reads the change notices at once and counts the delta as
+//   `followed`. Hosts need not all hold the delta's files; a host without
+//   them only follows. A writer killed mid-apply leaves `applying` set and
+//   other hosts serving a mix of old and new rows until its lease expires
+//   (10 s; RECSTRATA_DELTA_LEASE_MS overrides it), when a host holding the
+//   files re-applies the delta. A key space bound to another export, or to
+//   none, is refused like a delta for another base.
 // - Durability and crashes: before the first write of delta k the marker
 //   file STORE/DELTAS_APPLIED (proto DeltaApplied, replaced atomically) says
 //   {applied_sequence: k-1, applying: k}; after every sub-table's batch is
@@ -66,7 +79,11 @@ struct DeltaTarget {
 
 struct DeltaStatus {
   uint64_t applied_sequence = 0;  // newest delta fully in the store
+  std::string mode = "local";     // "local" (marker file) or "shared" (the store's ledger)
   uint64_t applied = 0;           // deltas applied by this instance
+  uint64_t followed = 0;          // shared: deltas another host applied, followed here
+  uint64_t lease_waits = 0;       // shared: polls that found another host applying
+  uint64_t leases_lost = 0;       // shared: applies whose lease expired before the record
   uint64_t rows_applied = 0;      // rows written by them
   uint64_t refused = 0;           // distinct (delta, reason) refusals
   uint64_t failed = 0;            // applies that failed while writing (I/O)
@@ -93,7 +110,9 @@ class DeltaApplier {
                rs::store::Store* store, std::vector<DeltaTarget> targets);
 
   // At open, before serving: reads the marker (refusing one of another base)
-  // and re-applies an interrupted delta. Throws rs::Error.
+  // and re-applies an interrupted delta. Shared: reads the ledger (an
+  // interrupted delta is rolled forward by Poll, once its lease expires).
+  // Throws rs::Error.
   void RecoverOnOpen();
 
   // Applies every pending delta in order; stops at the first refused or
@@ -108,7 +127,11 @@ class DeltaApplier {
  private:
   struct Loaded;  // a validated delta, rows in memory
   Loaded Validate(uint64_t seq, const std::string& dir) const;  // throws rs::Error
-  void Apply(const Loaded& d);                                  // throws rs::Error
+  void Apply(const Loaded& d);                                  // local; throws rs::Error
+  void WriteRows(const Loaded& d);                              // throws rs::Error
+  void Record(const Loaded& d, double ms);                      // status_ after an apply
+  size_t PollShared();                                          // Poll with a ledger
+  void Follow(uint64_t seq);                                    // another host applied up to seq
   void WriteMarker(uint64_t applied, uint64_t applying);
   void Refuse(uint64_t seq, const std::string& why);
 
@@ -116,6 +139,7 @@ class DeltaApplier {
   int64_t base_version_;
   std::string base_crc_;  // hex CRC-32C of bundle.json
   rs::store::Store* store_;
+  rs::store::DeltaLedger* ledger_;  // NULL: a local store with its marker file
   std::vector<DeltaTarget> targets_;
   uint64_t applied_ = 0;  // Poll's thread only (copied into status_)
   std::vector<std::pair<uint64_t, std::string>> refusals_;  // counted once each

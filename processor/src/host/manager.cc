@@ -546,6 +546,7 @@ std::string Manager::MetricsText() {
             vm.has_deltas = true;
             vm.delta_sequence = ds.applied_sequence;
             vm.deltas_applied = ds.applied;
+            vm.deltas_followed = ds.followed;
             vm.delta_rows = ds.rows_applied;
             vm.deltas_refused = ds.refused;
             vm.delta_failures = ds.failed;

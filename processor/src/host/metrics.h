@@ -44,7 +44,7 @@ struct VersionMetrics {
   // Deltas of a serving bundle version (bundle/delta.h), per loaded instance.
   bool has_deltas = false;
   uint64_t delta_sequence = 0, deltas_applied = 0, delta_rows = 0, deltas_refused = 0,
-           delta_failures = 0, deltas_pending = 0;
+           delta_failures = 0, deltas_pending = 0, deltas_followed = 0;
   double delta_apply_seconds = 0;
 };
 

@@ -18,6 +18,12 @@ std::string Row(const std::string& model, const std::string& space, const std::s
 std::string Meta(const std::string& model, const std::string& space) { return "rsm:" + model + ":" + space; }
 std::string Pointer(const std::string& model) { return "rsp:" + model; }
 std::string Changes(const std::string& model, const std::string& space) { return "rsc:" + model + ":" + space; }
+std::string DeltaRecord(const std::string& model, const std::string& space) {
+  return "rsd:{" + model + ":" + space + "}";
+}
+std::string DeltaLease(const std::string& model, const std::string& space) {
+  return "rsd:{" + model + ":" + space + "}:lease";
+}
 
 namespace {
 uint32_t RowCrc(int64_t id, const float* row, int32_t dim) {

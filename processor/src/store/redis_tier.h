@@ -6,6 +6,9 @@
 //   rsm:<model>:<space>               hash {<table>#dim, <table>#rows, <table>#default}
 //   rs:<model>:<space>:<table>:<id>   string: a row value
 //   rsc:<model>:<space>               stream of change notices {table, keys: int64[]}
+//   rsd:{<model>:<space>}             hash: the deltas applied to the space
+//                                     {base_crc32c, applied_sequence, applying}
+//   rsd:{<model>:<space>}:lease       string: the host applying a delta (PX TTL)
 //
 // A key space is one full version of the model's tables (an export writes
 // one); `serving` names the space hosts read, `backup` the one before it,
@@ -55,6 +58,10 @@ std::string RowPrefix(const std::string& model, const std::string& space);  // "
 std::string Meta(const std::string& model, const std::string& space);
 std::string Pointer(const std::string& model);
 std::string Changes(const std::string& model, const std::string& space);  // "rsc:<model>:<space>"
+// The delta ledger of a space and its apply lease (one hash slot: a Lua
+// script may touch both).
+std::string DeltaRecord(const std::string& model, const std::string& space);
+std::string DeltaLease(const std::string& model, const std::string& space);
 constexpr size_t kValueHeader = 16;
 std::string EncodeValue(int64_t id, const float* row, int32_t dim);
 // false unless the value is a well-formed row of `dim` for `id`.

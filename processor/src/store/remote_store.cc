@@ -15,6 +15,7 @@
 #include "google/protobuf/json/json.h"
 #include "store/cached_table.h"
 #include "store/redis_cluster.h"
+#include "store/redis_ledger.h"
 #include "store/redis_tier.h"
 #include "store/stats_json.h"
 
@@ -99,6 +100,11 @@ class RemoteStore final : public Store {
       std::lock_guard<std::mutex> lock(mu_);
       for (auto& kv : meta) AddTableLocked(kv.first, kv.second);
     }
+    ledger_.reset(new RedisDeltaLedger(
+        cluster_.get(), model_, [this] { return *space_.space(); }, &poll_mu_, [this] {
+          std::lock_guard<std::mutex> lock(mu_);  // poll_mu_ is held (DeltaLedger::Hold)
+          ReadChangesLocked(*space_.space());
+        }));
     if (follow_) watcher_ = std::thread([this] { WatchLoop(); });
   }
 
@@ -200,6 +206,7 @@ class RemoteStore final : public Store {
     return s;
   }
   std::string StatsJson() const override { return StoreStatsJson(Stats()); }
+  DeltaLedger* delta_ledger() override { return ledger_.get(); }
 
   std::string RemotePointer(const std::string& op, const std::string& arg) override {
     const std::string ptr = redis_keys::Pointer(model_);
@@ -222,10 +229,15 @@ class RemoteStore final : public Store {
       }
     } else if (op == "drop") {
       Drop(arg);
+    } else if (op == "bind_base") {
+      std::shared_ptr<const std::string> space = space_.space();
+      if (space->empty()) Fail(RS_ERR_FAILED_PRECONDITION, "bind_base: this store has no key space");
+      RedisDeltaLedger::Bind(cluster_.get(), model_, *space, arg);
     } else {
-      Fail(RS_ERR_INVALID_ARGUMENT, "serving pointer op must be get, publish, rollback or drop; got '" + op + "'");
+      Fail(RS_ERR_INVALID_ARGUMENT,
+           "serving pointer op must be get, publish, rollback, drop or bind_base; got '" + op + "'");
     }
-    if (follow_ && op != "get" && op != "drop") PollOnce();
+    if (follow_ && (op == "publish" || op == "rollback")) PollOnce();
     const std::string serving = PointerField("serving"), backup = PointerField("backup");
     return "{\"serving\": " + JsonString(serving) + ", \"backup\": " + JsonString(backup) +
            ", \"active\": " + JsonString(*space_.space()) + "}";
@@ -416,6 +428,8 @@ class RemoteStore final : public Store {
     }
     cluster_->Command({"UNLINK", redis_keys::Meta(model_, space)});
     cluster_->Command({"UNLINK", redis_keys::Changes(model_, space)});
+    cluster_->Command({"UNLINK", redis_keys::DeltaRecord(model_, space)});
+    cluster_->Command({"UNLINK", redis_keys::DeltaLease(model_, space)});
   }
 
   std::string model_, url_;
@@ -436,6 +450,7 @@ class RemoteStore final : public Store {
   std::condition_variable wcv_;
   bool stop_ = false;
   std::thread watcher_;
+  std::unique_ptr<RedisDeltaLedger> ledger_;  // uses the members above
 };
 
 }  // namespace

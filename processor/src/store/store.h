@@ -49,6 +49,7 @@
 
 #include "base/status.h"
 #include "recstrata/store/store.pb.h"
+#include "store/delta_ledger.h"
 
 namespace rs {
 namespace store {
@@ -202,13 +203,21 @@ class Store {
   // model's serving pointer. op "get"; "publish" (this store's key space
   // becomes `serving`, the old serving one `backup`); "rollback" (serving
   // and backup swap); "drop" (deletes the rows and metadata of key space
-  // `arg`, refused for the serving or backup space). Returns the pointer as
+  // `arg`, refused for the serving or backup space); "bind_base" (binds this
+  // store's key space to the bundle whose bundle.json has CRC-32C `arg`, 8
+  // hex digits: the export does it, deltas of that bundle are then applied
+  // to the space once, delta_ledger.h). Returns the pointer as
   // JSON {"serving": ..., "backup": ..., "active": <space this store reads>}.
   virtual std::string RemotePointer(const std::string& op, const std::string& arg) {
     Fail(RS_ERR_FAILED_PRECONDITION, "store: the serving pointer needs tiers \"dram+redis\"");
   }
   // Stats as a JSON object (the format rs_store_stats_json returns).
   virtual std::string StatsJson() const = 0;
+
+  // The shared record of bundle deltas applied to this store (delta_ledger.h)
+  // when many hosts write it (tiers "dram+redis"); NULL for a local store,
+  // whose deltas are recorded in its own directory. Owned by the store.
+  virtual DeltaLedger* delta_ledger() { return nullptr; }
 };
 
 }  // namespace store

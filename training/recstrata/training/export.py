@@ -400,9 +400,14 @@ def _export(model, out_dir, parent, tiers, dram_fraction, dram_capacity_bytes, d
         mf.write(tmp, manifest)
         _fsync_tree(tmp)
 
-        # 4. the redis key space becomes the serving one (the bundle is complete)
+        # 4. the redis key space is bound to this bundle (its deltas are then written to the
+        #    space once, by whichever host takes each one's lease), then becomes the serving one
         redis_info = None
         if remote is not None:
+            from recstrata.training.delta import crc32c
+
+            with open(os.path.join(tmp, "bundle.json"), "rb") as fh:
+                remote.remote_pointer("bind_base", f"{crc32c(fh.read()):08x}")
             before = remote.remote_pointer("get")
             redis_info = remote.remote_pointer("publish") if redis_publish else before
             old_backup = before.get("backup")
