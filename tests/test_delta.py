@@ -150,7 +150,7 @@ def test_wrong_base_and_dense_and_malformed_are_refused(served):
          "is for base version 7"),
         (lambda: _with_crc(DeltaWriter(v1, model)).write(_edit(tables_of(model), 5)),
          "another export of this version"),
-        (dense_delta, "changes the dense stage"),
+        (dense_delta, "lists no dense/saved_model.pb"),
         (lambda: _malformed(v1), "delta manifest"),
     ]
     with Host(host_config(base)) as host:

@@ -220,3 +220,41 @@ def test_a_writer_killed_mid_apply_is_rolled_forward_by_another_host(exported, r
         assert_outputs(h.run("m", feeds(IDS)), want)
     led = _ledger(redis_cluster, name, space)
     assert (led["applied_sequence"], led["applying"]) == ("1", "0")
+
+
+def test_a_dense_stage_is_swapped_by_every_host_and_rows_written_once(exported, redis_cluster, tmp_path):
+    from recstrata import errors
+    from recstrata.processor import Model
+    from recstrata.training.delta import DeltaWriter
+    from recstrata.training.export import export_bundle
+
+    model, bundle, name, space, tables = exported
+    (b0, b1, b2, _oracle), cfgs = _hosts(tmp_path, bundle, redis_cluster, name, 3)
+    rng = np.random.default_rng(5)
+    for v in model.checkpoint_variables().values():
+        if v.dtype.is_floating:
+            v.assign(v + rng.normal(scale=0.1, size=v.shape).astype(v.dtype.as_numpy_dtype))
+    full = export_bundle(model, tmp_path / "full", tiers="dram")
+    with Model(full["path"]) as m:
+        want = m.run(feeds(IDS))
+    with Host(cfgs[2]) as h2:  # serving before the delta; it will never get the delta's files
+        info = DeltaWriter(b0 / "1", tables).write(model, dense=True)
+        assert info["dense"] and info["rows"] > 0
+        _copy_delta(b0 / "1", b1 / "1", 1)
+        with Host(cfgs[0]) as h0, Host(cfgs[1]) as h1:
+            # host 0 wrote the delta while it loaded (rows, then its dense stage swapped in);
+            # host 1 opened on the ledger's state: the delta's dense stage from its own copy
+            s0, s1 = deltas_status(h0), deltas_status(h1)
+            assert (s0["applied"], s0["dense_swaps"], s1["applied"], s1["dense_swaps"]) == (1, 1, 0, 0)
+            for h, st in ((h0, s0), (h1, s1)):
+                assert (st["applied_sequence"], st["dense_sequence"], st["last_error"]) == (1, 1, ""), st
+                assert_outputs(h.run("m", feeds(IDS)), want)
+        # without the files host 2 serves the new rows with its old dense stage, and says so
+        h2.reload("m")
+        st = deltas_status(h2)
+        assert (st["applied_sequence"], st["followed"], st["dense_swaps"]) == (1, 1, 0), st
+        assert "changed the dense stage" in st["last_error"] and st["failed"] == 1
+    assert _ledger(redis_cluster, name, space)["dense_sequence"] == "1"
+    # a fresh open without the files is refused rather than serving that mix
+    with pytest.raises(errors.CorruptionError, match="changed the dense stage"):
+        Model(str(b2 / "1"), _redis_model_config(redis_cluster, name))

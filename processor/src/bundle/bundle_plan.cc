@@ -326,6 +326,7 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
       deltas_ = std::make_unique<DeltaApplier>(bundle_dir_, store_dir, version, store_.get(),
                                                std::move(targets));
       deltas_->RecoverOnOpen();
+      dense_dir_ = deltas_->DenseDir(dense_dir_);  // a dense stage a delta published
     }
   }
 }

@@ -157,6 +157,7 @@ struct DeltaApplier::Loaded {
   };
   std::vector<Part> parts;
   uint64_t rows = 0;
+  std::string dense_dir;  // absolute; "" when the delta keeps the dense stage
 };
 
 DeltaApplier::DeltaApplier(std::string bundle_dir, std::string store_dir, int64_t base_version,
@@ -172,12 +173,36 @@ DeltaApplier::DeltaApplier(std::string bundle_dir, std::string store_dir, int64_
 }
 
 void DeltaApplier::RecoverOnOpen() {
+  // The dense stage the version serves: that of delta `seq` (validated, so a
+  // damaged or missing one fails the open instead of serving the old stage
+  // with the rows the deltas wrote).
+  auto load_dense = [&](uint64_t seq, const char* record) {
+    if (seq == 0) return;
+    auto all = ListDeltas(bundle_dir_);
+    auto it = all.find(seq);
+    if (it == all.end())
+      Fail(RS_ERR_CORRUPTION, "bundle " + bundle_dir_ + ": " + record + " says delta " + std::to_string(seq) +
+                                  " changed the dense stage, and that delta is not on disk");
+    try {
+      Loaded d = Validate(seq, it->second);
+      if (d.dense_dir.empty()) Fail(RS_ERR_CORRUPTION, "it carries no dense stage");
+      dense_dir_ = d.dense_dir;
+    } catch (const Error& e) {
+      Fail(RS_ERR_CORRUPTION, "bundle " + bundle_dir_ + ": " + record + " says delta " + std::to_string(seq) +
+                                  " changed the dense stage, and it cannot be read: " + e.what());
+    }
+    dense_seq_ = seq;
+  };
   if (ledger_) {
     auto hold = ledger_->Hold();
     const rs::store::DeltaLedgerState st = ledger_->Read();
-    if (st.base_crc32c == base_crc_) applied_ = st.applied_sequence;
+    if (st.base_crc32c == base_crc_) {
+      applied_ = st.applied_sequence;
+      load_dense(st.dense_sequence, "the shared key space's delta ledger");
+    }
     std::lock_guard<std::mutex> lk(mu_);
     status_.applied_sequence = applied_;
+    status_.dense_sequence = dense_seq_;
     return;
   }
   const std::string path = store_dir_ + "/" + kAppliedMarker;
@@ -191,6 +216,7 @@ void DeltaApplier::RecoverOnOpen() {
                                 m.base_manifest_crc32c() + ", this bundle's is " + base_crc_ +
                                 "): the store holds deltas of another export");
   applied_ = m.applied_sequence();
+  load_dense(m.dense_sequence(), "the delta marker");
   if (m.applying() > m.applied_sequence()) {
     // Killed mid-apply: the store may hold part of delta `applying`. Roll it forward.
     const uint64_t seq = m.applying();
@@ -208,12 +234,20 @@ void DeltaApplier::RecoverOnOpen() {
                                   " was being applied when the store was last written and cannot "
                                   "be re-applied: " + e.what());
     }
-    Apply(d);
+    // Nothing serves yet: a dense stage is published by the open itself (DenseDir).
+    std::function<void()> publish;
+    if (!d.dense_dir.empty()) publish = [this, seq, dir = d.dense_dir] { dense_seq_ = seq; dense_dir_ = dir; };
+    Apply(d, publish);
     std::lock_guard<std::mutex> lk(mu_);
     status_.recovered = true;
   }
   std::lock_guard<std::mutex> lk(mu_);
   status_.applied_sequence = applied_;
+  status_.dense_sequence = dense_seq_;
+}
+
+std::string DeltaApplier::DenseDir(const std::string& bundle_dense) const {
+  return dense_dir_.empty() ? bundle_dense : dense_dir_;
 }
 
 DeltaApplier::Loaded DeltaApplier::Validate(uint64_t seq, const std::string& dir) const {
@@ -241,12 +275,31 @@ DeltaApplier::Loaded DeltaApplier::Validate(uint64_t seq, const std::string& dir
                                          " is for another export of this version (base bundle.json "
                                          "CRC-32C " + m.base_manifest_crc32c() + ", this one's is " +
                                          base_crc_ + ")");
-  if (!m.dense().dir().empty() || m.dense_files_size() > 0)
-    Fail(RS_ERR_UNIMPLEMENTED, "delta " + std::to_string(seq) +
-                                   " changes the dense stage, which deltas cannot do in this "
-                                   "version (only embedding rows are applied in place); publish "
-                                   "a full version instead");
   Loaded d;
+  if (!m.dense().dir().empty() || m.dense_files_size() > 0) {
+    const std::string ctx = "delta " + std::to_string(seq) + " dense stage";
+    if (m.dense().dir().empty()) Fail(RS_ERR_CORRUPTION, ctx + ": dense_files without a dense dir");
+    d.dense_dir = JoinInside(dir, m.dense().dir(), "delta dense dir");
+    const std::string prefix = m.dense().dir() + "/";
+    bool graph = false;
+    for (const auto& f : m.dense_files()) {
+      if (f.path().compare(0, prefix.size(), prefix) != 0)
+        Fail(RS_ERR_CORRUPTION, ctx + ": file " + f.path() + " lies outside " + m.dense().dir());
+      const std::string fpath = JoinInside(dir, f.path(), "delta dense file");
+      struct stat st;
+      if (::stat(fpath.c_str(), &st) != 0) Fail(RS_ERR_CORRUPTION, ctx + ": " + f.path() + " is missing");
+      if (static_cast<uint64_t>(st.st_size) != f.size())
+        Fail(RS_ERR_CORRUPTION, ctx + ": " + f.path() + " is " + std::to_string(st.st_size) +
+                                    " bytes, the delta says " + std::to_string(f.size()));
+      uint64_t size = 0;
+      const std::string crc = FileCrc32cHex(fpath, &size);
+      if (f.crc32c().empty() || crc != f.crc32c())
+        Fail(RS_ERR_CORRUPTION, ctx + ": " + f.path() + " fails its checksum (CRC-32C " + crc +
+                                    ", the delta says '" + f.crc32c() + "')");
+      graph = graph || f.path() == prefix + "saved_model.pb";
+    }
+    if (!graph) Fail(RS_ERR_CORRUPTION, ctx + " lists no " + prefix + "saved_model.pb");
+  }
   d.seq = seq;
   d.created_unix_ms = m.created_unix_ms();
   d.training_step = m.training_step();
@@ -302,6 +355,7 @@ void DeltaApplier::WriteMarker(uint64_t applied, uint64_t applying) {
   recstrata::bundle::DeltaApplied m;
   m.set_applied_sequence(applied);
   m.set_applying(applying);
+  m.set_dense_sequence(dense_seq_);
   m.set_base_version(base_version_);
   m.set_base_manifest_crc32c(base_crc_);
   std::string text;
@@ -331,27 +385,69 @@ void DeltaApplier::Record(const Loaded& d, double ms) {
   status_.last_training_step = d.training_step;
   status_.last_applied_unix_ms = NowUnixMs();
   status_.blocked_at = 0;
+  status_.dense_sequence = dense_seq_;
   if (status_.pending) --status_.pending;
 }
 
-void DeltaApplier::Apply(const Loaded& d) {
+std::function<void()> DeltaApplier::PrepareDense(const Loaded& d) {
+  if (d.dense_dir.empty()) return {};
+  if (!prepare_dense_)
+    Fail(RS_ERR_UNIMPLEMENTED, "delta " + std::to_string(d.seq) + " changes the dense stage, which only "
+                               "a host (rs_host) swaps; publish a full version instead");
+  std::function<void()> publish = prepare_dense_(d.dense_dir);
+  return [this, publish, seq = d.seq, dir = d.dense_dir] {
+    publish();
+    dense_seq_ = seq;
+    dense_dir_ = dir;
+    std::lock_guard<std::mutex> lk(mu_);
+    ++status_.dense_swaps;
+  };
+}
+
+void DeltaApplier::Apply(const Loaded& d, const std::function<void()>& publish) {
   const auto t0 = std::chrono::steady_clock::now();
   WriteMarker(applied_, d.seq);  // before the first row: a crash from here on rolls forward
   WriteRows(d);
   store_->Flush();            // every batch durable ...
+  if (publish) publish();     // the new dense stage serves (dense_seq_ = d.seq)
   WriteMarker(d.seq, 0);      // ... then the marker says so
   Record(d, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
 }
 
-void DeltaApplier::Follow(uint64_t seq) {
+void DeltaApplier::Follow(const rs::store::DeltaLedgerState& st) {
   ledger_->Sync();  // this host's cached copies of the rows written are dropped now
+  // The dense stage another host published with a delta is published here
+  // too, from this host's copy of the delta (rows are shared, dense stages
+  // are per host).
+  std::string dense_error;
+  if (st.dense_sequence > dense_seq_) {
+    auto all = ListDeltas(bundle_dir_);
+    auto it = all.find(st.dense_sequence);
+    try {
+      if (it == all.end())
+        Fail(RS_ERR_NOT_FOUND, "its files are not on this host");
+      Loaded d = Validate(st.dense_sequence, it->second);
+      std::function<void()> publish = PrepareDense(d);
+      if (publish) publish();
+    } catch (const Error& e) {
+      dense_error = "delta " + std::to_string(st.dense_sequence) + " changed the dense stage (applied by "
+                    "another host) and this host cannot serve it, so it serves the previous dense stage "
+                    "with the new rows: " + e.what();
+    }
+  }
   std::lock_guard<std::mutex> lk(mu_);
+  const uint64_t seq = st.applied_sequence;
   status_.followed += seq - applied_;
   status_.pending -= std::min<uint64_t>(status_.pending, seq - applied_);
   applied_ = seq;
   status_.applied_sequence = seq;
+  status_.dense_sequence = dense_seq_;
   status_.last_applied_unix_ms = NowUnixMs();
   status_.blocked_at = 0;
+  if (!dense_error.empty()) {
+    status_.last_error = dense_error;
+    ++status_.failed;
+  }
 }
 
 size_t DeltaApplier::PollShared() {
@@ -365,7 +461,7 @@ size_t DeltaApplier::PollShared() {
     std::lock_guard<std::mutex> lk(mu_);
     status_.pending = pending;
   }
-  if (st.base_crc32c == base_crc_ && st.applied_sequence > applied_) Follow(st.applied_sequence);
+  if (st.base_crc32c == base_crc_ && st.applied_sequence > applied_) Follow(st);
   for (const auto& [seq, dir] : all) {
     if (seq <= applied_) continue;
     if (seq != applied_ + 1) {
@@ -382,6 +478,13 @@ size_t DeltaApplier::PollShared() {
       break;
     }
     const auto t0 = std::chrono::steady_clock::now();
+    std::function<void()> publish;
+    try {
+      publish = PrepareDense(d);  // loaded and warmed before any row is written
+    } catch (const Error& e) {
+      Refuse(seq, "delta " + std::to_string(seq) + " refused: " + e.what());
+      break;
+    }
     std::string token;
     rs::store::DeltaClaim claim;
     try {
@@ -392,7 +495,7 @@ size_t DeltaApplier::PollShared() {
       break;
     }
     if (claim == rs::store::DeltaClaim::kApplied) {  // another host was quicker
-      Follow(seq);
+      Follow(ledger_->Read());
       continue;
     }
     if (claim == rs::store::DeltaClaim::kBusy) {  // another host is writing it, or died doing so
@@ -411,7 +514,8 @@ size_t DeltaApplier::PollShared() {
       status_.blocked_at = seq;
       break;
     }
-    if (!ledger_->Commit(seq, token)) {
+    if (publish) publish();  // this host's dense stage (each host swaps its own)
+    if (!ledger_->Commit(seq, publish ? seq : 0, token)) {
       // The lease expired mid-apply and another host took it: it writes the
       // same rows and records the delta; follow it once it has.
       {
@@ -419,7 +523,7 @@ size_t DeltaApplier::PollShared() {
         ++status_.leases_lost;
       }
       const rs::store::DeltaLedgerState now = ledger_->Read();
-      if (now.applied_sequence >= seq) Follow(now.applied_sequence);
+      if (now.applied_sequence >= seq) Follow(now);
       break;
     }
     Record(d, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
@@ -474,8 +578,15 @@ size_t DeltaApplier::Poll() {
         Refuse(seq, "delta " + std::to_string(seq) + " refused: " + e.what());
         break;
       }
+      std::function<void()> publish;
       try {
-        Apply(d);
+        publish = PrepareDense(d);  // loaded and warmed before any row is written
+      } catch (const Error& e) {
+        Refuse(seq, "delta " + std::to_string(seq) + " refused: " + e.what());
+        break;
+      }
+      try {
+        Apply(d, publish);
       } catch (const Error& e) {
         std::lock_guard<std::mutex> lk(mu_);
         ++status_.failed;
@@ -510,6 +621,8 @@ std::string DeltaApplier::StatusJson() const {
   o += ",\"lease_waits\":" + std::to_string(s.lease_waits);
   o += ",\"leases_lost\":" + std::to_string(s.leases_lost);
   o += ",\"rows_applied\":" + std::to_string(s.rows_applied);
+  o += ",\"dense_sequence\":" + std::to_string(s.dense_sequence);
+  o += ",\"dense_swaps\":" + std::to_string(s.dense_swaps);
   o += ",\"refused\":" + std::to_string(s.refused);
   o += ",\"failed\":" + std::to_string(s.failed);
   o += ",\"pending\":" + std::to_string(s.pending);

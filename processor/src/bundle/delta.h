@@ -8,10 +8,19 @@
 //   missing), a delta for another base (base_version or the CRC-32C of the
 //   base bundle.json differ), a damaged delta (unparsable delta.json, a file
 //   missing, of another size or failing its CRC-32C, a key outside its
-//   sub-table, an unknown store table or width) or one carrying a dense stage
-//   (not supported: publish a full version) is refused before any row is
-//   written: nothing of it reaches the store, later deltas wait behind it,
-//   and the error is in status(). Serving continues on the last good state.
+//   sub-table, an unknown store table or width, a dense stage that does not
+//   load, has another signature or fails its warmup) is refused before any
+//   row is written: nothing of it reaches the store, later deltas wait
+//   behind it, and the error is in status(). Serving continues on the last
+//   good state.
+// - Dense stage: a delta may carry a new dense SavedModel. It is loaded and
+//   warmed up as a second SessionGroup first (the DensePreparer the host
+//   sets: core Model::PrepareDense), then the rows are written, then the new
+//   stage is published in one atomic step; the store is kept. Between the
+//   row writes and that step a request may see new rows with the old dense
+//   stage. The marker (or the shared ledger) records the newest applied
+//   delta with a dense stage, and a reopened version loads that stage from
+//   its delta directory (DenseDir), so a restart serves what was applied.
 // - Visibility: each row is replaced atomically (the store's guarantee: a
 //   reader sees a row wholly old or wholly new). A delta is NOT atomic across
 //   rows: while one is applied (one committed store batch per sub-table,
@@ -54,6 +63,7 @@
 #define RECSTRATA_BUNDLE_DELTA_H_
 
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -77,6 +87,11 @@ struct DeltaTarget {
   rs::store::Table* table = nullptr;
 };
 
+// Loads and warms up the dense SavedModel in a directory for the served
+// model and returns the step that publishes it (which cannot fail). Throws
+// rs::Error when the stage cannot be served (the delta is then refused).
+using DensePreparer = std::function<std::function<void()>(const std::string& dense_dir)>;
+
 struct DeltaStatus {
   uint64_t applied_sequence = 0;  // newest delta fully in the store
   std::string mode = "local";     // "local" (marker file) or "shared" (the store's ledger)
@@ -85,6 +100,8 @@ struct DeltaStatus {
   uint64_t lease_waits = 0;       // shared: polls that found another host applying
   uint64_t leases_lost = 0;       // shared: applies whose lease expired before the record
   uint64_t rows_applied = 0;      // rows written by them
+  uint64_t dense_sequence = 0;    // newest applied delta with a dense stage (0: the bundle's)
+  uint64_t dense_swaps = 0;       // dense stages published by this instance
   uint64_t refused = 0;           // distinct (delta, reason) refusals
   uint64_t failed = 0;            // applies that failed while writing (I/O)
   uint64_t pending = 0;           // complete deltas on disk newer than applied_sequence
@@ -115,6 +132,14 @@ class DeltaApplier {
   // Throws rs::Error.
   void RecoverOnOpen();
 
+  // The dense stage directory the version serves after RecoverOnOpen: the
+  // one of the newest applied delta with a dense stage, else `bundle_dense`.
+  std::string DenseDir(const std::string& bundle_dense) const;
+
+  // Set by the host once the model is open; without it a delta carrying a
+  // dense stage is refused (RS_ERR_UNIMPLEMENTED). Not concurrently with Poll.
+  void set_dense_preparer(DensePreparer p) { prepare_dense_ = std::move(p); }
+
   // Applies every pending delta in order; stops at the first refused or
   // failing one. Returns the number applied. Never throws (errors go to
   // Status).
@@ -127,12 +152,13 @@ class DeltaApplier {
  private:
   struct Loaded;  // a validated delta, rows in memory
   Loaded Validate(uint64_t seq, const std::string& dir) const;  // throws rs::Error
-  void Apply(const Loaded& d);                                  // local; throws rs::Error
+  void Apply(const Loaded& d, const std::function<void()>& publish);  // local; throws rs::Error
+  std::function<void()> PrepareDense(const Loaded& d);          // {} without dense; throws
   void WriteRows(const Loaded& d);                              // throws rs::Error
   void Record(const Loaded& d, double ms);                      // status_ after an apply
   size_t PollShared();                                          // Poll with a ledger
-  void Follow(uint64_t seq);                                    // another host applied up to seq
-  void WriteMarker(uint64_t applied, uint64_t applying);
+  void Follow(const rs::store::DeltaLedgerState& st);           // another host applied up to st
+  void WriteMarker(uint64_t applied, uint64_t applying);  // with dense_seq_
   void Refuse(uint64_t seq, const std::string& why);
 
   std::string bundle_dir_, store_dir_;
@@ -142,6 +168,9 @@ class DeltaApplier {
   rs::store::DeltaLedger* ledger_;  // NULL: a local store with its marker file
   std::vector<DeltaTarget> targets_;
   uint64_t applied_ = 0;  // Poll's thread only (copied into status_)
+  uint64_t dense_seq_ = 0;       // newest applied delta with a dense stage
+  std::string dense_dir_;        // its dense directory ("" for the bundle's own)
+  DensePreparer prepare_dense_;
   std::vector<std::pair<uint64_t, std::string>> refusals_;  // counted once each
 
   mutable std::mutex mu_;  // status_

@@ -87,14 +87,15 @@ std::unique_ptr<Model> Model::Open(const char* model_dir, const char* config_jso
     BundleStage bs = loader(dir, m->cfg_.raw_json);
     if (!bs.stage) Fail(RS_ERR_INTERNAL, "bundle loader returned no input stage");
     m->stage_ = std::move(bs.stage);
-    m->dense_dir_ = bs.dense_model_dir;
+    m->dense_dir_ = std::make_shared<const std::string>(bs.dense_model_dir);
   } else {
-    m->dense_dir_ = dir;
+    m->dense_dir_ = std::make_shared<const std::string>(dir);
     if (!IsFile(dir + "/saved_model.pb") && !IsFile(dir + "/saved_model.pbtxt"))
       Fail(RS_ERR_NOT_FOUND, dir + " is not a SavedModel directory (no saved_model.pb)");
   }
 
-  m->group_ = std::make_unique<SessionGroup>(m->dense_dir_, m->cfg_);
+  m->warmup_decoder_ = deps.warmup_decoder;
+  m->group_ = std::make_shared<SessionGroup>(*m->dense_dir_, m->cfg_);
   const auto& dense = m->group_->signature();
   if (m->stage_) {
     m->stage_->Bind(*dense);
@@ -144,8 +145,35 @@ Model::~Model() {
   stage_.reset();
 }
 
+std::function<void()> Model::PrepareDense(const std::string& dense_dir) {
+  if (!stage_) Fail(RS_ERR_FAILED_PRECONDITION, "only a bundle's dense stage can be replaced");
+  auto g = std::make_shared<SessionGroup>(dense_dir, cfg_);
+  const std::shared_ptr<SessionGroup> cur = Group();
+  const std::string want = cur->signature()->ToJson(), got = g->signature()->ToJson();
+  if (got != want)
+    Fail(RS_ERR_INVALID_ARGUMENT, "the dense stage in " + dense_dir +
+                                      " has another signature than the served one: " + got + " vs " + want);
+  WarmupOutcome w = WarmUp(cfg_, *public_sig_, g->size(), warmup_decoder_,
+                           [&](const rs_tensor* in, size_t n, const int* out_idx, size_t n_out, int s) {
+                             RunOn(*g, false, in, n, out_idx, n_out, s, nullptr, nullptr);
+                           });
+  if (!w.error.empty()) Fail(RS_ERR_INVALID_ARGUMENT, "the dense stage in " + dense_dir + " failed its warmup: " + w.error);
+  auto dir = std::make_shared<const std::string>(dense_dir);
+  return [this, g, dir]() {
+    std::atomic_store(&group_, g);
+    std::atomic_store(&dense_dir_, dir);
+    dense_swaps_.fetch_add(1, std::memory_order_relaxed);
+  };
+}
+
 std::unique_ptr<rs_result> Model::Run(const rs_tensor* inputs, size_t n, const int* out_idx, size_t n_out,
                                       int session, const TF_Buffer* run_options, TF_Buffer* run_metadata) {
+  return RunOn(*Group(), true, inputs, n, out_idx, n_out, session, run_options, run_metadata);
+}
+
+std::unique_ptr<rs_result> Model::RunOn(SessionGroup& g, bool count, const rs_tensor* inputs, size_t n,
+                                        const int* out_idx, size_t n_out, int session,
+                                        const TF_Buffer* run_options, TF_Buffer* run_metadata) {
   auto t0 = Clock::now();
   // Calls in flight, and when calls last overlapped: batch splitting only
   // uses idle capacity, so it stays off while callers overlap (and for
@@ -192,23 +220,23 @@ std::unique_ptr<rs_result> Model::Run(const rs_tensor* inputs, size_t n, const i
       if (split && batch >= cfg_.split_min_batch &&
           batch / std::max<int64_t>(16, cfg_.split_min_batch / 2) >= 2) {
         try {
-          RunSplit(sc.staged, batch, out_idx, n_out, result->tensors.data());
+          RunSplit(g, sc.staged, batch, out_idx, n_out, result->tensors.data());
         } catch (const Error&) {
           // Rerun unsplit, so that an error names rows as the caller numbers them.
           for (TF_Tensor*& t : result->tensors) {
             if (t) TF_DeleteTensor(t);
             t = nullptr;
           }
-          RunStaged(sc.staged.data(), sc.staged.size(), out_idx, n_out, group_->Select(),
+          RunStaged(g, sc.staged.data(), sc.staged.size(), out_idx, n_out, g.Select(),
                     result->tensors.data(), nullptr, nullptr);
         }
       } else {
-        RunStaged(sc.staged.data(), sc.staged.size(), out_idx, n_out,
-                  session >= 0 ? session : group_->Select(), result->tensors.data(), run_options,
+        RunStaged(g, sc.staged.data(), sc.staged.size(), out_idx, n_out,
+                  session >= 0 ? session : g.Select(), result->tensors.data(), run_options,
                   run_metadata);
       }
       result->Finish();
-      stats_.Record(static_cast<uint64_t>(
+      if (count) stats_.Record(static_cast<uint64_t>(
           std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count()));
       return result;
     }
@@ -248,8 +276,8 @@ std::unique_ptr<rs_result> Model::Run(const rs_tensor* inputs, size_t n, const i
     result->signature = public_sig_;
     result->output_index.assign(out_idx, out_idx + n_out);
     result->tensors.assign(n_out, nullptr);
-    int s = session >= 0 ? session : group_->Select();
-    group_->Run(s, in.v.data(), out_idx, n_out, result->tensors.data(), run_options, run_metadata);
+    int s = session >= 0 ? session : g.Select();
+    g.Run(s, in.v.data(), out_idx, n_out, result->tensors.data(), run_options, run_metadata);
 
     // TF may forward an input buffer into an output (e.g. Identity): an
     // output aliasing borrowed memory (caller buffers, or this thread's
@@ -269,10 +297,10 @@ std::unique_ptr<rs_result> Model::Run(const rs_tensor* inputs, size_t n, const i
       }
     }
     result->Finish();
-    stats_.Record(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count()));
+    if (count) stats_.Record(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count()));
     return result;
   } catch (...) {
-    stats_.errors.fetch_add(1, std::memory_order_relaxed);
+    if (count) stats_.errors.fetch_add(1, std::memory_order_relaxed);
     throw;
   }
 }
@@ -281,13 +309,14 @@ std::string Model::DescribeJson() const {
   std::string out = "{\"model_path\":";
   AppendJsonString(out, model_path_);
   out += ",\"savedmodel_dir\":";
-  AppendJsonString(out, dense_dir_);
+  AppendJsonString(out, *std::atomic_load(&dense_dir_));
   out += ",\"kind\":\"";
   out += stage_ ? "bundle" : "savedmodel";
   out += "\",\"signature\":" + public_sig_->ToJson();
-  if (stage_) out += ",\"dense_signature\":" + group_->signature()->ToJson();
-  out += ",\"session_group\":" + group_->LayoutJson();
-  out += ",\"graph_rewrite\":" + group_->rewrite_json();
+  const std::shared_ptr<SessionGroup> g = Group();
+  if (stage_) out += ",\"dense_signature\":" + g->signature()->ToJson();
+  out += ",\"session_group\":" + g->LayoutJson();
+  out += ",\"graph_rewrite\":" + g->rewrite_json();
   out += ",\"warmup\":{\"source\":";
   AppendJsonString(out, warmup_source_);
   out += ",\"runs_per_session\":" + std::to_string(cfg_.warmup_runs);
@@ -307,8 +336,9 @@ std::string Model::DescribeJson() const {
 
 std::string Model::StatsJson() const {
   std::string out = "{" + stats_.JsonFields();
-  out += ",\"session_group\":" + group_->StatsJson();
+  out += ",\"session_group\":" + Group()->StatsJson();
   if (stage_) out += ",\"split_calls\":" + std::to_string(split_calls_.load());
+  if (stage_) out += ",\"dense_swaps\":" + std::to_string(dense_swaps_.load());
   if (stage_) out += ",\"bundle\":" + stage_->StatsJson();
   out += "}";
   return out;

@@ -2,7 +2,9 @@
 // optionally behind a bundle InputStage (see core/input_stage.h).
 //
 // Threading: Run/Describe/Stats/Trace may be called concurrently; the model
-// is immutable after Open except for atomic counters.
+// is immutable after Open except for atomic counters and the dense stage a
+// bundle delta may replace (PrepareDense): a call runs wholly on the stage it
+// started with.
 //
 // Batch splitting (bundles): a call of at least cfg.split_min_batch rows that
 // finds no other call of this model in flight is cut into row ranges that
@@ -17,6 +19,7 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -62,24 +65,41 @@ class Model {
   // a bundle's deltas through it. Valid for the life of the model.
   InputStage* input_stage() const { return stage_.get(); }
 
+  // Bundles: loads the dense SavedModel in `dense_dir` as a new SessionGroup
+  // (same config and cores), checks that its signature equals the served
+  // dense signature and warms it up, all off the request path; returns the
+  // step that makes it the served stage (it cannot fail; calls already
+  // running finish on the old stage, which is freed after them). Nothing
+  // changes if this throws. One PrepareDense/publish at a time (the caller
+  // serializes them). Throws rs::Error.
+  std::function<void()> PrepareDense(const std::string& dense_dir);
+
   // Counts a failure of a call that never reached Run (e.g. a bad request).
   void CountError() { stats_.errors.fetch_add(1, std::memory_order_relaxed); }
 
  private:
   Model() = default;
-  // Bundle path: input stage + session `s` on one (part of a) request.
-  void RunStaged(const rs_tensor* staged, size_t n, const int* out_idx, size_t n_out, int s,
-                 TF_Tensor** outs, const TF_Buffer* run_options, TF_Buffer* run_metadata);
+  // Run on one dense stage; `count`: record the call in stats_ (warmups don't).
+  std::unique_ptr<rs_result> RunOn(SessionGroup& g, bool count, const rs_tensor* inputs, size_t n,
+                                   const int* out_idx, size_t n_out, int session,
+                                   const TF_Buffer* run_options, TF_Buffer* run_metadata);
+  // Bundle path: input stage + session `s` of `g` on one (part of a) request.
+  void RunStaged(SessionGroup& g, const rs_tensor* staged, size_t n, const int* out_idx, size_t n_out,
+                 int s, TF_Tensor** outs, const TF_Buffer* run_options, TF_Buffer* run_metadata);
   // Splits a bundle request of `batch` rows into parts run concurrently;
   // outs[k] receives the joined output k.
-  void RunSplit(const std::vector<rs_tensor>& staged, int64_t batch, const int* out_idx,
+  void RunSplit(SessionGroup& g, const std::vector<rs_tensor>& staged, int64_t batch, const int* out_idx,
                 size_t n_out, TF_Tensor** outs);
+  // The served dense stage (replaced whole by a dense delta).
+  std::shared_ptr<SessionGroup> Group() const { return std::atomic_load(&group_); }
 
   ModelConfig cfg_;
   std::string model_path_;
-  std::string dense_dir_;
+  std::shared_ptr<const std::string> dense_dir_;  // std::atomic_load/store, with group_
   std::unique_ptr<InputStage> stage_;    // bundles only; destroyed after group_
-  std::unique_ptr<SessionGroup> group_;
+  std::shared_ptr<SessionGroup> group_;  // std::atomic_load/store (Group())
+  WarmupDecoder warmup_decoder_;
+  std::atomic<uint64_t> dense_swaps_{0};
   std::shared_ptr<const Signature> public_sig_;
   std::vector<int> all_outputs_;
   std::string warmup_source_;

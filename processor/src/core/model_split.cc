@@ -14,9 +14,10 @@
 
 namespace rs {
 
-void Model::RunStaged(const rs_tensor* staged, size_t n, const int* out_idx, size_t n_out, int s,
-                      TF_Tensor** outs, const TF_Buffer* run_options, TF_Buffer* run_metadata) {
-  const Signature& dense = *group_->signature();
+void Model::RunStaged(SessionGroup& g, const rs_tensor* staged, size_t n, const int* out_idx,
+                      size_t n_out, int s, TF_Tensor** outs, const TF_Buffer* run_options,
+                      TF_Buffer* run_metadata) {
+  const Signature& dense = *g.signature();
   TensorList in;
   try {
     stage_->Transform(staged, n, in.v);
@@ -32,10 +33,10 @@ void Model::RunStaged(const rs_tensor* staged, size_t n, const int* out_idx, siz
                               " dense inputs, the model has " + std::to_string(dense.inputs.size()));
   for (size_t i = 0; i < in.v.size(); ++i) CheckTFTensor(dense.inputs[i], in.v[i]);
   // The stage's tensors are TF-owned (nothing borrowed): outputs need no alias check.
-  group_->Run(s, in.v.data(), out_idx, n_out, outs, run_options, run_metadata);
+  g.Run(s, in.v.data(), out_idx, n_out, outs, run_options, run_metadata);
 }
 
-void Model::RunSplit(const std::vector<rs_tensor>& staged, int64_t batch, const int* out_idx,
+void Model::RunSplit(SessionGroup& g, const std::vector<rs_tensor>& staged, int64_t batch, const int* out_idx,
                      size_t n_out, TF_Tensor** outs) {
   // Parts of at least min_rows rows; one per thread, or more (up to 4 per
   // thread) of ~kChunkRows rows for large calls, which the threads then take as
@@ -70,10 +71,10 @@ void Model::RunSplit(const std::vector<rs_tensor>& staged, int64_t batch, const 
   }
   TensorList part_outs;
   part_outs.v.assign(static_cast<size_t>(parts) * n_out, nullptr);
-  const int s0 = group_->Select();
-  const int sessions = static_cast<int>(group_->size());
+  const int s0 = g.Select();
+  const int sessions = static_cast<int>(g.size());
   split_pool_->Run(parts, [&](int p) {
-    RunStaged(in.data() + static_cast<size_t>(p) * n, n, out_idx, n_out, (s0 + p) % sessions,
+    RunStaged(g, in.data() + static_cast<size_t>(p) * n, n, out_idx, n_out, (s0 + p) % sessions,
               part_outs.v.data() + static_cast<size_t>(p) * n_out, nullptr, nullptr);
   });
   // Join each output's parts in row order.

@@ -224,8 +224,14 @@ void Manager::Load(Slot& s, int64_t v, const std::string& path) {
   }
   LoadResult r = loader_.Load(path, s.config_json);
   // A new bundle version catches up with its deltas before its first call.
+  // Deltas may carry a dense stage: the model swaps it (a second SessionGroup,
+  // warmed, then published); the applier lives inside the model.
   if (r.model)
-    if (bundle::DeltaApplier* d = DeltasOf(*r.model)) RunNiced(load_nice_, [&] { d->Poll(); });
+    if (bundle::DeltaApplier* d = DeltasOf(*r.model)) {
+      Model* m = r.model.get();
+      d->set_dense_preparer([m](const std::string& dir) { return m->PrepareDense(dir); });
+      RunNiced(load_nice_, [&] { d->Poll(); });
+    }
   std::string fp = Fingerprint(path);
   LoadedLayout layout;
   if (r.model) layout = LayoutOf(*r.model);

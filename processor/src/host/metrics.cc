@@ -209,7 +209,7 @@ std::string RenderMetrics(const std::vector<ModelMetrics>& models) {
          [](const VersionMetrics& v) { return double(v.deltas_followed); }},
         {"rs_host_delta_rows_applied_total", "counter", "Embedding rows written by applied deltas.",
          [](const VersionMetrics& v) { return double(v.delta_rows); }},
-        {"rs_host_deltas_refused_total", "counter", "Deltas refused (gap, other base, damaged, dense stage).",
+        {"rs_host_deltas_refused_total", "counter", "Deltas refused (gap, other base, damaged, a dense stage that cannot serve).",
          [](const VersionMetrics& v) { return double(v.deltas_refused); }},
         {"rs_host_delta_failures_total", "counter", "Delta applies that failed while writing.",
          [](const VersionMetrics& v) { return double(v.delta_failures); }},

@@ -31,6 +31,7 @@ struct DeltaLedgerState {
   std::string base_crc32c;       // "" when no export bound the space
   uint64_t applied_sequence = 0;  // newest delta fully applied by some host
   uint64_t applying = 0;         // a delta started and not finished (0: none)
+  uint64_t dense_sequence = 0;   // newest applied delta that carried a dense stage
 };
 
 enum class DeltaClaim {
@@ -53,10 +54,11 @@ class DeltaLedger {
   // differs), or when the record is not at seq - 1 or later; RS_ERR_IO.
   virtual DeltaClaim Claim(uint64_t seq, const std::string& base_crc32c, int lease_ms,
                            std::string* token) = 0;
-  // Records `seq` as applied and drops the lease, if the lease is still
+  // Records `seq` as applied (and as the newest dense stage when
+  // dense_sequence is not 0) and drops the lease, if the lease is still
   // `token`'s. False when it expired and another host took it (that host
   // then writes the same rows and records it). Throws RS_ERR_IO.
-  virtual bool Commit(uint64_t seq, const std::string& token) = 0;
+  virtual bool Commit(uint64_t seq, uint64_t dense_sequence, const std::string& token) = 0;
   // Drops the lease if it is still `token`'s. Never throws.
   virtual void Release(const std::string& token) = 0;
   // Drops this store's cached copies of the rows other hosts changed (reads

@@ -38,13 +38,16 @@ const char* kClaim =
     "redis.call('HSET', KEYS[1], 'applying', ARGV[1])\n"
     "return {1, ''}\n";
 
-// KEYS: record, lease. ARGV: seq, token. -> 1 recorded; 0 the lease is not ours.
+// KEYS: record, lease. ARGV: seq, token, dense_seq (0: none).
+// -> 1 recorded; 0 the lease is not ours.
 const char* kCommit =
     "if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end\n"
     "local applied = tonumber(redis.call('HGET', KEYS[1], 'applied_sequence') or '0')\n"
     "if applied < tonumber(ARGV[1]) then\n"
     "  redis.call('HSET', KEYS[1], 'applied_sequence', ARGV[1])\n"
     "end\n"
+    "local dense = tonumber(redis.call('HGET', KEYS[1], 'dense_sequence') or '0')\n"
+    "if dense < tonumber(ARGV[3]) then redis.call('HSET', KEYS[1], 'dense_sequence', ARGV[3]) end\n"
     "redis.call('HSET', KEYS[1], 'applying', '0')\n"
     "redis.call('DEL', KEYS[2])\n"
     "return 1\n";
@@ -111,6 +114,7 @@ DeltaLedgerState RedisDeltaLedger::Read() {
     if (f == "base_crc32c") st.base_crc32c = r.elements[i + 1].str;
     else if (f == "applied_sequence") st.applied_sequence = ToU64(r.elements[i + 1]);
     else if (f == "applying") st.applying = ToU64(r.elements[i + 1]);
+    else if (f == "dense_sequence") st.dense_sequence = ToU64(r.elements[i + 1]);
   }
   return st;
 }
@@ -145,10 +149,11 @@ DeltaClaim RedisDeltaLedger::Claim(uint64_t seq, const std::string& base_crc32c,
   }
 }
 
-bool RedisDeltaLedger::Commit(uint64_t seq, const std::string& token) {
+bool RedisDeltaLedger::Commit(uint64_t seq, uint64_t dense_sequence, const std::string& token) {
   const std::string space = ActiveOrFail();
   RedisReply r = cluster_->Command({"EVAL", kCommit, "2", redis_keys::DeltaRecord(model_, space),
-                                    redis_keys::DeltaLease(model_, space), std::to_string(seq), token},
+                                    redis_keys::DeltaLease(model_, space), std::to_string(seq), token,
+                                    std::to_string(dense_sequence)},
                                    3);
   return r.kind == RedisReply::kInteger && r.integer == 1;
 }

@@ -1,6 +1,7 @@
 // RedisDeltaLedger: the DeltaLedger (delta_ledger.h) of a "dram+redis" store,
 // kept in the Redis Cluster next to the key space it describes:
-//   rsd:{<model>:<space>}        hash {base_crc32c, applied_sequence, applying}
+//   rsd:{<model>:<space>}        hash {base_crc32c, applied_sequence, applying,
+//                                      dense_sequence}
 //   rsd:{<model>:<space>}:lease  string: the lease holder's token, with a TTL
 // Both keys share a hash slot, so each step is one Lua script: atomic on the
 // node, whatever other hosts do at the same time.
@@ -35,7 +36,7 @@ class RedisDeltaLedger final : public DeltaLedger {
   std::unique_lock<std::mutex> Hold() override;
   DeltaLedgerState Read() override;
   DeltaClaim Claim(uint64_t seq, const std::string& base_crc32c, int lease_ms, std::string* token) override;
-  bool Commit(uint64_t seq, const std::string& token) override;
+  bool Commit(uint64_t seq, uint64_t dense_sequence, const std::string& token) override;
   void Release(const std::string& token) override;
   void Sync() override;
 

@@ -20,8 +20,11 @@ Contracts
   parent is fsynced). A reader sees no delta or a whole one.
 - Checksums are CRC-32C (the library's ``rs_crc32c``, the store's own checksum), over each row
   file; the base is named by its version number and the CRC-32C of its ``bundle.json``.
-- The dense stage is not part of a delta: the host applies embedding rows only (a delta carrying
-  a dense stage is refused, docs/host.md). Dense weights are refreshed with a full version.
+- The dense stage is optional: ``write(..., dense=True)`` (or ``"changed"``: only when the dense
+  weights differ from the last ones written) adds ``dense/``, a SavedModel of the model's dense
+  stage in the bundle's layout, with every file's size and CRC-32C in ``dense_files``. The host
+  loads and warms it beside the served one, writes the rows, then swaps it in whole, keeping
+  the store (docs/host.md, "Deltas").
 - Memory: the writer keeps one copy of every table (the state of the previous delta) to diff
   against.
 """
@@ -125,6 +128,8 @@ class DeltaWriter:
         self._check_shapes(self.state, "base")
         existing = list_deltas(self.bundle_dir)
         self.last_seq = existing[-1] if existing else 0
+        # digest of the dense weights last published (None: unknown, e.g. a tables mapping)
+        self.dense_digest = _dense_digest(base) if hasattr(base, "dense_stage") else None
 
     def _read_store(self) -> dict:
         """The served state: the bundle's store, then every delta on disk it does not hold yet
@@ -177,11 +182,19 @@ class DeltaWriter:
                                  f"store table {name} is [{rows}, {dim}]")
 
     def write(self, new: Any, *, training_step: int = 0, created_unix_ms: int | None = None,
-              write_empty: bool = False) -> dict | None:
+              write_empty: bool = False, dense: bool | str = False) -> dict | None:
         """Diffs ``new`` (a RecModel or a tables mapping) against the previous state and
-        publishes the changed rows as the next delta. Returns a summary dict (``sequence``,
-        ``path``, ``rows``, ``bytes``, ``seconds``), or None when nothing changed (unless
+        publishes the changed rows as the next delta. ``dense``: True includes ``new``'s dense
+        stage (``new`` must be a RecModel), "changed" includes it when its weights differ from
+        the last ones published (or are unknown). Returns a summary dict (``sequence``, ``path``,
+        ``rows``, ``bytes``, ``seconds``, ``dense``), or None when nothing changed (unless
         ``write_empty``)."""
+        if dense not in (False, True, "changed"):
+            raise ValueError(f"dense must be False, True or 'changed', got {dense!r}")
+        if dense and not hasattr(new, "dense_stage"):
+            raise ValueError("a delta's dense stage comes from a RecModel: pass the model as `new`")
+        digest = _dense_digest(new) if dense else None
+        with_dense = dense is True or (dense == "changed" and digest != self.dense_digest)
         t0 = time.perf_counter()
         created = int(time.time() * 1000) if created_unix_ms is None else int(created_unix_ms)
         tables = _subtables(new) if hasattr(new, "embedding_tables") else \
@@ -195,7 +208,7 @@ class DeltaWriter:
             idx = np.flatnonzero(diff)
             if idx.size:
                 changed[key] = (idx.astype(np.int64), np.ascontiguousarray(cur[idx]))
-        if not changed and not write_empty:
+        if not changed and not write_empty and not with_dense:
             return None
         seq = max(self.last_seq, *(list_deltas(self.bundle_dir) or [0])) + 1
         root = os.path.join(self.bundle_dir, DELTAS_DIR)
@@ -222,6 +235,8 @@ class DeltaWriter:
                                  size=len(data), crc32c=f"{crc32c(data):08x}")
                 nbytes += len(data)
                 nrows += int(idx.size)
+            if with_dense:
+                nbytes += self._write_dense(new, tmp, delta)
             text = mf.to_json(delta)
             with open(os.path.join(tmp, DELTA_MANIFEST), "w", encoding="utf-8") as fh:
                 fh.write(text)
@@ -239,8 +254,44 @@ class DeltaWriter:
         for key, (idx, rows) in changed.items():
             self.state[key][idx] = rows
         self.last_seq = seq
+        if with_dense:
+            self.dense_digest = digest
         return {"sequence": seq, "path": final, "rows": nrows, "bytes": nbytes,
-                "seconds": time.perf_counter() - t0, "created_unix_ms": created}
+                "seconds": time.perf_counter() - t0, "created_unix_ms": created,
+                "dense": with_dense}
+
+    def _write_dense(self, model, tmp: str, delta) -> int:
+        """Saves the model's dense stage as ``tmp``/dense in the layout the bundle was exported
+        with; lists its files in ``delta``. Returns the bytes written."""
+        import tensorflow as tf
+
+        from recstrata.bundle.format import DENSE_DIR, SIGNATURE
+        from recstrata.training import export as ex
+
+        inputs = {sl.dense_input for f in self.manifest.sparse_features for sl in f.slices}
+        inputs |= {f.dense_input for f in self.manifest.sparse_features if f.dense_input}
+        layout = ("blocks" if ex.EMBEDDINGS in inputs else
+                  "concat" if ex.POOLED in inputs else "per_feature")
+        served = os.path.join(self.bundle_dir, self.manifest.dense.dir or DENSE_DIR)
+        frozen = not any(n.startswith("variables.data")
+                         for n in os.listdir(os.path.join(served, "variables"))
+                         if os.path.isdir(os.path.join(served, "variables")))
+        module, concrete = ex._dense_module(model, layout)
+        out = os.path.join(tmp, DENSE_DIR)
+        if frozen:
+            ex._save_frozen(concrete, out)
+        else:
+            tf.saved_model.save(module, out, signatures={SIGNATURE: concrete})
+        ex._fsync_tree(out)
+        delta.dense.dir = DENSE_DIR
+        delta.dense.signature = SIGNATURE
+        total = 0
+        for e in ex._file_list(tmp, DENSE_DIR):
+            with open(os.path.join(tmp, e.path), "rb") as fh:
+                e.crc32c = f"{crc32c(fh.read()):08x}"
+            delta.dense_files.append(e)
+            total += e.size
+        return total
 
 
 class DeltaHook:
@@ -252,13 +303,14 @@ class DeltaHook:
 
     def __init__(self, bundle_dir: str | os.PathLike, *, every_steps: int = 0,
                  every_seconds: float = 0.0, base_version: int | None = None,
-                 log=None):
+                 dense: bool | str = False, log=None):
         if every_steps <= 0 and every_seconds <= 0:
             raise ValueError("DeltaHook needs every_steps > 0 or every_seconds > 0")
         self.bundle_dir = bundle_dir
         self.every_steps = int(every_steps)
         self.every_seconds = float(every_seconds)
         self.base_version = base_version
+        self.dense = dense  # DeltaWriter.write's `dense`
         self.log = log or (lambda s: None)
         self.writer: DeltaWriter | None = None
         self.written: list[dict] = []
@@ -283,12 +335,13 @@ class DeltaHook:
         return self._write(model, step)
 
     def _write(self, model, step: int) -> dict | None:
-        info = self.writer.write(model, training_step=step)
+        info = self.writer.write(model, training_step=step, dense=self.dense)
         self._last_step = step
         self._last_time = time.monotonic()
         if info:
             self.written.append(info)
-            self.log(f"delta {info['sequence']}: {info['rows']} rows at step {step}")
+            self.log(f"delta {info['sequence']}: {info['rows']} rows"
+                     f"{' and the dense stage' if info['dense'] else ''} at step {step}")
         return info
 
 
@@ -306,6 +359,16 @@ def write_delta_from_checkpoints(bundle_dir: str | os.PathLike, old_checkpoint: 
     writer = DeltaWriter(bundle_dir, base, base_version=base_version)
     new, _cfg = load_trained(os.fspath(new_checkpoint))
     return writer.write(new, training_step=training_step)
+
+
+def _dense_digest(model) -> str:
+    """A digest of a model's dense-stage weights (tells whether they changed)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for w in model.dense_stage.weights:
+        h.update(np.ascontiguousarray(np.asarray(w.numpy() if hasattr(w, "numpy") else w)).tobytes())
+    return h.hexdigest()
 
 
 def _version() -> str:

@@ -44,6 +44,9 @@ def register(subparsers) -> None:
                    help="with --delta-bundle: a delta every N training steps")
     p.add_argument("--delta-every-seconds", type=float, default=0.0,
                    help="with --delta-bundle: a delta every S seconds")
+    p.add_argument("--delta-dense", action="store_true",
+                   help="with --delta-bundle: include the dense stage in a delta when its weights "
+                        "changed (the host swaps it in and keeps the store); default: rows only")
     p.add_argument("--metrics-out", help="write the per-epoch history as JSON to this file")
     p.set_defaults(func=_train)
 
@@ -99,6 +102,7 @@ def _train(args) -> int:
 
             hook = DeltaHook(args.delta_bundle, every_steps=args.delta_every_steps,
                              every_seconds=args.delta_every_seconds,
+                             dense="changed" if args.delta_dense else False,
                              log=lambda s: print(s, file=sys.stderr))
             hook.start(tr.model)
             tr.step_hooks.append(hook)
