@@ -194,7 +194,6 @@ void DeltaApplier::RecoverOnOpen() {
     dense_seq_ = seq;
   };
   if (ledger_) {
-    auto hold = ledger_->Hold();
     const rs::store::DeltaLedgerState st = ledger_->Read();
     if (st.base_crc32c == base_crc_) {
       applied_ = st.applied_sequence;
@@ -415,7 +414,10 @@ void DeltaApplier::Apply(const Loaded& d, const std::function<void()>& publish) 
 }
 
 void DeltaApplier::Follow(const rs::store::DeltaLedgerState& st) {
-  ledger_->Sync();  // this host's cached copies of the rows written are dropped now
+  {
+    auto hold = ledger_->Hold();
+    ledger_->Sync();  // this host's cached copies of the rows written are dropped now
+  }
   // The dense stage another host published with a delta is published here
   // too, from this host's copy of the delta (rows are shared, dense stages
   // are per host).
@@ -452,7 +454,9 @@ void DeltaApplier::Follow(const rs::store::DeltaLedgerState& st) {
 
 size_t DeltaApplier::PollShared() {
   size_t n = 0;
-  auto hold = ledger_->Hold();  // the store keeps its key space until this pass ends
+  // Planning, validation and dense loads run without the hold; a delta's
+  // claim, rows, dense publish and commit run under it (the store keeps its
+  // key space meanwhile, so the rows and the record land in one space).
   const rs::store::DeltaLedgerState st = ledger_->Read();
   auto all = ListDeltas(bundle_dir_);
   {
@@ -487,6 +491,7 @@ size_t DeltaApplier::PollShared() {
     }
     std::string token;
     rs::store::DeltaClaim claim;
+    std::unique_lock<std::mutex> hold = ledger_->Hold();
     try {
       claim = ledger_->Claim(seq, base_crc_, LeaseMs(), &token);
     } catch (const Error& e) {
@@ -495,6 +500,7 @@ size_t DeltaApplier::PollShared() {
       break;
     }
     if (claim == rs::store::DeltaClaim::kApplied) {  // another host was quicker
+      hold.unlock();
       Follow(ledger_->Read());
       continue;
     }
@@ -522,6 +528,7 @@ size_t DeltaApplier::PollShared() {
         std::lock_guard<std::mutex> lk(mu_);
         ++status_.leases_lost;
       }
+      hold.unlock();
       const rs::store::DeltaLedgerState now = ledger_->Read();
       if (now.applied_sequence >= seq) Follow(now);
       break;

@@ -13,9 +13,9 @@
 // (bundle/delta.h, DELTAS_APPLIED) and has no ledger: Store::delta_ledger()
 // returns NULL for it.
 //
-// Threading: every call may come from any thread; calls that describe one
-// apply (Read, Claim, the row writes, Commit, Sync) are made while the lock
-// Hold() returns is alive.
+// Threading: every call may come from any thread. Claim, the row writes of
+// the claimed delta, Commit and Sync are made while the lock Hold() returns
+// is alive (Read and Release need not be).
 #ifndef RECSTRATA_STORE_DELTA_LEDGER_H_
 #define RECSTRATA_STORE_DELTA_LEDGER_H_
 
