@@ -9,7 +9,9 @@ models with bursty on/off load, all the same MLP SavedModel at batch 32):
              (recstrata.cost_model.plan_cores, static mode: the baseline gets
              dedicated cores sized to its declared load, the experiments share
              the rest), applied as each model's session cpuset
-The three phases run in interleaved rounds. Latency is measured from each
+Each model runs in a process of its own (ModelProcess: Python's GIL would
+otherwise couple the load generators), its request threads on the model's
+cpuset in the cost-model phases. The phases run in interleaved rounds. Latency is measured from each
 request's scheduled (open-loop) arrival to its completion, so queueing counts.
 
 Simulated (perf/cost_model_sim.py, processor sharing per core set, service
@@ -32,12 +34,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import os
 import queue
 import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -106,8 +110,8 @@ def build_big_table(out: Path, rows: int) -> Path:
 class Load:
     """Open-loop arrivals for one model, served by `workers` threads."""
 
-    def __init__(self, model, arrivals: list[float], workers: int, feeds):
-        self.model, self.arrivals, self.feeds = model, arrivals, feeds
+    def __init__(self, model, arrivals: list[float], workers: int, feeds, cpus: set[int] | None = None):
+        self.model, self.arrivals, self.feeds, self.cpus = model, arrivals, feeds, cpus
         self.q: queue.Queue = queue.Queue()
         self.lat: list[float] = []
         self.cpu_ms: list[float] = []
@@ -116,6 +120,11 @@ class Load:
         self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(workers)]
 
     def _work(self):
+        # A model's request threads live on its cores, as a serving process would place its
+        # handlers: otherwise their own work between runs lands on another model's
+        # dedicated cores (Linux: sched_setaffinity(0) pins the calling thread only).
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)
         while True:
             t0 = self.q.get()
             if t0 is None:
@@ -132,6 +141,8 @@ class Load:
             self.last_done = max(self.last_done, now)
 
     def dispatch(self, start: float):
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)
         for t in self.arrivals:
             delay = start + t - time.perf_counter()
             if delay > 0:
@@ -139,25 +150,65 @@ class Load:
             self.q.put(start + t)
 
 
-def run_phase(models, arrival_lists, workers=12):
-    """Replays the arrivals against the models; returns (loads, start time)."""
+class ModelProcess:
+    """One model in a process of its own, open twice: on every core ("shared") and on its
+    plan's cpuset ("costmodel"). One process per model because the load generator is Python:
+    in one interpreter the four models' 48 request threads queue for one GIL, and the
+    experiments' bursts then delay the baseline's threads whatever cores its sessions own
+    (measured: baseline p99 x61 its alone figure with the cost model, x33 all-shared). A C or
+    Go host has no such lock; this is the closest Python gets to it."""
+
+    def __init__(self, ctx, mlp, cfg_shared, cfg_costed, cpus):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve_model, daemon=True,
+                                args=(child, str(mlp), cfg_shared, cfg_costed, sorted(cpus)))
+        self.proc.start()
+
+    def wait_ready(self):
+        if self.conn.recv() != "ready":
+            raise RuntimeError("model process failed to start")
+
+    def start(self, which, arrivals, start, pin):
+        self.conn.send((which, arrivals, start, pin))
+
+    def result(self):
+        lat, cpu_ms, last_done, errors = self.conn.recv()
+        return types.SimpleNamespace(lat=lat, cpu_ms=cpu_ms, last_done=last_done, errors=errors)
+
+    def close(self):
+        self.conn.send(None)
+        self.proc.join(60)
+
+
+def _serve_model(conn, mlp, cfg_shared, cfg_costed, cpus):
+    import recstrata
+
+    models = {"shared": recstrata.Model(mlp, cfg_shared), "costmodel": recstrata.Model(mlp, cfg_costed)}
     feeds = {"x": np.random.default_rng(1).normal(size=(BATCH, WIDTH)).astype(np.float32)}
-    loads = [Load(m, a, workers, feeds) for m, a in zip(models, arrival_lists)]
-    for ld in loads:
+    conn.send("ready")
+    while (msg := conn.recv()) is not None:
+        which, arrivals, start, pin = msg
+        ld = Load(models[which], arrivals, 12, feeds, set(cpus) if pin else None)
         for t in ld.threads:
             t.start()
-    start = time.perf_counter() + 0.05
-    dispatchers = [threading.Thread(target=ld.dispatch, args=(start,)) for ld in loads]
-    for d in dispatchers:
-        d.start()
-    for d in dispatchers:
-        d.join()
-    for ld in loads:
+        ld.dispatch(start)
         for _ in ld.threads:
             ld.q.put(None)
         for t in ld.threads:
             t.join()
-    return loads, start
+        conn.send((ld.lat, ld.cpu_ms, ld.last_done, ld.errors))
+    for m in models.values():
+        m.close()
+
+
+def run_phase(procs, arrival_lists, which, pin):
+    """Replays the arrivals against the model processes at once (perf_counter is the system's
+    monotonic clock, shared by the processes); `pin`: request threads on the model's cpuset.
+    Returns (loads, start time)."""
+    start = time.perf_counter() + 0.3
+    for p, a in zip(procs, arrival_lists):
+        p.start(which, a, start, pin)
+    return [p.result() for p in procs], start
 
 
 def measure_service_ms(model, reps=200, batch=BATCH) -> float:
@@ -217,7 +268,7 @@ def main() -> None:
     rounds = 2 if args.quick else 4
 
     import recstrata
-    from recstrata.cost_model import plan_cores
+    from recstrata.cost_model import cpu_list, plan_cores
 
     ncpu = len(os.sched_getaffinity(0))
     cpus = f"0-{ncpu - 1}" if ncpu > 1 else "0"
@@ -248,8 +299,11 @@ def main() -> None:
     plan = plan_cores(sim.plan_request(sim_models, ncpu, "static"))
     print("cost-model plan:", plan["summary"], {m["name"]: m["cpus"] for m in plan["models"]}, flush=True)
     cfg = {"warmup_runs": 2}
-    shared = [recstrata.Model(str(mlp), cfg) for _ in sim_models]
-    costed = [recstrata.Model(str(mlp), dict(cfg, cpusets=a["cpus"])) for a in plan["models"]]
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ModelProcess(ctx, mlp, cfg, dict(cfg, cpusets=a["cpus"]), cpu_list(a["cpus"]))
+             for a in plan["models"]]
+    for p in procs:
+        p.wait_ready()
 
     real = {"alone": [], "shared": [], "alone_costmodel": [], "costmodel": []}
     sim_vs_real = []
@@ -257,10 +311,9 @@ def main() -> None:
         arr = sim.arrivals(sim_models, phase_s, seed=100 + r)
         lists = [[t for t, i in arr if i == k] for k in range(len(sim_models))]
         for phase in ("alone", "shared", "alone_costmodel", "costmodel"):
-            if phase.startswith("alone"):
-                loads, start = run_phase((shared if phase == "alone" else costed)[:1], lists[:1])
-            else:
-                loads, start = run_phase(shared if phase == "shared" else costed, lists)
+            which = "costmodel" if phase.endswith("costmodel") else "shared"
+            n = 1 if phase.startswith("alone") else len(procs)
+            loads, start = run_phase(procs[:n], lists[:n], which, pin=which == "costmodel")
             # Throughput: completions over the time until the last one (an
             # overloaded plan finishes its backlog late, and scores lower).
             done = sum(len(ld.lat) for ld in loads)
@@ -279,8 +332,8 @@ def main() -> None:
             print(f"round {r} {phase:9s} baseline p50 {real[phase][-1]['baseline_p50']:.2f} ms "
                   f"p99 {real[phase][-1]['baseline_p99']:.2f} ms (sim {res.p99('baseline'):.2f}), "
                   f"throughput {real[phase][-1]['throughput']:.0f}/s, errors {real[phase][-1]['errors']}", flush=True)
-    for m in shared + costed:
-        m.close()
+    for p in procs:
+        p.close()
 
     med = lambda phase, key: float(np.median([x[key] for x in real[phase]]))  # noqa: E731
     # Each ratio is against the baseline alone on the same plan: how much the
