@@ -3,7 +3,13 @@ model, its export as version 1 of a host base path, and table edits written as d
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +80,57 @@ def store_rows(bundle_dir: Path, store_table: str, rows: int) -> np.ndarray:
         vals, found = st.table(store_table).lookup(np.arange(rows, dtype=np.int64))
         assert found.all()
         return np.array(vals)
+
+
+def edit_tables(tables: dict, seed: int, n: int = 50) -> dict:
+    """A copy of ``tables`` with n random rows of every sub-table changed."""
+    rng = np.random.default_rng(seed)
+    out = {k: v.copy() for k, v in tables.items()}
+    for v in out.values():
+        rows = rng.choice(v.shape[0], n, replace=False)
+        v[rows] = rng.normal(size=(n, v.shape[1])).astype(np.float32)
+    return out
+
+
+def applied_marker(version_dir: Path) -> dict:
+    """The store's DELTAS_APPLIED marker ({} while there is none, or mid-replace)."""
+    try:
+        return json.loads((version_dir / "store" / "DELTAS_APPLIED").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def wait_for(pred, timeout: float = 60.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+_HOST_CHILD = r"""
+import sys, time
+from recstrata.host import Host
+with Host({"models": [{"name": "m", "base_path": sys.argv[1]}], "poll_interval_seconds": 0.05}) as h:
+    print("ready", flush=True)
+    while True:
+        time.sleep(0.05)
+"""
+
+
+@contextlib.contextmanager
+def host_process(base: Path, table_delay_ms: int):
+    """A host process serving BASE, polling every 50 ms; each delta apply sleeps table_delay_ms
+    after every sub-table's batch (the test hook), so a test can SIGKILL it mid-apply. Yields
+    the Popen once the host is open; kills it (SIGKILL) when the block ends."""
+    env = dict(os.environ, RECSTRATA_TEST_DELTA_TABLE_DELAY_MS=str(table_delay_ms))
+    child = subprocess.Popen([sys.executable, "-c", _HOST_CHILD, str(base)], env=env,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        yield child
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)

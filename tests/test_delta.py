@@ -4,7 +4,6 @@ store. Trains for real in the first test; the refusal tests edit tables by hand.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import threading
@@ -16,8 +15,8 @@ pytest.importorskip("tensorflow")
 
 from recstrata.host import Host  # noqa: E402
 
-from delta_helpers import (ROWS, deltas_status, export_version, feeds, host_config,  # noqa: E402
-                           make_model, store_rows, tables_of)
+from delta_helpers import (deltas_status, edit_tables, export_version, feeds,  # noqa: E402
+                           host_config, make_model, store_rows, tables_of)
 
 
 @pytest.fixture
@@ -74,23 +73,13 @@ def test_train_serve_delta_changes_predictions_without_reload(tmp_path):
             np.testing.assert_array_equal(store_rows(v1, sub.store_table, sub.rows), trained[(t.name, j)])
 
 
-def _edit(tables, seed, n=50):
-    """A copy of ``tables`` with n random rows of every sub-table changed."""
-    rng = np.random.default_rng(seed)
-    out = {k: v.copy() for k, v in tables.items()}
-    for v in out.values():
-        rows = rng.choice(v.shape[0], n, replace=False)
-        v[rows] = rng.normal(size=(n, v.shape[1])).astype(np.float32)
-    return out
-
-
 def test_refusals_keep_serving_last_good_state(served, tmp_path):
     from recstrata.training.delta import DeltaWriter
 
     model, base, v1 = served
     w = DeltaWriter(v1, model)
     s0 = tables_of(model)
-    s1 = _edit(s0, 1)
+    s1 = edit_tables(s0, 1)
     ids = np.arange(200)
     with Host(host_config(base)) as host:
         w.write(s1)
@@ -99,10 +88,10 @@ def test_refusals_keep_serving_last_good_state(served, tmp_path):
         assert deltas_status(host)["applied_sequence"] == 1
 
         # a gap: delta 3 without delta 2
-        w.write(_edit(s1, 2))                      # seq 2
+        w.write(edit_tables(s1, 2))                      # seq 2
         os.rename(v1 / "deltas" / "2", tmp_path / "held_back")
         w.last_seq = 2
-        w.write(_edit(s1, 3))                      # seq 3
+        w.write(edit_tables(s1, 3))                      # seq 3
         host.reload("m")
         st = deltas_status(host)
         assert st["applied_sequence"] == 1 and st["blocked_at"] == 3 and st["refused"] == 1
@@ -139,16 +128,16 @@ def test_wrong_base_and_dense_and_malformed_are_refused(served):
     ids = np.arange(100)
 
     def dense_delta():
-        DeltaWriter(v1, model).write(_edit(tables_of(model), 6))
+        DeltaWriter(v1, model).write(edit_tables(tables_of(model), 6))
         p = v1 / "deltas" / "1" / "delta.json"
         d = json_format.Parse(p.read_text(), mf.Delta())
         d.dense.dir = "dense"
         p.write_text(json_format.MessageToJson(d))
 
     cases = [
-        (lambda: DeltaWriter(v1, model, base_version=7).write(_edit(tables_of(model), 4)),
+        (lambda: DeltaWriter(v1, model, base_version=7).write(edit_tables(tables_of(model), 4)),
          "is for base version 7"),
-        (lambda: _with_crc(DeltaWriter(v1, model)).write(_edit(tables_of(model), 5)),
+        (lambda: _with_crc(DeltaWriter(v1, model)).write(edit_tables(tables_of(model), 5)),
          "another export of this version"),
         (dense_delta, "lists no dense/saved_model.pb"),
         (lambda: _malformed(v1), "delta manifest"),
@@ -182,7 +171,7 @@ def test_new_full_version_supersedes_deltas(served, tmp_path):
 
     model, base, v1 = served
     w = DeltaWriter(v1, model)
-    s1 = _edit(tables_of(model), 7)
+    s1 = edit_tables(tables_of(model), 7)
     ids = np.arange(300)
     with Host(host_config(base)) as host:
         w.write(s1)
@@ -195,7 +184,7 @@ def test_new_full_version_supersedes_deltas(served, tmp_path):
         v2 = host.run("m", feeds(ids))["prob"]
         assert deltas_status(host, 2)["applied_sequence"] == 0
         # a delta of version 1 no longer matters; version 2 serves its own tables
-        DeltaWriter(v1, s1).write(_edit(s1, 8))
+        DeltaWriter(v1, s1).write(edit_tables(s1, 8))
         host.reload("m")
         np.testing.assert_array_equal(host.run("m", feeds(ids))["prob"], v2)
         assert not np.allclose(v2, with_delta)

@@ -3,14 +3,9 @@ applied delta (the interrupted one rolled forward from the applied marker), neve
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,35 +14,8 @@ pytest.importorskip("tensorflow")
 
 from recstrata.host import Host  # noqa: E402
 
-from delta_helpers import (deltas_status, export_version, feeds, host_config,  # noqa: E402
-                           make_model, store_rows, tables_of)
-
-CHILD = r"""
-import json, sys, time
-from recstrata.host import Host
-base = sys.argv[1]
-with Host({"models": [{"name": "m", "base_path": base}], "poll_interval_seconds": 0.05}) as h:
-    print("ready", flush=True)
-    while True:
-        time.sleep(0.05)
-"""
-
-
-def _marker(v1: Path) -> dict:
-    try:
-        return json.loads((v1 / "store" / "DELTAS_APPLIED").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def _wait(pred, timeout=60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
-
+from delta_helpers import (applied_marker, deltas_status, export_version, feeds,  # noqa: E402
+                           host_config, host_process, make_model, store_rows, tables_of, wait_for)
 
 def test_kill9_mid_apply_reopens_as_a_whole_delta(tmp_path):
     from recstrata.bundle import manifest as mf
@@ -66,25 +34,16 @@ def test_kill9_mid_apply_reopens_as_a_whole_delta(tmp_path):
     s1 = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in s0.items()}
     s2 = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in s0.items()}
 
-    env = dict(os.environ, RECSTRATA_TEST_DELTA_TABLE_DELAY_MS="1500")
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(base)], env=env,
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout.readline().strip() == "ready"
+    with host_process(base, 1500) as child:
         w.write(s1)
-        assert _wait(lambda: str(_marker(v1).get("applied_sequence")) == "1"
-                     and not int(_marker(v1).get("applying", 0)))
+        assert wait_for(lambda: str(applied_marker(v1).get("applied_sequence")) == "1"
+                        and not int(applied_marker(v1).get("applying", 0)))
         w.write(s2)
         # delta 2 has begun: the first sub-table is written, the child sleeps before the second
-        assert _wait(lambda: str(_marker(v1).get("applying")) == "2")
+        assert wait_for(lambda: str(applied_marker(v1).get("applying")) == "2")
         time.sleep(0.7)
         child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    m = _marker(v1)
+    m = applied_marker(v1)
     assert str(m["applied_sequence"]) == "1" and str(m["applying"]) == "2", m
 
     # Evidence that the kill hit mid-apply: a copy of the store holds delta 2 for the first
@@ -108,7 +67,7 @@ def test_kill9_mid_apply_reopens_as_a_whole_delta(tmp_path):
         host.run("m", feeds(np.arange(8)))
     for key, (name, rows) in names.items():
         np.testing.assert_array_equal(store_rows(v1, name, rows), s2[key])
-    assert str(_marker(v1)["applied_sequence"]) == "2"
+    assert str(applied_marker(v1)["applied_sequence"]) == "2"
 
 
 def test_store_with_deltas_still_detects_damage(tmp_path):

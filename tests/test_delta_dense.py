@@ -4,11 +4,7 @@ store. The oracle is a full export of the same model, served by its own Model.""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -20,7 +16,8 @@ pytest.importorskip("tensorflow")
 from recstrata.host import Host  # noqa: E402
 from recstrata.processor import Model  # noqa: E402
 
-from delta_helpers import CONFIG, deltas_status, export_version, feeds, host_config, make_model  # noqa: E402
+from delta_helpers import (CONFIG, applied_marker, deltas_status, export_version, feeds,  # noqa: E402
+                           host_config, host_process, make_model, wait_for)
 from serving_helpers import assert_outputs  # noqa: E402
 
 IDS = np.arange(0, 1000, 7)
@@ -41,10 +38,6 @@ def _served_by_full_export(model, path):
     info = export_bundle(model, path, tiers="dram")
     with Model(info["path"]) as m:
         return m.run(feeds(IDS))
-
-
-def _marker(v1):
-    return json.loads((v1 / "store" / "DELTAS_APPLIED").read_text())
 
 
 def test_trained_dense_stage_is_swapped_in_and_survives_a_restart(tmp_path):
@@ -69,7 +62,7 @@ def test_trained_dense_stage_is_swapped_in_and_survives_a_restart(tmp_path):
         assert st["last_error"] == ""
         assert host.status("m")["serving"] == [1]
         assert "rs_host_loads_total{model=\"m\"} 1" in host.metrics_text()  # no second load
-    assert _marker(v1)["dense_sequence"] in (1, "1")
+    assert applied_marker(v1)["dense_sequence"] in (1, "1")
     want = _served_by_full_export(tr.model, tmp_path / "full")
     assert not np.allclose(before["prob"], want["prob"])
     assert_outputs(after, want)
@@ -130,45 +123,19 @@ def test_a_dense_stage_of_another_signature_is_refused_before_any_row(tmp_path):
     assert not (v1 / "store" / "DELTAS_APPLIED").exists()
 
 
-CHILD = r"""
-import sys, time
-from recstrata.host import Host
-with Host({"models": [{"name": "m", "base_path": sys.argv[1]}], "poll_interval_seconds": 0.05}) as h:
-    print("ready", flush=True)
-    while True:
-        time.sleep(0.05)
-"""
-
-
 def test_kill9_mid_dense_apply_reopens_with_the_new_dense_stage(tmp_path):
     from recstrata.training.delta import DeltaWriter
 
     old, new = make_model(), _perturbed(make_model(), 1)
     base = tmp_path / "base"
     v1 = export_version(old, base)
-    env = dict(os.environ, RECSTRATA_TEST_DELTA_TABLE_DELAY_MS="30000")
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(base)], env=env, stdout=subprocess.PIPE,
-                             text=True)
-    try:
-        assert child.stdout.readline().strip() == "ready"
+    with host_process(base, 30000) as child:
         DeltaWriter(v1, old).write(new, dense=True)
-        end = time.monotonic() + 120
-        while True:  # the dense stage is loaded, then the marker says applying before any row
-            try:
-                if str(_marker(v1).get("applying")) == "1":
-                    break
-            except (FileNotFoundError, json.JSONDecodeError):
-                pass
-            assert child.poll() is None and time.monotonic() < end
-            time.sleep(0.02)
+        # the dense stage is loaded and warmed, then the marker says applying before any row
+        assert wait_for(lambda: str(applied_marker(v1).get("applying")) == "1", timeout=120)
         time.sleep(0.5)
         child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    m = _marker(v1)
+    m = applied_marker(v1)
     assert str(m.get("applied_sequence", 0)) == "0" and str(m["applying"]) == "1", m
     with Host(host_config(base)) as host:
         st = deltas_status(host)

@@ -24,19 +24,10 @@ pytest.importorskip("tensorflow")
 
 from recstrata.host import Host  # noqa: E402
 
-from delta_helpers import ROWS, deltas_status, feeds, make_model, tables_of  # noqa: E402
+from delta_helpers import ROWS, deltas_status, edit_tables, feeds, make_model, tables_of  # noqa: E402
 from serving_helpers import assert_outputs, put_version  # noqa: E402
 
 IDS = np.arange(0, ROWS, 37)
-
-
-def _edit(tables, seed, n=200):
-    rng = np.random.default_rng(seed)
-    out = {k: v.copy() for k, v in tables.items()}
-    for v in out.values():
-        rows = rng.choice(v.shape[0], n, replace=False)
-        v[rows] = rng.normal(size=(n, v.shape[1])).astype(np.float32)
-    return out
 
 
 def _redis_model_config(cluster, model):
@@ -98,7 +89,7 @@ def test_a_delta_is_written_once_and_the_other_host_follows(exported, redis_clus
 
     _model, bundle, name, space, tables = exported
     (b0, b1, oracle_base), cfgs = _hosts(tmp_path, bundle, redis_cluster, name, 2)
-    s1, s2 = _edit(tables, 1), _edit(tables, 2)
+    s1, s2 = edit_tables(tables, 1, 200), edit_tables(tables, 2, 200)
     with Host(cfgs[0]) as h0, Host(cfgs[1]) as h1, Host(cfgs[2]) as oracle:
         before = oracle.run("m", feeds(IDS))
         for h in (h0, h1):
@@ -157,7 +148,7 @@ def test_deltas_of_another_export_are_refused(exported, redis_cluster, tmp_path)
         fh.write("\n")
     with Host(cfgs[0]) as h:
         before = h.run("m", feeds(IDS))
-        DeltaWriter(b0 / "1", tables).write(_edit(tables, 3))
+        DeltaWriter(b0 / "1", tables).write(edit_tables(tables, 3, 200))
         h.reload("m")
         st = deltas_status(h)
         assert st["applied_sequence"] == 0 and st["refused"] == 1 and st["blocked_at"] == 1
@@ -182,7 +173,7 @@ def test_a_writer_killed_mid_apply_is_rolled_forward_by_another_host(exported, r
 
     _model, bundle, name, space, tables = exported
     (b0, b1, oracle_base), cfgs = _hosts(tmp_path, bundle, redis_cluster, name, 2)
-    DeltaWriter(b0 / "1", tables).write(_edit(tables, 4))
+    DeltaWriter(b0 / "1", tables).write(edit_tables(tables, 4, 200))
     for dst in (b1, oracle_base):
         _copy_delta(b0 / "1", dst / "1", 1)
     # the writer sleeps after each sub-table's batch and holds a 2 s lease

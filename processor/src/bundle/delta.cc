@@ -452,43 +452,47 @@ void DeltaApplier::Follow(const rs::store::DeltaLedgerState& st) {
   }
 }
 
+std::map<uint64_t, std::string> DeltaApplier::ListPending() {
+  auto all = ListDeltas(bundle_dir_);
+  uint64_t pending = 0;
+  for (const auto& kv : all) pending += kv.first > applied_;
+  std::lock_guard<std::mutex> lk(mu_);
+  status_.pending = pending;
+  return all;
+}
+
+bool DeltaApplier::PrepareNext(uint64_t seq, const std::string& dir, Loaded* d,
+                               std::function<void()>* publish) {
+  if (seq != applied_ + 1) {
+    Refuse(seq, "delta " + std::to_string(seq) + " does not follow the last applied delta " +
+                    std::to_string(applied_) + " (delta " + std::to_string(applied_ + 1) +
+                    " is missing: a gap in the sequence); waiting for it");
+    return false;
+  }
+  try {
+    *d = Validate(seq, dir);
+    *publish = PrepareDense(*d);  // loaded and warmed before any row is written
+  } catch (const Error& e) {
+    Refuse(seq, "delta " + std::to_string(seq) + " refused: " + e.what());
+    return false;
+  }
+  return true;
+}
+
 size_t DeltaApplier::PollShared() {
   size_t n = 0;
   // Planning, validation and dense loads run without the hold; a delta's
   // claim, rows, dense publish and commit run under it (the store keeps its
   // key space meanwhile, so the rows and the record land in one space).
   const rs::store::DeltaLedgerState st = ledger_->Read();
-  auto all = ListDeltas(bundle_dir_);
-  {
-    uint64_t pending = 0;
-    for (const auto& kv : all) pending += kv.first > applied_;
-    std::lock_guard<std::mutex> lk(mu_);
-    status_.pending = pending;
-  }
+  auto all = ListPending();
   if (st.base_crc32c == base_crc_ && st.applied_sequence > applied_) Follow(st);
   for (const auto& [seq, dir] : all) {
     if (seq <= applied_) continue;
-    if (seq != applied_ + 1) {
-      Refuse(seq, "delta " + std::to_string(seq) + " does not follow the last applied delta " +
-                      std::to_string(applied_) + " (delta " + std::to_string(applied_ + 1) +
-                      " is missing: a gap in the sequence); waiting for it");
-      break;
-    }
-    Loaded d;
-    try {
-      d = Validate(seq, dir);
-    } catch (const Error& e) {
-      Refuse(seq, "delta " + std::to_string(seq) + " refused: " + e.what());
-      break;
-    }
     const auto t0 = std::chrono::steady_clock::now();
+    Loaded d;
     std::function<void()> publish;
-    try {
-      publish = PrepareDense(d);  // loaded and warmed before any row is written
-    } catch (const Error& e) {
-      Refuse(seq, "delta " + std::to_string(seq) + " refused: " + e.what());
-      break;
-    }
+    if (!PrepareNext(seq, dir, &d, &publish)) break;
     std::string token;
     rs::store::DeltaClaim claim;
     std::unique_lock<std::mutex> hold = ledger_->Hold();
@@ -563,35 +567,11 @@ size_t DeltaApplier::Poll() {
   }
   size_t n = 0;
   try {
-    auto all = ListDeltas(bundle_dir_);
-    uint64_t pending = 0;
-    for (const auto& kv : all) pending += kv.first > applied_;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      status_.pending = pending;
-    }
-    for (const auto& [seq, dir] : all) {
+    for (const auto& [seq, dir] : ListPending()) {
       if (seq <= applied_) continue;
-      if (seq != applied_ + 1) {
-        Refuse(seq, "delta " + std::to_string(seq) + " does not follow the last applied delta " +
-                        std::to_string(applied_) + " (delta " + std::to_string(applied_ + 1) +
-                        " is missing: a gap in the sequence); waiting for it");
-        break;
-      }
       Loaded d;
-      try {
-        d = Validate(seq, dir);
-      } catch (const Error& e) {
-        Refuse(seq, "delta " + std::to_string(seq) + " refused: " + e.what());
-        break;
-      }
       std::function<void()> publish;
-      try {
-        publish = PrepareDense(d);  // loaded and warmed before any row is written
-      } catch (const Error& e) {
-        Refuse(seq, "delta " + std::to_string(seq) + " refused: " + e.what());
-        break;
-      }
+      if (!PrepareNext(seq, dir, &d, &publish)) break;
       try {
         Apply(d, publish);
       } catch (const Error& e) {

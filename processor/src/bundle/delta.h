@@ -64,6 +64,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -157,6 +158,10 @@ class DeltaApplier {
   void WriteRows(const Loaded& d);                              // throws rs::Error
   void Record(const Loaded& d, double ms);                      // status_ after an apply
   size_t PollShared();                                          // Poll with a ledger
+  std::map<uint64_t, std::string> ListPending();                // deltas on disk; counts pending
+  // Delta `seq` in order, validated, its dense stage loaded; false after a
+  // refusal (a gap, damage, a dense stage that cannot serve).
+  bool PrepareNext(uint64_t seq, const std::string& dir, Loaded* d, std::function<void()>* publish);
   void Follow(const rs::store::DeltaLedgerState& st);           // another host applied up to st
   void WriteMarker(uint64_t applied, uint64_t applying);  // with dense_seq_
   void Refuse(uint64_t seq, const std::string& why);
