@@ -24,7 +24,7 @@ pytest.importorskip("tensorflow")
 
 from recstrata.host import Host  # noqa: E402
 
-from delta_helpers import ROWS, deltas_status, edit_tables, feeds, make_model, tables_of  # noqa: E402
+from delta_helpers import ROWS, deltas_status, edit_tables, feeds, make_model, tables_of, wait_for  # noqa: E402
 from serving_helpers import assert_outputs, put_version  # noqa: E402
 
 IDS = np.arange(0, ROWS, 37)
@@ -182,10 +182,9 @@ def test_a_writer_killed_mid_apply_is_rolled_forward_by_another_host(exported, r
                              stdout=subprocess.PIPE, text=True, env=env)
     try:
         # the delta files are already there: the child applies them while it loads version 1
-        end = time.monotonic() + 120
-        while _ledger(redis_cluster, name, space).get("applying") != "1":
-            assert child.poll() is None and time.monotonic() < end
-            time.sleep(0.05)
+        assert wait_for(lambda: child.poll() is not None
+                        or _ledger(redis_cluster, name, space).get("applying") == "1", timeout=120)
+        assert child.poll() is None
         time.sleep(0.3)  # inside the first sub-table's sleep: its rows are in Redis, the next not
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
@@ -201,11 +200,11 @@ def test_a_writer_killed_mid_apply_is_rolled_forward_by_another_host(exported, r
         st = deltas_status(h)
         if time.monotonic() - killed_at < 1.5:  # the dead writer's lease still held it back
             assert st["applied_sequence"] == 0 and st["lease_waits"] >= 1
-        end = time.monotonic() + 30
-        while deltas_status(h)["applied_sequence"] < 1:
-            assert time.monotonic() < end, deltas_status(h)
-            time.sleep(0.2)
+        def rolled_forward():
             h.reload("m")
+            return deltas_status(h)["applied_sequence"] >= 1
+
+        assert wait_for(rolled_forward, timeout=30), deltas_status(h)
         st = deltas_status(h)
         assert (st["applied"], st["followed"], st["last_error"]) == (1, 0, "")
         assert_outputs(h.run("m", feeds(IDS)), want)
