@@ -74,7 +74,13 @@ def test_row_keys_match_python_vectors(name):
     strings = [bytes.fromhex(h) for h in VECTORS["strings_utf8_hex"]]
     np.testing.assert_array_equal(native_row_keys(case["scheme"], native_string_ids(strings)),
                                   np.array(case["string_keys"]))
-    assert max(max(r) for r in case["int_keys"]) < max(case["subtable_rows"])
+    keys_arr = np.array(case["int_keys"])
+    if case["scheme"]["kind"] == "freq_aware":   # column 0 is the id itself (the hot table's key)
+        np.testing.assert_array_equal(keys_arr[:, 0], ids)
+        keys_arr, rows = keys_arr[:, 1:], case["subtable_rows"][1:]
+    else:
+        rows = case["subtable_rows"]
+    assert ((keys_arr >= 0) & (keys_arr < np.array(rows))).all()
 
 
 def _random_schemes(rng):
@@ -105,7 +111,9 @@ def _random_schemes(rng):
 def test_random_parameter_sets_match_python():
     rng = np.random.default_rng(5)
     ids = rng.integers(-(2**63), 2**63 - 1, size=500, dtype=np.int64, endpoint=True)
-    for scheme in _random_schemes(rng):
+    schemes = _random_schemes(rng)
+    schemes += [keys.FreqAwareKeys(hot_rows=int(rng.integers(1, 10**6)), tail=t) for t in schemes[:12]]
+    for scheme in schemes:
         np.testing.assert_array_equal(native_row_keys(scheme.to_dict(), ids), scheme.row_keys(ids),
                                       err_msg=str(scheme))
 
@@ -126,6 +134,13 @@ def test_random_strings_match_python():
     ({"kind": "binary_code", "bits": 65, "block_bits": 8}, "binary_code.bits"),
     ({"kind": "binary_code", "bits": 8, "block_bits": 9}, "block_bits"),
     ({"kind": "plain", "rows": 5, "bogus": 1}, "bogus"),
+    ({"kind": "freq_aware", "hot_rows": 5}, "needs a tail"),
+    ({"kind": "freq_aware", "hot_rows": 0, "tail": {"kind": "plain", "rows": 5}}, "hot_rows"),
+    ({"kind": "freq_aware", "hot_rows": 5, "tail": {"kind": "dynamic"}}, "tail must be"),
+    ({"kind": "freq_aware", "hot_rows": 5, "rows": 3, "tail": {"kind": "plain", "rows": 5}},
+     "only hot_rows and tail"),
+    ({"kind": "freq_aware", "hot_rows": 5, "tail": {"kind": "plain", "rows": 0}}, "plain.rows"),
+    ({"kind": "plain", "rows": 5, "hot_rows": 3}, "fields of kind 'freq_aware'"),
 ])
 def test_invalid_schemes_are_refused(scheme, message):
     with pytest.raises(InvalidArgumentError, match=message):

@@ -138,8 +138,7 @@ BundleInputStage::BundleInputStage(const std::string& bundle_dir,
     for (int j = 0; j < t.subtables_size(); ++j) {
       const auto& st = t.subtables(j);
       const int32_t sub_dim = sub_dims[j];
-      const bool rows_ok = rt->scheme.is_dynamic() ? st.rows() >= 0
-                                                   : st.rows() == rt->scheme.subtable_rows()[j];
+      const bool rows_ok = rt->scheme.RowsOk(static_cast<size_t>(j), st.rows());
       if (!rows_ok || st.dim() != sub_dim)
         BadManifest("table '" + t.name() + "' sub-table " + std::to_string(j) + " is [" +
                     std::to_string(st.rows()) + ", " + std::to_string(st.dim()) +

@@ -23,6 +23,7 @@ struct Scratch {
   std::vector<int64_t> keys;       // [S][n] row keys
   std::vector<float> rows;         // [S] sub-row blocks, concatenated
   std::vector<uint8_t> found;      // [S][n] per unique key
+  std::vector<uint8_t> hot_found;  // freq_aware: per unique id, whether the hot table holds it
   std::vector<float> emb;          // one combined embedding (dim)
   std::vector<int64_t> uniq;       // [S][n] unique keys of each sub-table (first nu_j used)
   std::vector<int32_t> index;      // [S][n] value -> its unique key's position
@@ -218,6 +219,7 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
   s.index.resize(S * nv);
   float* sub_rows[kMaxSubtables];
   const int32_t* sub_index[kMaxSubtables];
+  const bool hot = table.scheme.has_hot_subtable();
   size_t off = 0;
   uint64_t missing = 0;
   for (size_t j = 0; j < S; ++j) {
@@ -234,6 +236,13 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
       for (size_t u = 1; u < nu; ++u)
         std::memmove(sub_rows[j] + u * st.dim, sub_rows[j] + u * st.store_dim,
                      sizeof(float) * static_cast<size_t>(st.dim));
+    }
+    if (j == 0 && hot) {
+      // The hot table holds rows for the hot ids only: not finding one is the
+      // normal case (that id is embedded by the tail), not a missing row.
+      s.hot_found.assign(s.found.begin(), s.found.begin() + static_cast<std::ptrdiff_t>(nu));
+      off += nv * st.store_dim;
+      continue;
     }
     for (size_t u = 0; u < nu; ++u) {
       if (!s.found[u]) {
@@ -264,6 +273,29 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
       for (int32_t d = 0; d < segs[g].width; ++d) o[d] /= div;
     }
   };
+  // Combines value v's sub-vectors of sub-tables [first, S) into e.
+  auto combine = [&](int32_t v, size_t first) {
+    if (comb == SubCombiner::kConcat) {
+      int32_t at = 0;
+      for (size_t j = first; j < S; ++j) {
+        const int32_t sd = table.subs[j].dim;
+        std::memcpy(e + at, sub_rows[j] + static_cast<size_t>(sub_index[j][v]) * sd,
+                    sd * sizeof(float));
+        at += sd;
+      }
+      return;
+    }
+    std::memcpy(e, sub_rows[first] + static_cast<size_t>(sub_index[first][v]) * dim,
+                dim * sizeof(float));
+    for (size_t j = first + 1; j < S; ++j) {
+      const float* r = sub_rows[j] + static_cast<size_t>(sub_index[j][v]) * dim;
+      if (comb == SubCombiner::kAdd) {
+        for (int32_t d = 0; d < dim; ++d) e[d] += r[d];
+      } else {
+        for (int32_t d = 0; d < dim; ++d) e[d] *= r[d];
+      }
+    }
+  };
   for (int64_t b = 0; b < batch; ++b) {
     const int32_t lo = s.offsets[b], hi = s.offsets[b + 1];
     const int32_t cnt = hi - lo;
@@ -283,26 +315,11 @@ void BundleInputStage::PoolFeature(const FeatureRt& f, const rs_tensor* inputs, 
       continue;
     }
     for (int32_t v = lo; v < hi; ++v) {
-      if (comb == SubCombiner::kConcat) {
-        int32_t at = 0;
-        for (size_t j = 0; j < S; ++j) {
-          const int32_t sd = table.subs[j].dim;
-          std::memcpy(e + at, sub_rows[j] + static_cast<size_t>(sub_index[j][v]) * sd,
-                      sd * sizeof(float));
-          at += sd;
-        }
-      } else {
-        std::memcpy(e, sub_rows[0] + static_cast<size_t>(sub_index[0][v]) * dim,
-                    dim * sizeof(float));
-        for (size_t j = 1; j < S; ++j) {
-          const float* r = sub_rows[j] + static_cast<size_t>(sub_index[j][v]) * dim;
-          if (comb == SubCombiner::kAdd) {
-            for (int32_t d = 0; d < dim; ++d) e[d] += r[d];
-          } else {
-            for (int32_t d = 0; d < dim; ++d) e[d] *= r[d];
-          }
-        }
+      if (hot && s.hot_found[static_cast<size_t>(sub_index[0][v])]) {
+        accumulate(sub_rows[0] + static_cast<size_t>(sub_index[0][v]) * dim, b);
+        continue;
       }
+      combine(v, hot ? 1 : 0);
       accumulate(e, b);
     }
     if (f.pool != Pool::kSum) divide(div, b);

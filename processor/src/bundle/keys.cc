@@ -43,6 +43,29 @@ KeyScheme KeyScheme::FromProto(const recstrata::bundle::KeyScheme& p, const std:
     s.rows_ = {0};
     return s;
   }
+  if (kind == "freq_aware") {
+    // Hot ids' exact rows keyed by the id, the tail scheme for the rest
+    // (docs/embedding-keys.md, section 3.5).
+    if (!p.has_tail()) Bad(ctx, "freq_aware needs a tail key scheme");
+    const std::string& tk = p.tail().kind();
+    if (tk != "plain" && tk != "multihash" && tk != "binary_code")
+      Bad(ctx, "freq_aware.tail must be plain, multihash or binary_code, got '" + tk + "'");
+    if (p.rows() || p.vocab() || p.m() || p.sizes_size() || p.bits() || p.block_bits() ||
+        !p.strategy().empty() || p.seed() || p.has_hashed() || !p.combiner().empty())
+      Bad(ctx, "freq_aware takes only hot_rows and tail (the tail scheme holds the other fields)");
+    const int64_t hot = CheckedRows(ctx, "freq_aware.hot_rows", p.hot_rows(), 1, int64_t{1} << 40);
+    KeyScheme tail = FromProto(p.tail(), ctx + " (tail)");
+    if (tail.num_subtables() + 1 > kMaxSubtables)
+      Bad(ctx, "freq_aware: the tail has too many sub-tables");
+    s.kind_ = Kind::kFreqAware;
+    s.hashed_ = false;
+    s.combiner_ = tail.combiner_;
+    s.rows_ = {hot};
+    s.rows_.insert(s.rows_.end(), tail.rows_.begin(), tail.rows_.end());
+    s.tail_ = std::make_shared<const KeyScheme>(std::move(tail));
+    return s;
+  }
+  if (p.hot_rows() || p.has_tail()) Bad(ctx, "hot_rows and tail are fields of kind 'freq_aware'");
   if (kind == "plain") {
     s.kind_ = Kind::kPlain;
     int64_t rows = CheckedRows(ctx, "plain.rows", p.rows(), 1);
@@ -98,14 +121,26 @@ KeyScheme KeyScheme::FromProto(const recstrata::bundle::KeyScheme& p, const std:
       s.blocks_.push_back(std::move(pos));
     }
   } else {
-    Bad(ctx, "unknown key scheme kind '" + kind + "' (plain, multihash, binary_code, dynamic)");
+    Bad(ctx, "unknown key scheme kind '" + kind + "' (plain, multihash, binary_code, dynamic, freq_aware)");
   }
   if (s.rows_.size() > kMaxSubtables)
     Bad(ctx, std::to_string(s.rows_.size()) + " sub-tables, at most " + std::to_string(kMaxSubtables));
   return s;
 }
 
+bool KeyScheme::RowsOk(size_t j, int64_t rows) const {
+  if (kind_ == Kind::kDynamic) return rows >= 0;
+  if (kind_ == Kind::kFreqAware && j == 0) return rows >= 0 && rows <= rows_[0];
+  return j < rows_.size() && rows == rows_[j];
+}
+
 std::vector<int32_t> KeyScheme::SubtableDims(int32_t dim) const {
+  if (kind_ == Kind::kFreqAware) {
+    std::vector<int32_t> out{dim};
+    const std::vector<int32_t> tail = tail_->SubtableDims(dim);
+    out.insert(out.end(), tail.begin(), tail.end());
+    return out;
+  }
   const int32_t k = static_cast<int32_t>(rows_.size());
   if (combiner_ != SubCombiner::kConcat) return std::vector<int32_t>(k, dim);
   if (dim < k)
@@ -120,6 +155,10 @@ void KeyScheme::RowKeys(uint64_t u, int64_t* out) const {
   switch (kind_) {
     case Kind::kDynamic:
       out[0] = static_cast<int64_t>(u);
+      return;
+    case Kind::kFreqAware:
+      out[0] = static_cast<int64_t>(u);
+      tail_->RowKeys(u, out + 1);
       return;
     case Kind::kPlain: {
       const uint64_t h = hashed_ ? Hash64(u, seed_) : u;

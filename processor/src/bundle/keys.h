@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -62,9 +63,17 @@ class KeyScheme {
   // Dynamic tables: one sub-table keyed by the raw id, any number of rows
   // (subtable_rows() is {0}; the manifest gives the live row count).
   bool is_dynamic() const { return kind_ == Kind::kDynamic; }
+  // Frequency-aware tables: sub-table 0 holds the hot ids' exact rows, keyed
+  // by the raw id (row key 0 = the id). An id found there is embedded by that
+  // row alone; any other id by the tail scheme's sub-tables 1..S-1, combined
+  // by combiner(). A missing hot row is the normal case, not a missing row.
+  bool has_hot_subtable() const { return kind_ == Kind::kFreqAware; }
+  // Whether a manifest's sub-table j may hold `rows` rows: exactly the
+  // scheme's count, any count (dynamic), or at most hot_rows (the hot table).
+  bool RowsOk(size_t j, int64_t rows) const;
 
  private:
-  enum class Kind { kPlain, kQr, kKway, kBinaryCode, kDynamic };
+  enum class Kind { kPlain, kQr, kKway, kBinaryCode, kDynamic, kFreqAware };
   Kind kind_ = Kind::kPlain;
   bool hashed_ = true;
   uint64_t seed_ = 0;
@@ -74,6 +83,7 @@ class KeyScheme {
   uint64_t code_mask_ = ~0ULL;
   bool skip_ = false;
   std::vector<std::vector<int>> blocks_;     // binary_code bit positions per block
+  std::shared_ptr<const KeyScheme> tail_;    // freq_aware
   std::vector<int64_t> rows_;
   SubCombiner combiner_ = SubCombiner::kAdd;
 };

@@ -348,6 +348,18 @@ def _export(model, out_dir, parent, tiers, dram_fraction, dram_capacity_bytes, d
                 for j, arr in enumerate(t["subtables"]):
                     arr = np.asarray(arr, dtype=np.float32)
                     store_name = f"t{ti}_s{j}"
+                    if j == 0 and "hot_ids" in t:
+                        # freq_aware: the frozen hot set, rows keyed by the ids themselves
+                        if remote is not None:
+                            raise ValueError("export to Redis (redis_url) does not write "
+                                             "freq_aware tables yet")
+                        say(f"writing table {tname}'s {arr.shape[0]:,} hot rows")
+                        hot = store.create_table(store_name, arr.shape[1])
+                        if arr.shape[0]:
+                            hot.bulk_load(np.asarray(t["hot_ids"], np.int64), arr)
+                        table_bytes += arr.nbytes
+                        table.subtables.add(store_table=store_name, rows=arr.shape[0], dim=arr.shape[1])
+                        continue
                     cache_bytes = None
                     if tiers == "dram+ssd":
                         if dram_capacity_bytes is not None:

@@ -27,7 +27,7 @@ import numpy as np
 __all__ = [
     "FNV_OFFSET", "FNV_PRIME", "GOLDEN", "MIX1", "MIX2",
     "fnv1a64", "string_ids", "as_uint64", "hash64",
-    "KeyScheme", "PlainKeys", "MultiHashKeys", "BinaryCodeKeys",
+    "KeyScheme", "PlainKeys", "MultiHashKeys", "BinaryCodeKeys", "FreqAwareKeys",
     "scheme_from_dict", "test_vectors",
 ]
 
@@ -320,13 +320,76 @@ class BinaryCodeKeys(KeyScheme):
                 "combiner": self.combiner}
 
 
-_KINDS = {"plain": PlainKeys, "multihash": MultiHashKeys, "binary_code": BinaryCodeKeys}
+@dataclasses.dataclass(frozen=True)
+class FreqAwareKeys(KeyScheme):
+    """Frequency-aware: exact rows for at most ``hot_rows`` hot ids, ``tail`` for the rest.
+
+    Sub-table 0 is the hot table, keyed by the raw id (row key 0 = the id as int64); sub-tables
+    1.. are the tail scheme's. An id the hot table holds is embedded by its hot row alone, any
+    other id by the tail scheme (its sub-vectors combined by the tail's combiner). Which ids are
+    hot is data, not part of the scheme: training picks them with a count-min sketch
+    (``admit_count``, ``sketch_depth``, ``sketch_width``; recstrata.training.hot_ids) and
+    freezes them at export, where the hot table's rows become the bundle's sub-table 0.
+    """
+
+    hot_rows: int
+    tail: KeyScheme
+    admit_count: int = 4           # training: an id becomes hot once the sketch counts this many
+    sketch_depth: int = 4
+    sketch_width: int = 0          # 0 = max(4096, next power of two >= 8 * hot_rows)
+    kind = "freq_aware"
+
+    def __post_init__(self):
+        _check_int("freq_aware.hot_rows", self.hot_rows, 1, 1 << 40)
+        _check_int("freq_aware.admit_count", self.admit_count, 1)
+        _check_int("freq_aware.sketch_depth", self.sketch_depth, 1, 16)
+        _check_int("freq_aware.sketch_width", self.sketch_width, 0, 1 << 30)
+        if not isinstance(self.tail, (PlainKeys, MultiHashKeys, BinaryCodeKeys)):
+            raise ValueError("freq_aware.tail must be a plain, multihash or binary_code scheme")
+
+    @property
+    def combiner(self) -> str:  # type: ignore[override]
+        return self.tail.combiner
+
+    @property
+    def subtable_rows(self) -> tuple[int, ...]:
+        return (int(self.hot_rows),) + tuple(self.tail.subtable_rows)
+
+    def subtable_dims(self, dim: int) -> tuple[int, ...]:
+        return (dim,) + tuple(self.tail.subtable_dims(dim))
+
+    def num_params(self, dim: int) -> int:
+        # the hot table's rows plus its 8-byte id per row (counted as two float32s)
+        return int(self.hot_rows) * (dim + 2) + self.tail.num_params(dim)
+
+    def sketch_columns(self) -> int:
+        if self.sketch_width:
+            return int(self.sketch_width)
+        return max(4096, 1 << (8 * int(self.hot_rows) - 1).bit_length())
+
+    def row_keys(self, ids: Any) -> np.ndarray:
+        u = as_uint64(ids)
+        return np.concatenate([u.view(np.int64)[..., None], self.tail.row_keys(u)], axis=-1)
+
+    def to_dict(self) -> dict:
+        """The bundle's key scheme (the sketch parameters stay in the training config)."""
+        return {"kind": self.kind, "hot_rows": int(self.hot_rows), "tail": self.tail.to_dict()}
+
+
+_KINDS = {"plain": PlainKeys, "multihash": MultiHashKeys, "binary_code": BinaryCodeKeys,
+          "freq_aware": FreqAwareKeys}
 
 
 def scheme_from_dict(d: Mapping[str, Any]) -> KeyScheme:
     """Inverse of ``KeyScheme.to_dict`` (also the manifest's ``key_scheme`` object)."""
     d = dict(d)
     kind = d.pop("kind", None)
+    if kind == "freq_aware":
+        tail = d.pop("tail", None)
+        if not isinstance(tail, Mapping) or tail.get("kind") not in ("plain", "multihash", "binary_code"):
+            raise ValueError("freq_aware.tail must be a plain, multihash or binary_code key scheme "
+                             "object, like {\"kind\": \"multihash\", \"strategy\": \"qr\", ...}")
+        d["tail"] = scheme_from_dict(tail)
     if kind not in _KINDS:
         raise ValueError(f"unknown key scheme kind {kind!r}; expected one of {sorted(_KINDS)}")
     cls = _KINDS[kind]
@@ -395,12 +458,17 @@ def standard_schemes() -> dict[str, KeyScheme]:
         "bc_skip_32_4": BinaryCodeKeys(bits=32, block_bits=4, strategy="skip"),
         "bc_skip_13_5_raw": BinaryCodeKeys(bits=13, block_bits=5, strategy="skip", hashed=False),
         "bc_succ_64_16_raw": BinaryCodeKeys(bits=64, block_bits=16, hashed=False),
+        "freq_1000_qr": FreqAwareKeys(hot_rows=1000, tail=MultiHashKeys(strategy="qr", vocab=99991,
+                                                                        m=17, seed=3)),
+        "freq_16_bc_skip": FreqAwareKeys(hot_rows=16, tail=BinaryCodeKeys(bits=32, block_bits=4,
+                                                                          strategy="skip")),
     }
 
 
 def test_vectors() -> dict:
     """Cross-language test vectors: JSON-ready dict. 64-bit values are decimal strings
-    (JSON numbers lose precision above 2**53); row keys are plain ints (< 2**53)."""
+    (JSON numbers lose precision above 2**53); row keys are plain ints (< 2**53, except
+    column 0 of freq_aware, the id itself: compare them exactly, as Python ints)."""
     ids = _sample_ids()
     strings = SAMPLE_STRINGS
     sids = string_ids(strings)

@@ -39,6 +39,8 @@ def _to_i64(u: tf.Tensor) -> tf.Tensor:
 def row_keys(scheme: K.KeyScheme, ids: tf.Tensor) -> tf.Tensor:
     """ids int64 [...] -> int64 [..., num_subtables], identical to ``scheme.row_keys``."""
     u = as_uint64(ids)
+    if isinstance(scheme, K.FreqAwareKeys):   # column 0: the id itself (the hot table's key)
+        return tf.concat([_to_i64(u)[..., None], row_keys(scheme.tail, u)], axis=-1)
     if isinstance(scheme, K.PlainKeys):
         h = hash64(u, scheme.seed) if scheme.hashed else u
         return _to_i64(tf.math.floormod(h, _u(scheme.rows)))[..., None]

@@ -61,19 +61,128 @@ class SchemeEmbedding(keras.layers.Layer):
             return out
         return tf.concat(parts, axis=-1)
 
+    def subtable_variables(self) -> list:
+        return list(self.subtables)
+
     def call(self, ids, lengths, combiner: str = "sum"):
         """ids int64 [B, k], lengths int32 [B] -> pooled [B, width]."""
-        k = ids.shape[-1]
-        vec = self.lookup(ids)                                     # [B, k, W]
-        n = tf.cast(lengths, tf.float32)
-        if k == 1:
-            return vec[:, 0, :] * tf.cast(n > 0, tf.float32)[:, None]
-        live = tf.cast(tf.range(k)[None, :] < tf.cast(lengths, tf.int32)[:, None], tf.float32)
-        summed = tf.reduce_sum(vec * live[..., None], axis=1)
-        if combiner == "sum":
-            return summed
-        nn = tf.maximum(n, 1.0)[:, None]
-        return summed / (nn if combiner == "mean" else tf.sqrt(nn))
+        return _pool(self.lookup(ids), ids.shape[-1], lengths, combiner)
+
+    def num_params(self) -> int:
+        return self.scheme.num_params(self.width)
+
+
+def _pool(vec, k, lengths, combiner: str):
+    """vec [B, k, W] of the values' vectors -> pooled [B, W] (docs/embedding-keys.md, sec. 4)."""
+    n = tf.cast(lengths, tf.float32)
+    if k == 1:
+        return vec[:, 0, :] * tf.cast(n > 0, tf.float32)[:, None]
+    live = tf.cast(tf.range(k)[None, :] < tf.cast(lengths, tf.int32)[:, None], tf.float32)
+    summed = tf.reduce_sum(vec * live[..., None], axis=1)
+    if combiner == "sum":
+        return summed
+    nn = tf.maximum(n, 1.0)[:, None]
+    return summed / (nn if combiner == "mean" else tf.sqrt(nn))
+
+
+class FreqAwareEmbedding(keras.layers.Layer):
+    """A frequency-aware table (kind "freq_aware"): exact rows for hot ids, a tail scheme for
+    the rest (docs/embedding-keys.md, section 3.5).
+
+    ``hot`` [hot_rows, width] holds the hot ids' rows by slot; the sorted hot ids and their slots
+    are non-trainable variables looked up in-graph (searchsorted), so training, evaluation and
+    checkpoints all see the same hot set. Which ids are hot is decided outside the graph by a
+    :class:`recstrata.training.hot_ids.HotIdTracker`; :meth:`promote` installs its decisions.
+    """
+
+    def __init__(self, scheme: K.FreqAwareKeys, width: int, seed: int = 0, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        from recstrata.training.hot_ids import HotIdTracker
+
+        self.scheme, self.width, self.seed = scheme, int(width), int(seed)
+        self.dims = scheme.subtable_dims(self.width)
+        self.tail = SchemeEmbedding(scheme.tail, width, seed=seed + 1, name="tail")
+        H = int(scheme.hot_rows)
+        self.hot = self.add_weight(shape=(H, self.width), name="hot", dtype="float32",
+                                   initializer=keras.initializers.RandomNormal(stddev=INIT_STDDEV, seed=seed))
+        self.tracker = HotIdTracker(scheme)
+        keys, slots, _ = self.tracker.lookup_arrays()
+        state = {"trainable": False, "dtype": "int64"}
+        self.hot_keys = self.add_weight(shape=(H,), name="hot_keys", initializer=keras.initializers.Constant(keys), **state)
+        self.hot_slots = self.add_weight(shape=(H,), name="hot_slots", initializer="zeros", **state)
+        self.hot_count = self.add_weight(shape=(), name="hot_count", initializer="zeros", **state)
+        self.hot_ids = self.add_weight(shape=(H,), name="hot_ids", initializer="zeros", **state)
+        self.sketch = self.add_weight(shape=self.tracker.sketch.shape, name="sketch",
+                                      initializer="zeros", **state)
+
+    def build(self, input_shape=None):
+        # every variable is created in __init__ (the shapes come from the scheme)
+        self.built = True
+
+    def subtable_variables(self) -> list:
+        """[hot] + the tail's sub-tables: the bundle's sub-tables in scheme order."""
+        return [self.hot] + list(self.tail.subtables)
+
+    def state_variables(self) -> dict:
+        """Non-trainable state checkpoints must hold (name suffix -> variable)."""
+        return {"hot_keys": self.hot_keys, "hot_slots": self.hot_slots, "hot_count": self.hot_count,
+                "hot_ids": self.hot_ids, "sketch": self.sketch}
+
+    def slots(self, ids: tf.Tensor) -> tf.Tensor:
+        """int64 ids [...] -> hot slot of each id, -1 where the id is not hot."""
+        keys, count = _var(self.hot_keys), _var(self.hot_count)
+        flat = tf.reshape(tf.cast(ids, tf.int64), [-1])
+        pos = tf.searchsorted(keys, flat, side="left", out_type=tf.int64)
+        pos_c = tf.minimum(pos, tf.cast(tf.shape(keys)[0] - 1, tf.int64))
+        hit = (pos < count) & (tf.gather(keys, pos_c) == flat)
+        slot = tf.where(hit, tf.gather(_var(self.hot_slots), pos_c), tf.constant(-1, tf.int64))
+        return tf.reshape(slot, tf.shape(ids))
+
+    def lookup(self, ids: tf.Tensor) -> tf.Tensor:
+        """int64 ids [...] -> [..., width]: the hot row of hot ids, the tail vector of the rest."""
+        slot = self.slots(ids)
+        hot = tf.gather(_var(self.hot), tf.maximum(slot, 0))
+        return tf.where((slot >= 0)[..., None], hot, self.tail.lookup(ids))
+
+    def call(self, ids, lengths, combiner: str = "sum"):
+        return _pool(self.lookup(ids), ids.shape[-1], lengths, combiner)
+
+    def observe(self, ids) -> int:
+        """Training: count ``ids`` (the valid values of a batch) and install new hot ids, each
+        starting from its current tail vector. Call outside replica context. Returns how many
+        ids were promoted."""
+        new, slots = self.tracker.observe(ids)
+        if new.size:
+            self.promote(new, slots)
+        return int(new.size)
+
+    def promote(self, new_ids, slots) -> None:
+        start = tf.convert_to_tensor(self.tail.lookup(tf.constant(new_ids, tf.int64)))
+        _var(self.hot).scatter_update(tf.IndexedSlices(start, tf.constant(slots, tf.int64)))
+        self._push_lookup()
+
+    def _push_lookup(self) -> None:
+        keys, slots, count = self.tracker.lookup_arrays()
+        self.hot_keys.assign(keys)
+        self.hot_slots.assign(slots)
+        self.hot_count.assign(np.int64(count))
+
+    def save_tracker(self) -> None:
+        """Copies the tracker's sketch and slot order into the checkpointed variables."""
+        sketch, hot_ids = self.tracker.state()
+        self.sketch.assign(sketch)
+        self.hot_ids.assign(hot_ids)
+
+    def load_tracker(self) -> None:
+        """Inverse of :meth:`save_tracker` (after a checkpoint restore)."""
+        self.tracker.load_state(np.asarray(_var(self.sketch)), np.asarray(_var(self.hot_ids)),
+                                int(np.asarray(_var(self.hot_count))))
+        self._push_lookup()
+
+    def hot_rows_by_id(self) -> tuple[np.ndarray, np.ndarray]:
+        """Export: (hot ids, their rows) in slot order (the frozen hot set)."""
+        n = self.tracker.num_hot
+        return self.tracker.hot_ids.copy(), np.asarray(_var(self.hot))[:n].copy()
 
     def num_params(self) -> int:
         return self.scheme.num_params(self.width)
@@ -107,6 +216,9 @@ class DynamicEmbedding(keras.layers.Layer):
         vec = tf.reshape(tf.gather(rows, idx), tf.concat([tf.shape(ids), [self.width]], 0))
         return dynamic.pool(vec, lengths, combiner)
 
+    def subtable_variables(self) -> list:
+        return []
+
     def num_params(self) -> int:
         return 0
 
@@ -120,6 +232,7 @@ class EmbeddingStage(keras.layers.Layer):
         self.features = cfg.sparse
         self.tables = {}
         self.dynamic = {}
+        self.freq_aware = {}
         for i, (tname, (scheme, dim, _)) in enumerate(cfg.tables().items()):
             width = table_width(dim, cfg.model.type)
             if dynamic_spec.is_dynamic(scheme):
@@ -129,10 +242,31 @@ class EmbeddingStage(keras.layers.Layer):
                 layer = DynamicEmbedding(scheme, width, dynamic_store.tables[tname],
                                          name=f"table_{tname}")
                 self.dynamic[tname] = layer
+            elif isinstance(scheme, K.FreqAwareKeys):
+                layer = FreqAwareEmbedding(scheme, width, seed=cfg.train.seed * 7919 + 97 * i,
+                                           name=f"table_{tname}")
+                self.freq_aware[tname] = layer
             else:
                 layer = SchemeEmbedding(scheme, width, seed=cfg.train.seed * 7919 + 97 * i,
                                         name=f"table_{tname}")
             self.tables[tname] = layer
+
+    def observe_hot_ids(self, batch) -> int:
+        """Training, before each step: feeds every freq_aware table's hot-id tracker the
+        batch's valid ids (values within their lengths, examples of weight > 0)."""
+        promoted = 0
+        for tname, layer in self.freq_aware.items():
+            w = np.asarray(batch["weight"]) > 0
+            parts = []
+            for f in self.features:
+                if f.table != tname:
+                    continue
+                ids = np.asarray(batch[f.name]).reshape(w.shape[0], -1)
+                lens = np.asarray(batch[f.name + "/len"]).reshape(-1)
+                live = (np.arange(ids.shape[1])[None, :] < lens[:, None]) & w[:, None]
+                parts.append(ids[live])
+            promoted += layer.observe(np.concatenate(parts))
+        return promoted
 
     def prefetch(self, batch, weight=None) -> dict:
         """Training: ``{table: Prefetched}`` for every dynamic table (unique ids, their rows,

@@ -213,6 +213,17 @@ class RecModel(keras.Model):
                               "subtable_rows": [], "subtable_dims": [layer.width],
                               "subtables": []}
                 continue
+            if tname in self.embedding_stage.freq_aware:
+                # sub-table 0 = the frozen hot set's rows, keyed by the ids (not row indices)
+                hot_ids, hot_rows = layer.hot_rows_by_id()
+                out[tname] = {
+                    "scheme": scheme.to_dict(), "dim": dim, "width": layer.width,
+                    "combiner": scheme.combiner, "features": list(feats),
+                    "subtable_rows": [int(hot_ids.size)] + list(scheme.tail.subtable_rows),
+                    "subtable_dims": list(layer.dims), "hot_ids": hot_ids,
+                    "subtables": [hot_rows] + [np.asarray(_value(t)) for t in layer.tail.subtables],
+                }
+                continue
             out[tname] = {
                 "scheme": scheme.to_dict(),
                 "dim": dim,
@@ -234,8 +245,11 @@ class RecModel(keras.Model):
         """
         out = {}
         for tname, layer in self.embedding_stage.tables.items():
-            for j, t in enumerate(layer.subtables):
+            for j, t in enumerate(layer.subtable_variables()):
                 out[f"embedding.{tname}.sub{j}"] = _tf_var(t)
+            if tname in self.embedding_stage.freq_aware:
+                for key, v in layer.state_variables().items():
+                    out[f"embedding.{tname}.{key}"] = _tf_var(v)
         for w in self.dense_stage.weights:
             name = "dense." + w.path.split("dense_stage/", 1)[-1].replace("/", ".")
             if name in out:

@@ -30,6 +30,7 @@ import numpy as np
 from recstrata.training import checkpoint_dir as ckdir
 from recstrata.training import data as D
 from recstrata.training import metrics
+from recstrata.training import keys as K
 from recstrata.training.spec import Config, load_config
 
 CONFIG_FILE = ckdir.CONFIG_FILE
@@ -151,6 +152,10 @@ class Trainer:
 
             self.dynamic_store = dynamic.open_for_config(
                 cfg, self.cluster.replicas_per_worker, cfg.train.dynamic_store_dir)
+        if self.cluster.num_workers > 1 and any(isinstance(f.scheme, K.FreqAwareKeys) for f in cfg.sparse):
+            raise NotImplementedError(
+                "freq_aware tables train on one worker (any number of local replicas): each "
+                "worker would pick its own hot ids (the hot-id sketch is not all-reduced)")
         policy = self._precision_policy()
         old_policy = keras.mixed_precision.dtype_policy()
         try:
@@ -224,6 +229,8 @@ class Trainer:
     def _save(self) -> None:
         if self.manager is None:
             return
+        for layer in self.model.embedding_stage.freq_aware.values():
+            layer.save_tracker()
         if self.dynamic_store is None:
             self.manager.save()
         else:
@@ -258,6 +265,8 @@ class Trainer:
         if not latest:
             return False
         self.ckpt.restore(latest).assert_existing_objects_matched()
+        for layer in self.model.embedding_stage.freq_aware.values():
+            layer.load_tracker()
         if self.dynamic_store is not None:
             from recstrata.training import dynamic
 
@@ -385,7 +394,10 @@ class Trainer:
             loss_sum = w_sum = 0.0
             steps = 0
             recent_p, recent_y, recent_w = [], [], []
+            observe = bool(self.model.embedding_stage.freq_aware)
             for batch in ds:
+                if observe:   # hot ids are picked on the host, between steps
+                    self.model.embedding_stage.observe_hot_ids(batch)
                 loss, prob, wsum = self._train_step(self._distribute(batch))
                 wsum_g = float(self._local(wsum)[0]) if self.cluster.num_replicas > 1 else float(wsum)
                 loss_sum += float(loss) * wsum_g
@@ -531,6 +543,8 @@ def restore_model(model, checkpoint_dir: str, checkpoint: str | None = None) -> 
         raise FileNotFoundError(f"{checkpoint_dir}: no checkpoint found")
     ck = tf.train.Checkpoint(model=tf.train.Checkpoint(**model.checkpoint_variables()))
     ck.restore(prefix).expect_partial().assert_existing_objects_matched()
+    for layer in model.embedding_stage.freq_aware.values():
+        layer.load_tracker()
     store = getattr(model, "dynamic_store", None)
     if store is not None:   # the dynamic tables' rows are in the checkpoint's snapshot
         from recstrata.training import dynamic
