@@ -10,9 +10,13 @@ DeepFM model is trained with the large tables stored as
   * ``qr_concat``  / ``qr_mul``   the same with concat / multiply (full run only);
   * ``kway``       multihash with 2 hashed sub-tables (add);
   * ``binary_code`` binary-code hash embedding (succession blocks; ``bc_skip`` in the full run)
+  * ``freq``       frequency-aware: half the bytes buy exact rows for the ids a count-min
+                   sketch finds hot during training, ``qr`` shares the rest among the tail
 
 at several compression ratios (plain embedding bytes / scheme embedding bytes, all tables
-counted; the small tables stay plain). Reported per run: eval AUC, relative AUC loss vs plain
+counted; the small tables stay plain), on two synthetic teachers (``--data``): ``independent``
+id parameters (close to the worst case for compression) and ``structured`` ones
+(popularity-correlated and clustered, as in real logs). Reported per run: eval AUC, relative AUC loss vs plain
 ((AUC_plain - AUC) / AUC_plain), log loss, bytes, wall seconds. Plain is trained with several
 seeds to show the run-to-run noise. Writes perf/out/compression.{md,json} and perf/results/compression.png; the last line is
 ``RESULT {json}``.
@@ -45,10 +49,15 @@ DIM = 16
 FEATURES = [("f0", 200_000, 1), ("f1", 100_000, 1), ("f2", 50_000, 1), ("f3", 20_000, 1),
             ("hist", 20_000, 4), ("f4", 1_000, 1), ("f5", 100, 1), ("f6", 20, 1)]
 COMPRESS_MIN = 10_000
-ALL_KINDS = ["hash", "qr", "qr_concat", "qr_mul", "kway", "binary_code", "bc_skip"]
+ALL_KINDS = ["hash", "qr", "qr_concat", "qr_mul", "kway", "binary_code", "bc_skip", "freq"]
+DATASETS = ("independent", "structured")   # synthetic.structure (recstrata.training.synthetic)
+FREQ_HOT_SHARE = 0.5     # freq: share of a table's byte budget spent on exact hot rows
+FREQ_ADMIT = 8           # freq: sketch count at which an id becomes hot
+FREQ_TAIL = "hash"       # freq: the tail's scheme (--freq-tail)
 
 
-def base_config(num_train: int, num_eval: int, seed: int, zipf: float) -> dict:
+def base_config(num_train: int, num_eval: int, seed: int, zipf: float,
+                structure: str = "independent") -> dict:
     return {
         "name": "compression_study",
         "model": {"type": "deepfm", "hidden": [64, 32]},
@@ -58,7 +67,8 @@ def base_config(num_train: int, num_eval: int, seed: int, zipf: float) -> dict:
         "dense": [{"name": "d0"}, {"name": "d1", "transform": "log1p"}, {"name": "d2"}],
         "data": {"format": "synthetic",
                  "synthetic": {"num_train": num_train, "num_eval": num_eval, "seed": 0,
-                               "zipf": zipf, "vocab": {n: v for n, v, _ in FEATURES}}},
+                               "zipf": zipf, "vocab": {n: v for n, v, _ in FEATURES},
+                               "structure": structure}},
         "train": {"batch_size": 1024, "epochs": 1, "learning_rate": 0.005, "seed": seed,
                   "devices": "cpu", "progress": False},
     }
@@ -80,6 +90,12 @@ def scheme_for(kind: str, vocab: int, budget_rows: int) -> dict:
         comb = {"qr": "add", "qr_mul": "multiply", "qr_concat": "concat"}[kind]
         return {"kind": "multihash", "strategy": "qr", "vocab": vocab, "m": m, "hashed": False,
                 "combiner": comb}
+    if kind == "freq":
+        # exact rows for the hot ids (each costs DIM+1 floats plus its 8-byte id), qr for the tail
+        width = DIM + 1
+        hot = max(1, min(vocab - 1, int(FREQ_HOT_SHARE * budget_rows * width / (width + 2))))
+        tail = scheme_for(FREQ_TAIL, vocab, max(4, budget_rows - math.ceil(hot * (width + 2) / width)))
+        return {"kind": "freq_aware", "hot_rows": hot, "admit_count": FREQ_ADMIT, "tail": tail}
     if kind == "kway":
         half = max(budget_rows // 2, 1)
         return {"kind": "multihash", "strategy": "kway", "sizes": [half, half + 1], "combiner": "add"}
@@ -136,9 +152,13 @@ def run_one(d: dict) -> dict:
 def plot(fig, rows) -> None:
     """Main figure: relative AUC loss against compression ratio, per scheme."""
     ax = fig.add_subplot(1, 1, 1)
-    for kind in sorted({r["scheme"] for r in rows if r["scheme"] != "plain"}):
-        pts = sorted((r["ratio"], 100 * r["rel_auc_loss"]) for r in rows if r["scheme"] == kind)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=kind)
+    for data, ls in zip(DATASETS, ("-", "--")):
+        for kind in sorted({r["scheme"] for r in rows if r["scheme"] != "plain"}):
+            pts = sorted((r["ratio"], 100 * r["rel_auc_loss"]) for r in rows
+                         if r["scheme"] == kind and r["data"] == data)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ls=ls,
+                        label=f"{kind} ({data})")
     ax.axhline(0.3, color="red", ls="--", lw=1, label="0.3% goal")
     ax.axvline(20, color="grey", ls=":", lw=1)
     ax.set_xscale("log")
@@ -159,17 +179,22 @@ def main(argv=None) -> int:
     ap.add_argument("--tag", default="", help="suffix of the output file names")
     ap.add_argument("--kinds", help="comma-separated schemes to run (default: per mode)")
     ap.add_argument("--ratios", help="comma-separated target ratios (default: per mode)")
+    ap.add_argument("--data", choices=DATASETS + ("both",), default="both",
+                    help="synthetic teacher(s): independent id parameters, structured, or both")
+    ap.add_argument("--freq-tail", choices=("hash", "qr"), default=FREQ_TAIL,
+                    help="scheme of the freq_aware tables' tail")
     args = ap.parse_args(argv)
+    globals()["FREQ_TAIL"] = args.freq_tail
     stem = "compression" + ("_quick" if args.quick else "") + args.tag
     os.makedirs(args.out, exist_ok=True)
     if args.quick:
         num_train, num_eval = args.num_train or 200_000, 50_000
-        ratios = [20, 100]
-        kinds = ["hash", "qr", "kway", "binary_code"]
+        ratios = [10, 20, 50]
+        kinds = ["hash", "qr", "kway", "binary_code", "freq"]
         plain_seeds = [0, 1]
     else:
         num_train, num_eval = args.num_train or 1_000_000, 100_000
-        ratios = [5, 20, 50, 200]
+        ratios = [5, 10, 20, 50, 200]
         kinds = list(ALL_KINDS)
         plain_seeds = [0, 1, 2]
 
@@ -183,74 +208,92 @@ def main(argv=None) -> int:
 
     from recstrata.training import synthetic
 
-    base = base_config(num_train, num_eval, 0, args.zipf)
-    base["train"]["epochs"] = args.epochs
-    teacher = synthetic.teacher_auc(load_config(base))
-    print(f"synthetic: {num_train} train / {num_eval} eval examples, zipf {args.zipf}; "
-          f"teacher AUC {teacher:.5f}", flush=True)
-
-    plains = []
-    for s in plain_seeds:
-        d = json.loads(json.dumps(base))
-        d["train"]["seed"] = s
-        r = run_one(d)
-        plains.append(r)
-        print(f"plain seed {s}: AUC {r['auc']:.5f} logloss {r['logloss']:.5f} "
-              f"{r['bytes'] / 1e6:.2f} MB {r['seconds']:.0f}s", flush=True)
-    plain_auc = float(np.median([p["auc"] for p in plains]))
-    plain_bytes = plains[0]["bytes"]
-    noise = float(np.ptp([p["auc"] for p in plains]) / plain_auc) if len(plains) > 1 else 0.0
-    rows = [{"scheme": "plain", "target": 1, "ratio": 1.0, "auc": plain_auc,
-             "rel_auc_loss": 0.0, "logloss": float(np.median([p["logloss"] for p in plains])),
-             "bytes": plain_bytes, "seconds": float(np.median([p["seconds"] for p in plains]))}]
-    for ratio in ratios:
-        for kind in kinds:
-            d = variant(base, kind, ratio)
-            r = run_one(d)
-            row = {"scheme": kind, "target": ratio, "ratio": plain_bytes / r["bytes"],
-                   "auc": r["auc"], "rel_auc_loss": (plain_auc - r["auc"]) / plain_auc,
-                   "logloss": r["logloss"], "bytes": r["bytes"], "seconds": r["seconds"],
-                   "example_scheme": r["schemes"]["f0"]}
-            rows.append(row)
-            print(f"{kind:<12} target {ratio:>4}x actual {row['ratio']:7.1f}x AUC {row['auc']:.5f} "
-                  f"rel loss {100 * row['rel_auc_loss']:+.3f}% {row['seconds']:.0f}s", flush=True)
-
-    # verdict: best scheme at >= 20x
-    cands = [r for r in rows if r["scheme"] != "plain" and r["ratio"] >= 20]
-    best = min(cands, key=lambda r: r["rel_auc_loss"]) if cands else None
-    goal_met = bool(best and best["rel_auc_loss"] <= 0.003)
+    datasets = list(DATASETS) if args.data == "both" else [args.data]
     md = [f"# Embedding compression study ({'quick' if args.quick else 'full'})", "",
           f"Synthetic data: {num_train} train / {num_eval} eval examples, zipf {args.zipf}, "
           f"features {[(n, v) for n, v, _ in FEATURES]} (vocab >= {COMPRESS_MIN} compressed), "
-          f"DeepFM dim {DIM}, {args.epochs} epoch(s), Adam lr 0.005, batch 1024.", "",
-          f"Command: `python perf/compression_study.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
-          f"Teacher AUC (ceiling): {teacher:.5f}. Plain AUC (median of {len(plains)} seeds): "
-          f"{plain_auc:.5f}; seed-to-seed spread {100 * noise:.3f}% of AUC.", "",
-          "| scheme | target | actual ratio | emb. MB | AUC | rel. AUC loss | logloss | s |",
-          "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        md.append(f"| {r['scheme']} | {r['target']}x | {r['ratio']:.1f}x | {r['bytes'] / 1e6:.2f} | "
-                  f"{r['auc']:.5f} | {100 * r['rel_auc_loss']:+.3f}% | {r['logloss']:.5f} | "
-                  f"{r['seconds']:.0f} |")
-    if best:
-        md += ["", f"Best at >= 20x: **{best['scheme']}** at {best['ratio']:.1f}x, relative AUC loss "
-               f"{100 * best['rel_auc_loss']:+.3f}% (goal <= 0.3%: {'met' if goal_met else 'NOT met'})."]
+          f"DeepFM dim {DIM}, {args.epochs} epoch(s), Adam lr 0.005, batch 1024; teachers "
+          f"{datasets} (recstrata.training.synthetic).", "",
+          f"Command: `python perf/compression_study.py {' '.join(argv if argv is not None else sys.argv[1:])}`"]
+    rows, per_data = [], {}
+    for data in datasets:
+        base = base_config(num_train, num_eval, 0, args.zipf, data)
+        base["train"]["epochs"] = args.epochs
+        teacher = synthetic.teacher_auc(load_config(base))
+        print(f"[{data}] synthetic: {num_train} train / {num_eval} eval examples, zipf {args.zipf}; "
+              f"teacher AUC {teacher:.5f}", flush=True)
+        plains = []
+        for s_ in plain_seeds:
+            d = json.loads(json.dumps(base))
+            d["train"]["seed"] = s_
+            r = run_one(d)
+            plains.append(r)
+            print(f"[{data}] plain seed {s_}: AUC {r['auc']:.5f} logloss {r['logloss']:.5f} "
+                  f"{r['bytes'] / 1e6:.2f} MB {r['seconds']:.0f}s", flush=True)
+        plain_auc = float(np.median([p["auc"] for p in plains]))
+        plain_bytes = plains[0]["bytes"]
+        noise = float(np.ptp([p["auc"] for p in plains]) / plain_auc) if len(plains) > 1 else 0.0
+        drows = [{"data": data, "scheme": "plain", "target": 1, "ratio": 1.0, "auc": plain_auc,
+                  "rel_auc_loss": 0.0, "logloss": float(np.median([p["logloss"] for p in plains])),
+                  "bytes": plain_bytes, "seconds": float(np.median([p["seconds"] for p in plains]))}]
+        for ratio in ratios:
+            for kind in kinds:
+                d = variant(base, kind, ratio)
+                r = run_one(d)
+                row = {"data": data, "scheme": kind, "target": ratio, "ratio": plain_bytes / r["bytes"],
+                       "auc": r["auc"], "rel_auc_loss": (plain_auc - r["auc"]) / plain_auc,
+                       "logloss": r["logloss"], "bytes": r["bytes"], "seconds": r["seconds"],
+                       "example_scheme": r["schemes"]["f0"]}
+                drows.append(row)
+                print(f"[{data}] {kind:<12} target {ratio:>4}x actual {row['ratio']:7.1f}x AUC "
+                      f"{row['auc']:.5f} rel loss {100 * row['rel_auc_loss']:+.3f}% {row['seconds']:.0f}s",
+                      flush=True)
+        rows += drows
+        # verdict: best scheme at >= 20x
+        cands = [r for r in drows if r["scheme"] != "plain" and r["ratio"] >= 20]
+        best = min(cands, key=lambda r: r["rel_auc_loss"]) if cands else None
+        per_data[data] = {"teacher_auc": teacher, "plain_auc": plain_auc, "noise": noise,
+                          "plains": plains, "best": best}
+        md += ["", f"## {data} teacher", "",
+               f"Teacher AUC (ceiling): {teacher:.5f}. Plain AUC (median of {len(plains)} seeds): "
+               f"{plain_auc:.5f}; seed-to-seed spread {100 * noise:.3f}% of AUC.", "",
+               "| scheme | target | actual ratio | emb. MB | AUC | rel. AUC loss | logloss | s |",
+               "|---|---|---|---|---|---|---|---|"]
+        for r in drows:
+            md.append(f"| {r['scheme']} | {r['target']}x | {r['ratio']:.1f}x | {r['bytes'] / 1e6:.2f} | "
+                      f"{r['auc']:.5f} | {100 * r['rel_auc_loss']:+.3f}% | {r['logloss']:.5f} | "
+                      f"{r['seconds']:.0f} |")
+        if best:
+            md += ["", f"Best at >= 20x: **{best['scheme']}** at {best['ratio']:.1f}x, relative AUC "
+                   f"loss {100 * best['rel_auc_loss']:+.3f}% (goal <= 0.3%: "
+                   f"{'met' if best['rel_auc_loss'] <= 0.003 else 'NOT met'})."]
     with open(os.path.join(args.out, stem + ".md"), "w") as fh:
         fh.write("\n".join(md) + "\n")
     with open(os.path.join(args.out, stem + ".json"), "w") as fh:
-        json.dump({"teacher_auc": teacher, "plain_runs": plains, "rows": rows}, fh, indent=1)
+        json.dump({"datasets": {k: {kk: vv for kk, vv in v.items() if kk != "best"}
+                                for k, v in per_data.items()}, "rows": rows}, fh, indent=1)
     # the documented figures come from --quick runs (perf/RESULTS.md), so both go to results/
-    save_plot(plot_path("compression"), lambda fig: plot(fig, rows), figsize=(7, 4.5))
+    save_plot(plot_path("compression" + args.tag), lambda fig: plot(fig, rows), figsize=(7, 4.5))
     print("\n".join(md), flush=True)
+
+    def freq_loss(data, target):
+        got = [r for r in rows if r["data"] == data and r["scheme"] == "freq" and r["target"] == target]
+        return round(got[0]["rel_auc_loss"], 5) if got else None
+
     result = {"quick": args.quick, "zipf": args.zipf, "num_train": num_train, "epochs": args.epochs,
-              "teacher_auc": round(teacher, 5), "plain_auc": round(plain_auc, 5),
-              "plain_seed_spread_rel": round(noise, 5),
-              "best_at_20x": ({"scheme": best["scheme"], "ratio": round(best["ratio"], 1),
-                               "auc": round(best["auc"], 5),
-                               "rel_auc_loss": round(best["rel_auc_loss"], 5)} if best else None),
-              "goal_20x_at_0.3pct": goal_met,
-              "runs": [{"scheme": r["scheme"], "ratio": round(r["ratio"], 1), "auc": round(r["auc"], 5),
-                        "rel_auc_loss": round(r["rel_auc_loss"], 5)} for r in rows]}
+              "freq_aware_loss_50x_structured": freq_loss("structured", 50),
+              "freq_aware_loss_10x_unstructured": freq_loss("independent", 10),
+              "datasets": {k: {"teacher_auc": round(v["teacher_auc"], 5),
+                               "plain_auc": round(v["plain_auc"], 5),
+                               "plain_seed_spread_rel": round(v["noise"], 5),
+                               "best_at_20x": ({"scheme": v["best"]["scheme"],
+                                                "ratio": round(v["best"]["ratio"], 1),
+                                                "rel_auc_loss": round(v["best"]["rel_auc_loss"], 5)}
+                                               if v["best"] else None)}
+                           for k, v in per_data.items()},
+              "runs": [{"data": r["data"], "scheme": r["scheme"], "ratio": round(r["ratio"], 1),
+                        "auc": round(r["auc"], 5), "rel_auc_loss": round(r["rel_auc_loss"], 5)}
+                       for r in rows]}
     print_result(result, compact=False)
     return 0
 

@@ -149,6 +149,10 @@ class SyntheticSpec:
     vocab: Mapping[str, int] = dataclasses.field(default_factory=dict)   # per sparse feature
     teacher_dim: int = 4
     teacher_scale: float = 1.0
+    # "independent": every id's teacher parameters are drawn alike (close to the worst case
+    # for compression); "structured": popularity-correlated and clustered, as in real logs
+    # (recstrata.training.synthetic)
+    structure: str = "independent"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,7 +290,9 @@ def _parse_synthetic(o: _Obj, sparse: Sequence[SparseFeature]) -> SyntheticSpec:
                       zipf=o.float("zipf", 1.1, lo=0.0),
                       vocab=vocab,
                       teacher_dim=o.int("teacher_dim", 4, lo=1, hi=64),
-                      teacher_scale=o.float("teacher_scale", 1.0, lo=0.0))
+                      teacher_scale=o.float("teacher_scale", 1.0, lo=0.0),
+                      structure=o.str("structure", "independent",
+                                      choices=("independent", "structured")))
     o.done()
     return s
 

@@ -8,6 +8,17 @@ weights, turns every example into a click probability ``p``; the label is ``Bern
 The teacher's own AUC on a split (``teacher_auc``) is the best any model can reach, so a trained
 model's AUC can be judged against it.
 
+Two teachers (``synthetic.structure``):
+
+* ``independent`` (the default): every id's bias and latent vector are drawn alike and
+  independently, so a rare id carries as much signal as a popular one. Nothing about an id can
+  be shared with others: close to the worst case for embedding compression.
+* ``structured``, closer to real logs: each id belongs to one of ``CLUSTERS`` clusters (a
+  category) and its parameters are the cluster's plus its own part, and the own part shrinks
+  with popularity rank r as ``(r + 1) ** -0.5`` (rare ids behave like their category; popular
+  ids are distinctive). Scales are normalised so that the traffic-weighted logit variance
+  matches the independent teacher's.
+
 Data is generated in fixed blocks of ``BLOCK`` examples, block ``i`` of a split from its own
 seed, so a split is the same stream whatever the batch size, device count or worker count, and
 any part of it can be regenerated without the rest.
@@ -21,6 +32,8 @@ from recstrata.training import keys as K
 from recstrata.training.spec import Config, SyntheticSpec
 
 BLOCK = 4096
+CLUSTERS = 32             # structured teacher: clusters (categories) per feature
+CLUSTER_SHARE = 0.5       # ... share of a popular id's parameter variance that is its cluster's
 P_MISSING = 0.02          # single-valued sparse and dense values missing at this rate
 _SPLIT_ID = {"train": 1, "eval": 2}
 
@@ -32,6 +45,23 @@ def _inverse_transform(z: np.ndarray, f) -> np.ndarray:
     if f.transform == "log1p":
         return np.sign(z) * np.expm1(np.abs(z))
     return z
+
+
+def _structured(rng, perm, p_rank, bias, latent, sigma_b, sigma_u):
+    """Structured teacher parameters (module docstring), indexed by id like the independent
+    ones. ``p_rank``: traffic share of each popularity rank."""
+    V = perm.size
+    cluster = rng.integers(0, CLUSTERS, V)                 # by id
+    cb = rng.normal(0.0, 1.0, CLUSTERS)
+    cl = rng.normal(0.0, 1.0, (CLUSTERS, latent.shape[1]))
+    own = np.empty(V)
+    own[perm] = (np.arange(V) + 1.0) ** -0.5               # by id, from its rank
+    # traffic-weighted E[own^2] == 1: popular ids keep the independent teacher's scale
+    own /= np.sqrt(np.sum(p_rank * (own[perm] ** 2)))
+    a, b = np.sqrt(CLUSTER_SHARE), np.sqrt(1.0 - CLUSTER_SHARE)
+    bias = sigma_b * (a * cb[cluster]) + b * own * bias
+    latent = sigma_u * (a * cl[cluster]) + b * own[:, None] * latent
+    return bias, latent
 
 
 class Teacher:
@@ -52,9 +82,14 @@ class Teacher:
             rng = np.random.default_rng([syn.seed, 1000 + i])
             w = 1.0 / np.power(np.arange(1, V + 1, dtype=np.float64), syn.zipf)
             self.cdf.append(np.cumsum(w / w.sum()))
-            self.perm.append(rng.permutation(V).astype(np.int64))
-            self.bias.append(rng.normal(0.0, sigma_b, V).astype(np.float32))
-            self.latent.append(rng.normal(0.0, sigma_u, (V, t)).astype(np.float32))
+            perm = rng.permutation(V).astype(np.int64)
+            self.perm.append(perm)
+            bias = rng.normal(0.0, sigma_b, V)
+            latent = rng.normal(0.0, sigma_u, (V, t))
+            if syn.structure == "structured":
+                bias, latent = _structured(rng, perm, w / w.sum(), bias, latent, sigma_b, sigma_u)
+            self.bias.append(bias.astype(np.float32))
+            self.latent.append(latent.astype(np.float32))
         D = len(cfg.dense)
         rng = np.random.default_rng([syn.seed, 999])
         self.dense_w = rng.normal(0.0, np.sqrt(0.5 * s / max(D, 1)), D).astype(np.float32)
