@@ -27,7 +27,7 @@
 //                   signature's outputs depend on -> the function's body (renamed
 //                   "call/node"), the call kept as an IdentityN of the body's
 //                   results under its own name; only for bodies whose effects
-//                   all feed their results (see Inliner in the .cc); calls the
+//                   all feed their results (see core/graph_inline.h); calls the
 //                   saver or a collection names (save, restore, init) are kept.
 //                   TensorFlow's own inliner would add an Identity per argument;
 //   fold_constant   Shape of a fully static tensor, StridedSlice (1-D, stride 1),
@@ -38,9 +38,12 @@
 // the ops above (stateless); nodes named by a signature, the saver, a
 // collection or a function's outputs are never removed.
 //
-// Thread-safe: a pure function. This file touches TensorFlow's protobuf
-// messages, so like core/tf_protos.cc it is built without TSan
-// (processor/CMakeLists.txt, DEVELOPERS.md).
+// Thread-safe: a pure function. Its implementation touches TensorFlow's
+// protobuf messages, so like core/tf_protos.cc its files are built without
+// TSan (processor/CMakeLists.txt, DEVELOPERS.md): graph_rewrite.cc (the
+// driver and the report), graph_facts.{h,cc} (shapes, Consts, attrs),
+// graph_body.{h,cc} and graph_rules.cc (the rules over one body),
+// graph_inline.{h,cc} (inline_call).
 #ifndef RECSTRATA_CORE_GRAPH_REWRITE_H_
 #define RECSTRATA_CORE_GRAPH_REWRITE_H_
 

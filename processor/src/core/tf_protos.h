@@ -1,6 +1,6 @@
 // The TensorFlow protocol buffers the core reads and writes (ConfigProto,
 // RunOptions, RunMetadata, MetaGraphDef), behind byte strings and our own
-// types. With core/graph_rewrite.cc, the only file that includes TensorFlow's proto headers:
+// types. With the graph rewrite (core/graph_*), the only file that includes TensorFlow's proto headers:
 // TensorFlow's messages are compiled into its (uninstrumented) libraries, and
 // in a ThreadSanitizer build protobuf changes message layouts, so this file is
 // built without TSan (processor/CMakeLists.txt) while the rest of the library

@@ -1,5 +1,6 @@
-// The store's stats as JSON (the format rs_store_stats_json returns), shared
-// by the local store (store.cc) and the remote one (remote_store.cc).
+// The store's stats as JSON (the format rs_store_stats_json returns, see
+// docs/store.md "Stats"), shared by the local store (store.cc) and the remote
+// one (remote_store.cc).
 #ifndef RECSTRATA_STORE_STATS_JSON_H_
 #define RECSTRATA_STORE_STATS_JSON_H_
 

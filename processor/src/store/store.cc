@@ -1,5 +1,6 @@
-// StoreImpl: the store directory — options, MANIFEST, process lock, tables,
-// background compaction.
+// StoreImpl: the store directory — MANIFEST, process lock, tables,
+// background compaction. Its options are parsed and resolved by
+// store/store_options.h, its stats written as JSON by store/stats_json.h.
 //
 // Layout: <dir>/MANIFEST (JSON of recstrata.store.Manifest, replaced
 // atomically), <dir>/LOCK (flock: one process at a time), <dir>/t<id>/ data
@@ -13,22 +14,20 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cmath>
 #include <condition_variable>
-#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <map>
 #include <sstream>
 #include <thread>
 
-#include "base/json_text.h"
 #include "base/status.h"
 #include "google/protobuf/json/json.h"
 #include "recstrata/store/store.pb.h"
 #include "store/data_file.h"
 #include "store/remote_store.h"
 #include "store/stats_json.h"
+#include "store/store_options.h"
 #include "store/table.h"
 
 namespace rs {
@@ -36,18 +35,6 @@ namespace store {
 namespace {
 
 namespace pb = ::recstrata::store;
-
-template <class Msg>
-Msg ParseJson(const std::string& json, const char* what) {
-  Msg msg;
-  if (json.empty()) return msg;
-  google::protobuf::json::ParseOptions opts;
-  auto st = google::protobuf::json::JsonStringToMessage(json, &msg, opts);
-  if (!st.ok()) {
-    Fail(RS_ERR_INVALID_ARGUMENT, std::string(what) + ": " + std::string(st.message()));
-  }
-  return msg;
-}
 
 std::string ToJson(const google::protobuf::Message& msg) {
   std::string out;
@@ -93,150 +80,7 @@ void WriteFileAtomic(const std::string& dir, const std::string& name, const std:
   SyncDir(dir);
 }
 
-// Effective options with defaults applied and values validated.
-struct Resolved : TierOptions {
-  bool create_if_missing = true;
-  bool require_clean = false;  // recovery "require_clean"
-};
-
-Resolved Resolve(const pb::StoreOptions& o) {
-  Resolved r;
-  auto bad = [](const std::string& m) { Fail(RS_ERR_INVALID_ARGUMENT, "store options: " + m); };
-  if (o.has_create_if_missing()) r.create_if_missing = o.create_if_missing();
-  if (o.has_tiers()) {
-    if (o.tiers() == "dram") r.ssd_tier = false;
-    else if (o.tiers() == "dram+ssd") r.ssd_tier = true;
-    else bad("tiers must be \"dram\", \"dram+ssd\" or \"dram+redis\", got \"" + o.tiers() + "\"");
-  }
-  if (o.has_dram_capacity_bytes()) r.dram_capacity_bytes = o.dram_capacity_bytes();
-  if (o.has_cache_policy()) {
-    if (o.cache_policy() == "lfu") r.policy = CachePolicy::kLfu;
-    else if (o.cache_policy() == "lru") r.policy = CachePolicy::kLru;
-    else bad("cache_policy must be \"lfu\" or \"lru\"");
-  }
-  if (o.has_compaction()) {
-    if (o.compaction() == "async") r.compaction = CompactionMode::kAsync;
-    else if (o.compaction() == "sync") r.compaction = CompactionMode::kSync;
-    else if (o.compaction() == "off") r.compaction = CompactionMode::kOff;
-    else bad("compaction must be \"async\", \"sync\" or \"off\"");
-  }
-  if (o.has_compaction_stale_ratio()) {
-    r.stale_ratio = o.compaction_stale_ratio();
-    if (!(r.stale_ratio > 0 && r.stale_ratio <= 1)) bad("compaction_stale_ratio must be in (0, 1]");
-  }
-  if (o.has_durability()) {
-    if (o.durability() == "fsync") r.fsync = true;
-    else if (o.durability() == "none") r.fsync = false;
-    else bad("durability must be \"fsync\" or \"none\"");
-  }
-  if (o.has_file_target_bytes()) {
-    r.file_target_bytes = o.file_target_bytes();
-    if (r.file_target_bytes < 4096 || r.file_target_bytes > (1ull << 38)) {
-      bad("file_target_bytes must be in [4096, 2^38]");
-    }
-  }
-  if (o.has_read_path()) {
-    if (o.read_path() == "mmap") r.use_mmap = true;
-    else if (o.read_path() == "pread") r.use_mmap = false;
-    else bad("read_path must be \"mmap\" or \"pread\"");
-  }
-  if (o.has_shard_bits()) {
-    if (o.shard_bits() > 10) bad("shard_bits must be <= 10");
-    r.shard_bits = static_cast<int>(o.shard_bits());
-  }
-  if (o.has_skip_corrupt_records()) r.skip_corrupt = o.skip_corrupt_records();
-  if (o.has_cache_admission()) {
-    if (o.cache_admission() == "doorkeeper") r.doorkeeper = true;
-    else if (o.cache_admission() == "always") r.doorkeeper = false;
-    else bad("cache_admission must be \"doorkeeper\" or \"always\"");
-  }
-  if (o.has_recovery()) {
-    if (o.recovery() == "strict") r.repair = false;
-    else if (o.recovery() == "repair") r.repair = true;
-    else if (o.recovery() == "require_clean") r.require_clean = true;
-    else bad("recovery must be \"strict\", \"repair\" or \"require_clean\"");
-  }
-  if (o.has_redis_url() || o.has_redis_password() || o.has_redis_model() || o.has_redis_key_space() ||
-      o.has_redis_connect_timeout_ms() || o.has_redis_command_timeout_ms() || o.has_redis_down_ms() ||
-      o.has_redis_poll_ms())
-    bad("redis_* options need tiers \"dram+redis\"");
-  if (o.has_verify()) {
-    if (o.verify() == "auto") r.verify_full = false;
-    else if (o.verify() == "full") r.verify_full = true;
-    else bad("verify must be \"auto\" or \"full\"");
-  }
-  return r;
-}
-
-void AppendKV(std::string& s, const char* k, uint64_t v, bool comma = true) {
-  s += "\"";
-  s += k;
-  s += "\": ";
-  s += std::to_string(v);
-  if (comma) s += ", ";
-}
-
 }  // namespace
-
-std::string StoreStatsJson(const StoreStats& s) {
-  std::string j = "{\"dir\": " + JsonString(s.dir) + ", \"tiers\": " + JsonString(s.tiers) + ", ";
-  AppendKV(j, "format_version", s.format_version);
-  AppendKV(j, "last_sequence", s.last_sequence);
-  j += "\"recovery\": \"" + s.recovery + "\", \"dropped\": [";
-  for (size_t i = 0; i < s.dropped.size(); ++i) {
-    const DroppedData& d = s.dropped[i];
-    if (i) j += ", ";
-    j += "{\"table\": " + JsonString(d.table) + ", \"file\": " + JsonString(d.file) + ", ";
-    AppendKV(j, "offset", d.offset);
-    AppendKV(j, "bytes", d.bytes);
-    AppendKV(j, "records", d.records);
-    j += "\"reason\": \"" + d.reason + "\"}";
-  }
-  j += "], \"tables\": {";
-  bool first = true;
-  for (const TableStats& t : s.tables) {
-    if (!first) j += ", ";
-    first = false;
-    j += JsonString(t.name) + ": {";
-    AppendKV(j, "dim", static_cast<uint64_t>(t.dim));
-    AppendKV(j, "rows", t.rows);
-    AppendKV(j, "dram_rows", t.dram_rows);
-    AppendKV(j, "dram_bytes", t.dram_bytes);
-    AppendKV(j, "dram_capacity_bytes", t.dram_capacity_bytes);
-    AppendKV(j, "dram_hits", t.dram_hits);
-    AppendKV(j, "dram_misses", t.dram_misses);
-    AppendKV(j, "ssd_hits", t.ssd_hits);
-    AppendKV(j, "ssd_misses", t.ssd_misses);
-    AppendKV(j, "evictions", t.evictions);
-    AppendKV(j, "admissions", t.admissions);
-    AppendKV(j, "files", t.files);
-    AppendKV(j, "disk_bytes", t.disk_bytes);
-    AppendKV(j, "live_payload_bytes", t.live_payload_bytes);
-    AppendKV(j, "payload_bytes_written", t.payload_bytes_written);
-    AppendKV(j, "disk_bytes_written", t.disk_bytes_written);
-    char wa[64];
-    std::snprintf(wa, sizeof(wa), "\"write_amplification\": %.6g, ",
-                  std::isfinite(t.write_amplification) ? t.write_amplification : 0.0);
-    j += wa;
-    AppendKV(j, "compactions", t.compactions);
-    AppendKV(j, "compaction_bytes_written", t.compaction_bytes_written);
-    AppendKV(j, "corrupt_records", t.corrupt_records);
-    AppendKV(j, "index_bytes", t.index_bytes);
-    AppendKV(j, "recovered_records", t.recovered_records);
-    AppendKV(j, "truncated_bytes", t.truncated_bytes);
-    AppendKV(j, "remote_hits", t.remote_hits);
-    AppendKV(j, "remote_misses", t.remote_misses);
-    AppendKV(j, "remote_errors", t.remote_errors);
-    AppendKV(j, "remote_corrupt", t.remote_corrupt);
-    AppendKV(j, "failed_lookups", t.failed_lookups, false);
-    j += "}";
-  }
-  j += "}";
-  if (!s.remote_json.empty()) j += ", \"remote\": " + s.remote_json;
-  j += "}";
-  return j;
-}
-
 
 namespace {
 
@@ -253,7 +97,7 @@ class StoreImpl final : public Store {
       }
     } else {
       options_ = given;
-      cfg_ = Resolve(options_);
+      cfg_ = ResolveOptions(options_);
       if (cfg_.ssd_tier) {
         Fail(RS_ERR_INVALID_ARGUMENT, "tiers \"dram+ssd\" needs a store directory");
       }
@@ -399,7 +243,7 @@ class StoreImpl final : public Store {
     pb::StoreOptions merged = manifest_.options();
     merged.MergeFrom(given);
     merged.clear_create_if_missing();
-    cfg_ = Resolve(merged);
+    cfg_ = ResolveOptions(merged);
     merged.clear_recovery();  // per open, never recorded
     merged.clear_verify();
     options_ = merged;
@@ -559,7 +403,7 @@ class StoreImpl final : public Store {
 
   std::string dir_;
   pb::StoreOptions options_;
-  Resolved cfg_;
+  ResolvedOptions cfg_;
   pb::Manifest manifest_;
   int lock_fd_ = -1;
   bool opened_ = false;

@@ -24,6 +24,10 @@
 // construction of the step). Contribute/Evict/stats are serialized per table.
 // Snapshot/Restore/Close take the store exclusively (they wait for running
 // lookups and applies to finish).
+//
+// Implementation: dynamic_table.cc (lookup, apply, eviction),
+// dynamic_table_state.cc (the state file), dynamic_store.cc (the store and
+// the registry), store_files.cc (CloneStoreDir and directory helpers).
 #ifndef RECSTRATA_TFOPS_DYNAMIC_TABLE_H_
 #define RECSTRATA_TFOPS_DYNAMIC_TABLE_H_
 
