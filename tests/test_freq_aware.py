@@ -5,6 +5,11 @@ served predictions equal to Keras's for hot and tail ids, checkpoint resume, and
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -196,3 +201,51 @@ def test_resume_equals_uninterrupted(tmp_path):
     u = model.embedding_stage.tables["user"]
     np.testing.assert_array_equal(u.tracker.hot_ids, t2.model.embedding_stage.tables["user"].tracker.hot_ids)
     ref.close(), t1.close(), t2.close()
+
+
+# ----------------------------------------------------------------------------- devices
+
+RUNNER = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    n, cfg_path, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    if n > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+    from recstrata.training import spec, trainer
+    tr = trainer.Trainer(spec.load_config(cfg_path), log=lambda s: None)
+    hist = tr.train()
+    user = tr.model.embedding_stage.tables["user"]
+    ids, rows = user.hot_rows_by_id()
+    probe = np.concatenate([ids[:50], np.arange(2**40, 2**40 + 50)]).astype(np.int64)
+    json.dump({"replicas": tr.cluster.num_replicas, "hot_ids": ids.tolist(),
+               "hot_rows": rows.tolist(), "probe": user.lookup(probe).numpy().tolist(),
+               "history": [[h.train_loss, h.eval_auc] for h in hist]}, open(out, "w"))
+""")
+
+
+def _run_devices(tmp_path, n):
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    cp = tmp_path / f"cfg_{n}.json"
+    cp.write_text(json.dumps(config(devices="mirrored" if n > 1 else "cpu", epochs=2)))
+    out = tmp_path / f"out_{n}.json"
+    p = subprocess.run([sys.executable, str(script), str(n), str(cp), str(out)],
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_two_logical_devices_match_one_device(tmp_path):
+    # MirroredStrategy over 2 logical CPUs (the GPU code path; never run on a real GPU): the
+    # host picks the hot ids once per step for both replicas, promotions reach every replica's
+    # copy of the hot table, and the run trains the same model as one device.
+    one, two = _run_devices(tmp_path, 1), _run_devices(tmp_path, 2)
+    assert one["replicas"] == 1 and two["replicas"] == 2
+    assert one["hot_ids"] == two["hot_ids"] and len(one["hot_ids"]) > 100
+    np.testing.assert_allclose(np.array(one["hot_rows"]), np.array(two["hot_rows"]), atol=2e-4)
+    np.testing.assert_allclose(np.array(one["probe"]), np.array(two["probe"]), atol=2e-4)
+    for a, b in zip(one["history"], two["history"]):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
