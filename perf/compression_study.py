@@ -10,7 +10,7 @@ DeepFM model is trained with the large tables stored as
   * ``qr_concat``  / ``qr_mul``   the same with concat / multiply (full run only);
   * ``kway``       multihash with 2 hashed sub-tables (add);
   * ``binary_code`` binary-code hash embedding (succession blocks; ``bc_skip`` in the full run)
-  * ``freq``       frequency-aware: half the bytes buy exact rows for the ids a count-min
+  * ``freq``       frequency-aware: 3/4 of the bytes buy exact rows for the ids a count-min
                    sketch finds hot during training, ``qr`` shares the rest among the tail
 
 at several compression ratios (plain embedding bytes / scheme embedding bytes, all tables
@@ -51,9 +51,9 @@ FEATURES = [("f0", 200_000, 1), ("f1", 100_000, 1), ("f2", 50_000, 1), ("f3", 20
 COMPRESS_MIN = 10_000
 ALL_KINDS = ["hash", "qr", "qr_concat", "qr_mul", "kway", "binary_code", "bc_skip", "freq"]
 DATASETS = ("independent", "structured")   # synthetic.structure (recstrata.training.synthetic)
-FREQ_HOT_SHARE = 0.5     # freq: share of a table's byte budget spent on exact hot rows
-FREQ_ADMIT = 8           # freq: sketch count at which an id becomes hot
-FREQ_TAIL = "hash"       # freq: the tail's scheme (--freq-tail)
+# freq: share of a table's byte budget spent on exact hot rows, the sketch count at which an id
+# becomes hot, the tail's scheme (--freq-share, --freq-admit, --freq-tail)
+FREQ = {"share": 0.75, "admit": 2, "tail": "hash"}
 
 
 def base_config(num_train: int, num_eval: int, seed: int, zipf: float,
@@ -93,9 +93,9 @@ def scheme_for(kind: str, vocab: int, budget_rows: int) -> dict:
     if kind == "freq":
         # exact rows for the hot ids (each costs DIM+1 floats plus its 8-byte id), qr for the tail
         width = DIM + 1
-        hot = max(1, min(vocab - 1, int(FREQ_HOT_SHARE * budget_rows * width / (width + 2))))
-        tail = scheme_for(FREQ_TAIL, vocab, max(4, budget_rows - math.ceil(hot * (width + 2) / width)))
-        return {"kind": "freq_aware", "hot_rows": hot, "admit_count": FREQ_ADMIT, "tail": tail}
+        hot = max(1, min(vocab - 1, int(FREQ["share"] * budget_rows * width / (width + 2))))
+        tail = scheme_for(FREQ["tail"], vocab, max(4, budget_rows - math.ceil(hot * (width + 2) / width)))
+        return {"kind": "freq_aware", "hot_rows": hot, "admit_count": FREQ["admit"], "tail": tail}
     if kind == "kway":
         half = max(budget_rows // 2, 1)
         return {"kind": "multihash", "strategy": "kway", "sizes": [half, half + 1], "combiner": "add"}
@@ -181,10 +181,14 @@ def main(argv=None) -> int:
     ap.add_argument("--ratios", help="comma-separated target ratios (default: per mode)")
     ap.add_argument("--data", choices=DATASETS + ("both",), default="both",
                     help="synthetic teacher(s): independent id parameters, structured, or both")
-    ap.add_argument("--freq-tail", choices=("hash", "qr"), default=FREQ_TAIL,
+    ap.add_argument("--freq-tail", choices=("hash", "qr"), default=FREQ["tail"],
                     help="scheme of the freq_aware tables' tail")
+    ap.add_argument("--freq-share", type=float, default=FREQ["share"],
+                    help="share of a freq_aware table's bytes spent on exact hot rows")
+    ap.add_argument("--freq-admit", type=int, default=FREQ["admit"],
+                    help="sketch count at which an id becomes hot")
     args = ap.parse_args(argv)
-    globals()["FREQ_TAIL"] = args.freq_tail
+    FREQ.update(tail=args.freq_tail, share=args.freq_share, admit=args.freq_admit)
     stem = "compression" + ("_quick" if args.quick else "") + args.tag
     os.makedirs(args.out, exist_ok=True)
     if args.quick:

@@ -55,7 +55,8 @@ def config(**train) -> dict:
 # ----------------------------------------------------------------------------- the tracker
 
 def test_tracker_promotes_ids_that_reach_the_count_until_full():
-    tr = HotIdTracker(K.FreqAwareKeys(hot_rows=3, admit_count=3, tail=K.PlainKeys(rows=10)))
+    tr = HotIdTracker(K.FreqAwareKeys(hot_rows=3, admit_count=3, replace_ratio=0,
+                                      tail=K.PlainKeys(rows=10)))
     new, slots = tr.observe([5, 5, 7])
     assert new.size == 0 and tr.num_hot == 0
     new, slots = tr.observe([5, 7, 7, 9, 9])          # 5: 3, 7: 3, 9: 2
@@ -65,9 +66,23 @@ def test_tracker_promotes_ids_that_reach_the_count_until_full():
     new, slots = tr.observe([9, 11, 11, 11, -1, -1, -1])   # 9: 3, 11: 3, -1: 3; one slot left
     assert new.size == 1 and slots.tolist() == [2] and tr.num_hot == 3
     assert new[0] in (9, 11, -1)
-    assert tr.observe([1, 1, 1, 1])[0].size == 0        # full: no more promotions
+    assert tr.observe([1] * 40)[0].size == 0           # full, replace_ratio 0: no more promotions
     s = tr.slots(np.array([[5, 7], [new[0], 12345]]))
     assert s[1, 1] == -1 and sorted([s[0, 0], s[0, 1], s[1, 0]]) == [0, 1, 2]
+
+
+def test_full_tracker_replaces_the_coolest_hot_id():
+    tr = HotIdTracker(K.FreqAwareKeys(hot_rows=2, admit_count=2, replace_ratio=2.0,
+                                      sketch_width=1 << 16, tail=K.PlainKeys(rows=10)))
+    tr.observe([10, 10, 20, 20, 20, 20])                 # 10: 2, 20: 4 -> both hot
+    assert tr.num_hot == 2
+    new, slots = tr.observe([30, 30, 30, 30])            # 30: 4, not > 2 x 2
+    assert new.size == 0
+    slot10 = int(tr.slots([10])[0])
+    new, slots = tr.observe([30])                        # 30: 5 > 2 x 2 (id 10's count)
+    assert new.tolist() == [30] and slots.tolist() == [slot10]
+    assert tr.slots([10]).tolist() == [-1] and tr.num_hot == 2
+    assert sorted(tr.hot_ids.tolist()) == [20, 30]
 
 
 def test_sketch_never_underestimates_and_state_round_trips():

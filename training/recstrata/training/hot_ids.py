@@ -3,10 +3,11 @@
 A :class:`HotIdTracker` counts the ids a table sees in training with a count-min sketch (depth
 ``sketch_depth`` rows of ``sketch_columns()`` counters, row d indexed by ``hash64(id, 1000 + d)
 mod columns``; an id's estimate is the minimum of its counters, never below its true count). An
-id becomes hot once its estimate reaches ``admit_count`` and a hot slot is free; slots are handed
-out in order and never taken back, so the hottest ids of the first part of training take them
-(CAFE, SIGMOD 2024, also moves ids out again; this tracker does not). A new hot id's row starts
-as its current tail embedding, so promotion does not change the model's output.
+id becomes hot once its estimate reaches ``admit_count``: into a free slot while there is one;
+once the hot table is full, into the slot of the hot id with the smallest estimate when the
+newcomer's estimate is more than ``replace_ratio`` times that (0 = never replace; the
+replaced id goes back to the tail, as CAFE, SIGMOD 2024, demotes ids that cooled down). A new
+hot id's row starts as its current tail embedding, so promotion does not change its output.
 
 The hot set is frozen at export: slot s of the hot table becomes the bundle row keyed by
 ``hot_ids[s]`` (docs/embedding-keys.md, section 3.5). The tracker's state (sketch and slot
@@ -31,6 +32,7 @@ class HotIdTracker:
     def __init__(self, scheme: K.FreqAwareKeys):
         self.capacity = int(scheme.hot_rows)
         self.admit_count = int(scheme.admit_count)
+        self.replace_ratio = float(scheme.replace_ratio)
         self.columns = int(scheme.sketch_columns())
         self.sketch = np.zeros((int(scheme.sketch_depth), self.columns), np.int64)
         self.hot_ids = np.empty(0, np.int64)          # slot order: hot_ids[s] holds slot s
@@ -57,11 +59,14 @@ class HotIdTracker:
 
     def observe(self, ids) -> tuple[np.ndarray, np.ndarray]:
         """Counts ``ids`` (one entry per occurrence) and promotes the ids that reached
-        ``admit_count`` while slots are free, highest estimate first (ties: smaller id).
+        ``admit_count``, highest estimate first (ties: smaller id): into free slots while there
+        are any, then (``replace_ratio`` > 0) into the slots of the coolest hot ids, each
+        replaced when the newcomer's estimate exceeds ``replace_ratio`` times its own.
         Returns ``(new_hot_ids, their_slots)``, both int64 (empty when nothing changed)."""
         ids = np.asarray(ids, np.int64).reshape(-1)
+        none = np.empty(0, np.int64), np.empty(0, np.int64)
         if ids.size == 0:
-            return np.empty(0, np.int64), np.empty(0, np.int64)
+            return none
         uniq, counts = np.unique(ids, return_counts=True)
         cols = self._columns_of(uniq)
         est = None
@@ -69,17 +74,33 @@ class HotIdTracker:
             np.add.at(self.sketch[d], c, counts)
             e = self.sketch[d, c]
             est = e if est is None else np.minimum(est, e)
-        free = self.capacity - self.num_hot
-        if free <= 0:
-            return np.empty(0, np.int64), np.empty(0, np.int64)
         cand = (est >= self.admit_count) & (self.slots(uniq) < 0)
         if not cand.any():
-            return np.empty(0, np.int64), np.empty(0, np.int64)
+            return none
         new, new_est = uniq[cand], est[cand]
-        order = np.lexsort((new, -new_est))[:free]
-        new = new[order]
-        slots = np.arange(self.num_hot, self.num_hot + new.size, dtype=np.int64)
-        self._set_hot(np.concatenate([self.hot_ids, new]))
+        order = np.lexsort((new, -new_est))
+        new, new_est = new[order], new_est[order]
+        free = self.capacity - self.num_hot
+        into_free = new[:free]
+        slots = [np.arange(self.num_hot, self.num_hot + into_free.size, dtype=np.int64)]
+        hot_ids = np.concatenate([self.hot_ids, into_free])
+        rest, rest_est = new[into_free.size:], new_est[into_free.size:]
+        promoted = [into_free]
+        if rest.size and self.replace_ratio > 0:
+            # The coolest hot ids by their current estimates (a function of the sketch and the
+            # hot set alone, so a resumed run replaces exactly as an uninterrupted one).
+            hot_est = self.estimate(hot_ids)
+            k = min(rest.size, hot_ids.size)
+            victims = np.lexsort((np.arange(hot_ids.size), hot_est))[:k]
+            swap = rest_est[:k] > self.replace_ratio * hot_est[victims]
+            if swap.any():
+                hot_ids = hot_ids.copy()
+                hot_ids[victims[swap]] = rest[:k][swap]
+                promoted.append(rest[:k][swap])
+                slots.append(victims[swap].astype(np.int64))
+        new, slots = np.concatenate(promoted), np.concatenate(slots)
+        if new.size:
+            self._set_hot(hot_ids)
         return new, slots
 
     def slots(self, ids) -> np.ndarray:

@@ -328,13 +328,15 @@ class FreqAwareKeys(KeyScheme):
     1.. are the tail scheme's. An id the hot table holds is embedded by its hot row alone, any
     other id by the tail scheme (its sub-vectors combined by the tail's combiner). Which ids are
     hot is data, not part of the scheme: training picks them with a count-min sketch
-    (``admit_count``, ``sketch_depth``, ``sketch_width``; recstrata.training.hot_ids) and
+    (``admit_count``, ``replace_ratio``, ``sketch_depth``, ``sketch_width``;
+    recstrata.training.hot_ids) and
     freezes them at export, where the hot table's rows become the bundle's sub-table 0.
     """
 
     hot_rows: int
     tail: KeyScheme
     admit_count: int = 4           # training: an id becomes hot once the sketch counts this many
+    replace_ratio: float = 2.0     # training: a newcomer replaces a hot id counted this many times less
     sketch_depth: int = 4
     sketch_width: int = 0          # 0 = max(4096, next power of two >= 8 * hot_rows)
     kind = "freq_aware"
@@ -344,6 +346,8 @@ class FreqAwareKeys(KeyScheme):
         _check_int("freq_aware.admit_count", self.admit_count, 1)
         _check_int("freq_aware.sketch_depth", self.sketch_depth, 1, 16)
         _check_int("freq_aware.sketch_width", self.sketch_width, 0, 1 << 30)
+        if not (isinstance(self.replace_ratio, (int, float)) and self.replace_ratio >= 0):
+            raise ValueError(f"freq_aware.replace_ratio must be a number >= 0, got {self.replace_ratio!r}")
         if not isinstance(self.tail, (PlainKeys, MultiHashKeys, BinaryCodeKeys)):
             raise ValueError("freq_aware.tail must be a plain, multihash or binary_code scheme")
 
