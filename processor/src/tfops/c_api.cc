@@ -1,11 +1,13 @@
 // Control entry points of librecstrata_tfops.so for recstrata.training.dynamic
-// (ctypes): open/close stores, create tables, snapshot, restore, stats.
+// (ctypes): open/close stores, create tables, snapshot, restore (one
+// snapshot or the union of multi-worker shards), stats.
 // Every function catches everything and returns 0 on success or -1 with a
 // malloc'ed message in *error (release with rsdyn_free).
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "tfops/dynamic_table.h"
 
@@ -81,6 +83,20 @@ RSDYN_API int rsdyn_store_restore(const char* id, const char* snap_dir, char** e
   return Wall(error, [&] {
     NotNull(id, "id"), NotNull(snap_dir, "snap_dir");
     FindStore(id)->Restore(snap_dir);
+  });
+}
+
+RSDYN_API int rsdyn_store_restore_union(const char* id, const char* const* snap_dirs, size_t n,
+                                        char** error) noexcept {
+  return Wall(error, [&] {
+    NotNull(id, "id");
+    if (n) NotNull(snap_dirs, "snap_dirs");
+    std::vector<std::string> dirs;
+    for (size_t i = 0; i < n; ++i) {
+      NotNull(snap_dirs[i], "snap_dir");
+      dirs.emplace_back(snap_dirs[i]);
+    }
+    FindStore(id)->RestoreUnion(dirs);
   });
 }
 

@@ -91,8 +91,7 @@ void DynamicStore::Snapshot(const std::string& out_dir) {
   if (slash != std::string::npos) SyncPath(out_dir.substr(0, slash));
 }
 
-void DynamicStore::Restore(const std::string& snap_dir) {
-  std::unique_lock<std::shared_mutex> lock(mu_);
+void DynamicStore::CheckSnapshotLocked(const std::string& snap_dir) {
   if (!IsDir(snap_dir + "/store") || !IsDir(snap_dir + "/state"))
     Fail("dynamic snapshot " + snap_dir + " is missing or incomplete (no store/ or state/)");
   for (auto& kv : tables_) {
@@ -100,6 +99,11 @@ void DynamicStore::Restore(const std::string& snap_dir) {
     if (::stat((snap_dir + "/state/" + kv.first + ".bin").c_str(), &st) != 0)
       Fail("dynamic snapshot " + snap_dir + " has no state of table " + kv.first);
   }
+}
+
+void DynamicStore::Restore(const std::string& snap_dir) {
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  CheckSnapshotLocked(snap_dir);
   if (store_) rs_store_close(store_);
   store_ = nullptr;
   for (auto& kv : tables_) kv.second->Bind(nullptr);

@@ -27,7 +27,8 @@
 //
 // Implementation: dynamic_table.cc (lookup, apply, eviction),
 // dynamic_table_state.cc (the state file), dynamic_store.cc (the store and
-// the registry), store_files.cc (CloneStoreDir and directory helpers).
+// the registry), dynamic_union.cc (the union of multi-worker shards),
+// store_files.cc (CloneStoreDir and directory helpers).
 #ifndef RECSTRATA_TFOPS_DYNAMIC_TABLE_H_
 #define RECSTRATA_TFOPS_DYNAMIC_TABLE_H_
 
@@ -104,6 +105,10 @@ class DynamicTable {
   TableStats Stats();
   void SaveState(const std::string& path);
   void LoadState(const std::string& path);
+  // Adds the rows of another shard (its table `src`, its state file `state_path`) to this
+  // table: rows and eviction metadata copied, counters and sketch summed, step the maximum.
+  // The shards must hold disjoint ids (tfops/dynamic_union.cc).
+  void MergeShard(rs_table* src, const std::string& state_path);
 
   // The store (re)binds the table's rs_table after an open.
   void Bind(rs_table* t) { table_ = t; }
@@ -142,11 +147,15 @@ class DynamicStore {
   std::shared_ptr<DynamicTable> CreateTable(const std::string& name, const rsdyn_table_config& cfg);
   void Snapshot(const std::string& out_dir);
   void Restore(const std::string& snap_dir);
+  // Replaces every table by the union of shard snapshots (a multi-worker checkpoint's
+  // ckpt-N.dyn.w<k>, disjoint ids), for inference and export (tfops/dynamic_union.cc).
+  void RestoreUnion(const std::vector<std::string>& snap_dirs);
   void Close();
   std::string StatsJson();
 
  private:
   void OpenLocked();
+  void CheckSnapshotLocked(const std::string& snap_dir);
   std::string dir_, options_;
   std::shared_mutex mu_;
   rs_store* store_ = nullptr;

@@ -15,7 +15,11 @@ provides:
   ids of the batch (watched by the tape), then hand the row gradients and occurrence counts to
   ``RecstrataDynamicApply``; the last replica of the step applies every replica's gradients at
   once (summed per id in replica order), counts occurrences into the admission sketch, creates
-  admitted rows and evicts.
+  admitted rows and evicts;
+* multi-worker sharding (:class:`Sharding`, :func:`owner`, :func:`sharded_rows`,
+  :func:`sharded_apply`): worker ``owner(id)`` holds the row of ``id``; a step all-gathers
+  every replica's unique ids, the owners look their rows up, an all-reduce gives every replica
+  its rows, and the row gradients come back to the owners through an all-gather.
 
 Semantics, sharding and limits: docs/training.md ("Dynamic tables").
 """
@@ -39,6 +43,8 @@ from recstrata.training.dynamic_spec import DynamicKeys, is_dynamic
 
 LIBRARY = "lib/librecstrata_tfops.so"
 SNAPSHOT_SUFFIX = ".dyn"      # a checkpoint prefix ckpt-N has its dynamic snapshot in ckpt-N.dyn
+SHARD_SUFFIX = ".dyn.w"       # multi-worker: worker k's shard of ckpt-N is ckpt-N.dyn.w<k>
+SHARD_SEED = 0x72735F7368617264   # fixed seed of the owner hash ("rs_shard"); never change it
 STORE_PREFIX = "dyn_"         # store table name of dynamic table t: dyn_<t>
 
 _lock = threading.Lock()
@@ -88,6 +94,8 @@ def _load():
                                "rsdyn_table_create": [cp, cp, ctypes.POINTER(_Config), err],
                                "rsdyn_store_snapshot": [cp, cp, err],
                                "rsdyn_store_restore": [cp, cp, err],
+                               "rsdyn_store_restore_union": [cp, ctypes.POINTER(cp),
+                                                             ctypes.c_size_t, err],
                                "rsdyn_clone_store": [cp, cp, err],
                                "rsdyn_store_stats_json": [cp, err, err],
                                "rsdyn_table_lookup": [cp, vp, ctypes.c_size_t, vp, err],
@@ -143,6 +151,7 @@ class DynamicStore:
         self.id = f"s{uuid.uuid4().hex[:12]}"
         self.tables: dict[str, TableInfo] = {}
         self.closed = False
+        self.sharding: Sharding | None = None   # set for a multi-worker shard
         # pread: rows read from the SSD tier go through the page cache, never mapped into the
         # process, so its resident memory stays the DRAM budget plus the index
         opts = {"create_if_missing": True, "tiers": "dram+ssd", "durability": "none",
@@ -177,6 +186,14 @@ class DynamicStore:
         """Replace every table by the snapshot at ``snap_dir`` (written by :meth:`snapshot`)."""
         self._check()
         _call(_load()[1].rsdyn_store_restore, self.id.encode(), os.fsencode(os.path.abspath(snap_dir)))
+
+    def restore_union(self, snap_dirs) -> None:
+        """Replace every table by the union of the shard snapshots ``snap_dirs`` (a multi-worker
+        checkpoint's ``.dyn.w<k>``) for inference and export."""
+        self._check()
+        dirs = [os.fsencode(os.path.abspath(d)) for d in snap_dirs]
+        arr = (ctypes.c_char_p * len(dirs))(*dirs)
+        _call(_load()[1].rsdyn_store_restore_union, self.id.encode(), arr, len(dirs))
 
     def stats(self) -> dict:
         self._check()
@@ -223,8 +240,12 @@ class DynamicStore:
                 shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def open_for_config(cfg, num_replicas: int = 1, directory: str | None = None) -> DynamicStore | None:
-    """A store with every dynamic table of ``cfg`` (None when it has none)."""
+def open_for_config(cfg, num_replicas: int = 1, directory: str | None = None,
+                    sharding: "Sharding | None" = None) -> DynamicStore | None:
+    """A store with every dynamic table of ``cfg`` (None when it has none).
+
+    ``sharding`` (multi-worker): the store holds this worker's shard; a table's row cap
+    ``max_rows`` is split evenly over the shards (``ceil(max_rows / num_workers)`` each)."""
     from recstrata.training.spec import table_width
 
     dyn = {t: (s, d) for t, (s, d, _f) in cfg.tables().items() if is_dynamic(s)}
@@ -237,8 +258,11 @@ def open_for_config(cfg, num_replicas: int = 1, directory: str | None = None) ->
                 f"dynamic_store_dir {directory} is not empty: it is training's working store "
                 f"(checkpoints restore into it), give an empty or new directory")
     store = DynamicStore(directory, num_replicas)
+    store.sharding = sharding
     try:
         for t, (s, d) in dyn.items():
+            if sharding is not None and sharding.num_workers > 1 and s.max_rows > 0:
+                s = dataclasses.replace(s, max_rows=-(-s.max_rows // sharding.num_workers))
             store.create_table(t, s, table_width(d, cfg.model.type))
     except BaseException:
         store.close()
@@ -255,6 +279,7 @@ class Prefetched:
     rows: Any      # float32 [n, width] (watched by the tape in training)
     counts: Any    # int64 [n]: real occurrences (valid values of weight > 0 examples)
     index: dict    # feature -> int32 [B, k] positions in keys
+    exchange: Any = None   # multi-worker: the step's gathered layout (Exchange)
 
 
 def _live(ids, lengths):
@@ -330,3 +355,114 @@ def pool(vec, lengths, combiner: str):
         return summed
     nn = tf.maximum(n, 1.0)[:, None]
     return summed / (nn if combiner == "mean" else tf.sqrt(nn))
+
+
+# ----------------------------------------------------------------------------- sharding
+
+@dataclasses.dataclass(frozen=True)
+class Sharding:
+    """Multi-worker dynamic tables: this worker's place in the cluster."""
+    num_workers: int
+    worker: int
+    replicas_per_worker: int
+
+
+_MIX1, _MIX2, _GOLDEN = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0x9E3779B97F4A7C15
+
+
+def owner(ids, num_workers: int) -> np.ndarray:
+    """The worker owning each id (numpy): splitmix64(id ^ SHARD_SEED) mod num_workers.
+
+    A hash rather than ``id mod num_workers``: raw ids are often structured (strides, ranges per
+    source, ids allocated per shard of another system) and would load the workers unevenly."""
+    z = np.asarray(ids, np.int64).astype(np.uint64) ^ np.uint64(SHARD_SEED)
+    with np.errstate(over="ignore"):
+        z = z + np.uint64(_GOLDEN)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(_MIX1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(_MIX2)
+        z = z ^ (z >> np.uint64(31))
+    return (z % np.uint64(num_workers)).astype(np.int64)
+
+
+def owner_tf(ids, num_workers: int):
+    """:func:`owner` in the graph (int64 ids -> int64 workers)."""
+    import tensorflow as tf
+
+    u = tf.uint64
+    z = tf.bitwise.bitwise_xor(tf.bitcast(tf.cast(ids, tf.int64), u), tf.constant(SHARD_SEED, u))
+    z = z + tf.constant(_GOLDEN, u)
+    z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(30, u))) * tf.constant(_MIX1, u)
+    z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(27, u))) * tf.constant(_MIX2, u)
+    z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(31, u)))
+    return tf.cast(z % tf.constant(num_workers, u), tf.int64)
+
+
+@dataclasses.dataclass
+class Exchange:
+    """One table's gathered layout of a step (every replica's padded unique ids, in replica
+    order): what :func:`sharded_apply` sends the row gradients back through."""
+    keys: Any       # int64 [N]: N = replicas * capacity
+    counts: Any     # int64 [N] (0 on padding)
+    owned: Any      # bool [N]: this worker owns the id and this is its local replica 0
+    n: Any          # this replica's unique ids
+    capacity: Any   # per-replica padded length
+    replica: Any    # this replica's id in the sync group
+
+
+def sharded_rows(ctx, info: TableInfo, sharding: Sharding, keys, counts, capacity):
+    """Replica context: the rows of this replica's unique ``keys`` from their owners' shards.
+
+    Every replica pads its ids to ``capacity`` (the same on every replica) and all-gathers
+    them; local replica 0 of every worker looks up the gathered ids it owns in its shard (zeros
+    elsewhere) and an all-reduce (SUM, one non-zero term per id) hands every replica every row.
+    Returns ``(rows [n, width], Exchange)``."""
+    import tensorflow as tf
+
+    rid = tf.cast(ctx.replica_id_in_sync_group, tf.int64)
+    n = tf.size(keys, out_type=tf.int64)
+    capacity = tf.cast(capacity, tf.int64)
+    pad = [[0, capacity - n]]
+    local = tf.stack([tf.pad(keys, pad), tf.pad(tf.cast(counts, tf.int64), pad),
+                      tf.pad(tf.ones_like(keys), pad)], axis=1)          # [capacity, 3]
+    allk = ctx.all_gather(local, axis=0)                                 # [N, 3]
+    gkeys, gcounts, gmask = allk[:, 0], allk[:, 1], allk[:, 2] > 0
+    first = tf.equal(rid % sharding.replicas_per_worker, 0)
+    owned = tf.logical_and(tf.logical_and(gmask, first),
+                           tf.equal(owner_tf(gkeys, sharding.num_workers), sharding.worker))
+    sel = tf.where(owned)                                                # [m, 1]
+    uniq, idx = tf.unique(tf.gather_nd(gkeys, sel), out_idx=tf.int32)
+    found = tf.gather(lookup_op(info, uniq), idx)
+    mine = tf.scatter_nd(sel, found, tf.stack([tf.shape(gkeys, out_type=tf.int64)[0],
+                                               tf.constant(info.width, tf.int64)]))
+    rows = ctx.all_reduce(tf.distribute.ReduceOp.SUM, mine)
+    rows = tf.slice(rows, tf.stack([rid * capacity, 0]), tf.stack([n, -1]))
+    return rows, Exchange(gkeys, gcounts, owned, n, capacity, rid)
+
+
+def sharded_apply(ctx, info: TableInfo, sharding: Sharding, ex: Exchange, grads):
+    """Replica context: all-gather the row gradients of every replica's ids (the layout of
+    :func:`sharded_rows`); local replica 0 of every worker hands the gradients and global
+    occurrence counts of the ids it owns to ``RecstrataDynamicApply``, the other local
+    replicas an empty contribution (so each owner applies the step once, summed per id in
+    replica order)."""
+    import tensorflow as tf
+
+    g = tf.pad(tf.convert_to_tensor(grads, tf.float32), [[0, ex.capacity - ex.n], [0, 0]])
+    gall = ctx.all_gather(g, axis=0)                                     # [N, width]
+    sel = tf.where(ex.owned)
+    local = tf.cast(ex.replica % sharding.replicas_per_worker, tf.int32)
+    return apply_op(info, tf.gather_nd(ex.keys, sel), tf.gather_nd(ex.counts, sel),
+                    tf.gather_nd(gall, sel), local)
+
+
+def shard_snapshot_dir(prefix: str, worker: int) -> str:
+    return f"{prefix}{SHARD_SUFFIX}{worker}"
+
+
+def shard_snapshot_dirs(prefix: str) -> list[str]:
+    """The shard snapshots of checkpoint ``prefix`` (ckpt-N.dyn.w0, .w1, ...; in worker order,
+    stopping at the first missing one)."""
+    out = []
+    while os.path.isdir(shard_snapshot_dir(prefix, len(out))):
+        out.append(shard_snapshot_dir(prefix, len(out)))
+    return out

@@ -268,16 +268,28 @@ class EmbeddingStage(keras.layers.Layer):
             promoted += layer.observe(np.concatenate(parts))
         return promoted
 
-    def prefetch(self, batch, weight=None) -> dict:
+    def prefetch(self, batch, weight=None, sharding=None) -> dict:
         """Training: ``{table: Prefetched}`` for every dynamic table (unique ids, their rows,
-        occurrence counts of the valid values of examples with weight > 0, per-feature index)."""
+        occurrence counts of the valid values of examples with weight > 0, per-feature index).
+
+        ``sharding`` (a multi-worker :class:`recstrata.training.dynamic.Sharding`; call in
+        replica context): the rows come from their owners' shards through collectives
+        (:func:`recstrata.training.dynamic.sharded_rows`); ``Prefetched.exchange`` keeps the
+        layout the gradients go back through."""
         from recstrata.training import dynamic
 
         out = {}
+        ctx = tf.distribute.get_replica_context() if sharding is not None else None
         for tname, layer in self.dynamic.items():
             feats = [f for f in self.features if f.table == tname]
             keys, counts, index = dynamic.gather_keys(batch, feats, weight)
-            out[tname] = dynamic.Prefetched(keys, layer.lookup_unique(keys), counts, index)
+            if sharding is None:
+                out[tname] = dynamic.Prefetched(keys, layer.lookup_unique(keys), counts, index)
+                continue
+            # every replica's batch slice has the same shape: the same padded capacity
+            capacity = tf.add_n([tf.size(batch[f.name], out_type=tf.int64) for f in feats])
+            rows, ex = dynamic.sharded_rows(ctx, layer.info, sharding, keys, counts, capacity)
+            out[tname] = dynamic.Prefetched(keys, rows, counts, index, ex)
         return out
 
     def pooled_from(self, batch, prefetched=None) -> dict:

@@ -198,6 +198,14 @@ class RecModel(keras.Model):
 
     def predict_batch(self, batch) -> np.ndarray:
         """Probabilities for one batch dict (numpy in, numpy out)."""
+        sh = getattr(self.dynamic_store, "sharding", None)
+        if sh is not None and sh.num_workers > 1:
+            from recstrata.training.dynamic import DynamicTableError
+
+            raise DynamicTableError(
+                f"this model's dynamic store holds shard {sh.worker} of {sh.num_workers} (a "
+                f"multi-worker run): predict through Trainer.evaluate, or load the checkpoint "
+                f"with load_trained (the union of the shards)")
         return tf.sigmoid(self(batch, training=False)).numpy()
 
     def embedding_tables(self) -> dict:

@@ -142,16 +142,18 @@ class Trainer:
         from recstrata.training.models import has_dynamic
 
         self.dynamic_store = None
+        self.sharding = None     # multi-worker dynamic tables: this worker's shard
         if has_dynamic(cfg):
-            if self.cluster.num_workers > 1:
-                raise NotImplementedError(
-                    "dynamic tables train on one worker (any number of local replicas); the "
-                    "multi-worker design (rows sharded by id mod num_workers, docs/training.md) "
-                    "is not implemented")
             from recstrata.training import dynamic
 
+            store_dir = cfg.train.dynamic_store_dir
+            if self.cluster.num_workers > 1:
+                self.sharding = dynamic.Sharding(self.cluster.num_workers, self.cluster.worker,
+                                                 self.cluster.replicas_per_worker)
+                if store_dir is not None:   # one working store per worker, even on a shared disk
+                    store_dir = os.path.join(store_dir, f"w{self.cluster.worker}")
             self.dynamic_store = dynamic.open_for_config(
-                cfg, self.cluster.replicas_per_worker, cfg.train.dynamic_store_dir)
+                cfg, self.cluster.replicas_per_worker, store_dir, self.sharding)
         if self.cluster.num_workers > 1 and any(isinstance(f.scheme, K.FreqAwareKeys) for f in cfg.sparse):
             raise NotImplementedError(
                 "freq_aware tables train on one worker (any number of local replicas): each "
@@ -233,6 +235,8 @@ class Trainer:
             layer.save_tracker()
         if self.dynamic_store is None:
             self.manager.save()
+        elif self.sharding is not None:
+            self._save_sharded()
         else:
             # The dynamic tables' snapshot ckpt-N.dyn is complete before ckpt-N becomes the
             # latest checkpoint (the manager writes the "checkpoint" file last).
@@ -250,6 +254,38 @@ class Trainer:
                     shutil.rmtree(full, ignore_errors=True)
         if not self.cluster.is_chief:
             shutil.rmtree(self.manager.directory, ignore_errors=True)
+
+    def _save_sharded(self) -> None:
+        """Multi-worker dynamic tables: every worker writes its shard's snapshot
+        ``ckpt-N.dyn.w<k>`` into the (shared) checkpoint directory, then the chief saves
+        ``ckpt-N``; so ``ckpt-N`` is never the latest without all its shards."""
+        from recstrata.training import dynamic
+
+        latest = self.manager.latest_checkpoint if self.cluster.is_chief else None
+        mine = int(latest.rsplit("-", 1)[1]) + 1 if latest else 1
+        # the chief's numbering, for every worker (the other managers write scratch copies)
+        n = int(round(self._reduce_counts([mine if self.cluster.is_chief else 0])[0]))
+        directory = self.cfg.train.checkpoint_dir
+        os.makedirs(directory, exist_ok=True)
+        prefix = os.path.join(directory, f"{ckdir.CHECKPOINT_NAME}-{n}")
+        shard = dynamic.shard_snapshot_dir(prefix, self.cluster.worker)
+        if os.path.exists(shard):    # left by an interrupted run that never saved ckpt-N
+            shutil.rmtree(shard)
+        self.dynamic_store.snapshot(shard)
+        self._reduce_counts([1])     # barrier: every shard is written
+        if self.cluster.is_chief:
+            have = dynamic.shard_snapshot_dirs(prefix)
+            if len(have) != self.cluster.num_workers:
+                raise dynamic.DynamicTableError(
+                    f"{prefix}: found {len(have)} of the {self.cluster.num_workers} workers' "
+                    f"dynamic-table shards ({dynamic.SHARD_SUFFIX}<k>): with dynamic tables, "
+                    f"train.checkpoint_dir must be one directory shared by every worker")
+        self.manager.save(checkpoint_number=n)
+        keep = {os.path.basename(p) for p in self.manager.checkpoints}
+        tail = f"{dynamic.SHARD_SUFFIX}{self.cluster.worker}"
+        for d in os.listdir(directory):
+            if d.endswith(tail) and d[:-len(tail)] not in keep:
+                shutil.rmtree(os.path.join(directory, d), ignore_errors=True)
 
     def close(self) -> None:
         """Close the dynamic tables' working store (a Trainer without dynamic tables: no-op)."""
@@ -270,11 +306,7 @@ class Trainer:
         if self.dynamic_store is not None:
             from recstrata.training import dynamic
 
-            snap = latest + dynamic.SNAPSHOT_SUFFIX
-            if not os.path.isdir(snap):
-                raise FileNotFoundError(f"{latest}: the checkpoint has no dynamic-table snapshot "
-                                        f"{snap} (written by another version, or damaged)")
-            self.dynamic_store.restore(snap)
+            self.dynamic_store.restore(_snapshot_for(latest, self.sharding))
         self._say(f"resuming from {latest} (same config): epoch {int(self.epoch.numpy())}, "
                   f"step {int(self.step_in_epoch.numpy())} of that epoch; --fresh starts over")
         return True
@@ -304,13 +336,14 @@ class Trainer:
         scaled = isinstance(opt, keras.optimizers.LossScaleOptimizer)
 
         dynamic_tables = bool(self.dynamic_store is not None)
+        sharding = self.sharding
 
         def replica_train(b):
             ctx = tf.distribute.get_replica_context()
             w = b["weight"]
             wsum = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(w))
             with tf.GradientTape() as tape:
-                pre = model.embedding_stage.prefetch(b, w) if dynamic_tables else None
+                pre = model.embedding_stage.prefetch(b, w, sharding) if dynamic_tables else None
                 if pre:
                     for p in pre.values():
                         tape.watch(p.rows)
@@ -328,8 +361,11 @@ class Trainer:
                 replica = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
                 for (tname, p), g in zip(pre.items(), grads[len(variables):]):
                     g = tf.zeros_like(p.rows) if g is None else tf.convert_to_tensor(g)
-                    dynamic.apply_op(model.embedding_stage.dynamic[tname].info, p.keys,
-                                     p.counts, g, replica)
+                    info = model.embedding_stage.dynamic[tname].info
+                    if sharding is not None:   # the gradients go back to the ids' owners
+                        dynamic.sharded_apply(ctx, info, sharding, p.exchange, g)
+                    else:
+                        dynamic.apply_op(info, p.keys, p.counts, g, replica)
             return loss, tf.sigmoid(logits), wsum
 
         @tf.function
@@ -338,7 +374,11 @@ class Trainer:
             return strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None), prob, wsum
 
         def replica_eval(b):
-            p = tf.sigmoid(model(b, training=False))
+            if dynamic_tables and sharding is not None:   # rows from their owners' shards
+                pre = model.embedding_stage.prefetch(b, b["weight"], sharding)
+                p = tf.sigmoid(model.forward(b, training=False, prefetched=pre))
+            else:
+                p = tf.sigmoid(model(b, training=False))
             return p, b["label"], b["weight"], b["index"]
 
         @tf.function
@@ -507,6 +547,29 @@ class Trainer:
         return format_summary(self.model.summary_rows())
 
 
+def _snapshot_for(prefix: str, sharding=None) -> str:
+    """The dynamic-table snapshot of checkpoint ``prefix`` this process restores: ``.dyn`` of a
+    one-worker run, or this worker's shard ``.dyn.w<k>`` of a run of as many workers."""
+    from recstrata.training import dynamic
+
+    shards = dynamic.shard_snapshot_dirs(prefix)
+    single = prefix + dynamic.SNAPSHOT_SUFFIX
+    have = (f"{len(shards)} worker shards ({dynamic.SHARD_SUFFIX}0..{len(shards) - 1})" if shards
+            else "a one-worker snapshot (.dyn)" if os.path.isdir(single) else None)
+    if have is None:
+        raise FileNotFoundError(f"{prefix}: the checkpoint has no dynamic-table snapshot "
+                                f"{single} or {dynamic.SHARD_SUFFIX}<k> (written by another "
+                                f"version, or damaged)")
+    want = sharding.num_workers if sharding is not None else 1
+    if want == 1 and not shards:
+        return single
+    if want > 1 and len(shards) == want:
+        return shards[sharding.worker]
+    raise dynamic.DynamicTableError(
+        f"{prefix}: its dynamic tables were saved as {have}, this run has {want} worker(s): "
+        f"resume with the same number of workers (re-sharding the rows is not implemented)")
+
+
 def load_trained(checkpoint_dir: str, checkpoint: str | None = None):
     """Rebuild a trained model from a checkpoint directory written by training.
 
@@ -549,8 +612,15 @@ def restore_model(model, checkpoint_dir: str, checkpoint: str | None = None) -> 
     if store is not None:   # the dynamic tables' rows are in the checkpoint's snapshot
         from recstrata.training import dynamic
 
-        snap = prefix + dynamic.SNAPSHOT_SUFFIX
-        if not os.path.isdir(snap):
-            raise FileNotFoundError(f"{prefix}: the checkpoint has no dynamic-table snapshot {snap}")
-        store.restore(snap)
+        shards = dynamic.shard_snapshot_dirs(prefix)
+        sharding = getattr(store, "sharding", None)
+        if sharding is not None and sharding.num_workers > 1:   # a worker: its own shard
+            store.restore(_snapshot_for(prefix, sharding))
+        elif shards:    # a multi-worker run's checkpoint: the union of its shards
+            store.restore_union(shards)
+        else:
+            snap = prefix + dynamic.SNAPSHOT_SUFFIX
+            if not os.path.isdir(snap):
+                raise FileNotFoundError(f"{prefix}: the checkpoint has no dynamic-table snapshot {snap}")
+            store.restore(snap)
     return prefix
