@@ -57,7 +57,7 @@ FREQ = {"share": 0.75, "admit": 2, "tail": "hash"}
 
 
 def base_config(num_train: int, num_eval: int, seed: int, zipf: float,
-                structure: str = "independent") -> dict:
+                structure: str = "independent", data_seed: int = 0) -> dict:
     return {
         "name": "compression_study",
         "model": {"type": "deepfm", "hidden": [64, 32]},
@@ -66,7 +66,7 @@ def base_config(num_train: int, num_eval: int, seed: int, zipf: float,
                    for n, v, k in FEATURES],
         "dense": [{"name": "d0"}, {"name": "d1", "transform": "log1p"}, {"name": "d2"}],
         "data": {"format": "synthetic",
-                 "synthetic": {"num_train": num_train, "num_eval": num_eval, "seed": 0,
+                 "synthetic": {"num_train": num_train, "num_eval": num_eval, "seed": data_seed,
                                "zipf": zipf, "vocab": {n: v for n, v, _ in FEATURES},
                                "structure": structure}},
         "train": {"batch_size": 1024, "epochs": 1, "learning_rate": 0.005, "seed": seed,
@@ -187,6 +187,8 @@ def main(argv=None) -> int:
                     help="share of a freq_aware table's bytes spent on exact hot rows")
     ap.add_argument("--freq-admit", type=int, default=FREQ["admit"],
                     help="sketch count at which an id becomes hot")
+    ap.add_argument("--data-seed", type=int, default=0,
+                    help="seed of the synthetic teacher and data (a held-out check of tuned settings)")
     args = ap.parse_args(argv)
     FREQ.update(tail=args.freq_tail, share=args.freq_share, admit=args.freq_admit)
     stem = "compression" + ("_quick" if args.quick else "") + args.tag
@@ -221,7 +223,7 @@ def main(argv=None) -> int:
           f"Command: `python perf/compression_study.py {' '.join(argv if argv is not None else sys.argv[1:])}`"]
     rows, per_data = [], {}
     for data in datasets:
-        base = base_config(num_train, num_eval, 0, args.zipf, data)
+        base = base_config(num_train, num_eval, 0, args.zipf, data, args.data_seed)
         base["train"]["epochs"] = args.epochs
         teacher = synthetic.teacher_auc(load_config(base))
         print(f"[{data}] synthetic: {num_train} train / {num_eval} eval examples, zipf {args.zipf}; "

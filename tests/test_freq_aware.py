@@ -264,3 +264,12 @@ def test_two_logical_devices_match_one_device(tmp_path):
     np.testing.assert_allclose(np.array(one["probe"]), np.array(two["probe"]), atol=2e-4)
     for a, b in zip(one["history"], two["history"]):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_deltas_of_freq_aware_bundles_are_refused(tmp_path, trained):
+    from recstrata.training.delta import DeltaWriter
+
+    tr, _ = trained
+    export_bundle(tr.model, tmp_path / "1")
+    with pytest.raises(NotImplementedError, match="freq_aware"):
+        DeltaWriter(tmp_path / "1", tr.model)

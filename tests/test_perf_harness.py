@@ -131,9 +131,9 @@ def test_each_benchmark_imports_and_plots_its_summary(name, tmp_path):
 def test_compression_and_cost_model_plots(tmp_path):
     pytest.importorskip("matplotlib")
     cs = importlib.import_module("compression_study")
-    rows = [{"scheme": "plain", "ratio": 1.0, "rel_auc_loss": 0.0},
-            {"scheme": "qr", "ratio": 10.0, "rel_auc_loss": 0.001},
-            {"scheme": "qr", "ratio": 30.0, "rel_auc_loss": 0.004}]
+    rows = [{"data": d, "scheme": s, "ratio": r, "rel_auc_loss": loss}
+            for d in ("independent", "structured")
+            for s, r, loss in (("plain", 1.0, 0.0), ("qr", 10.0, 0.001), ("freq", 30.0, 0.004))]
     assert harness.save_plot(tmp_path / "c.png", lambda fig: cs.plot(fig, rows)).exists()
     cm = importlib.import_module("bench_cost_model")
     real = {p: [{"baseline_p99": 5.0}] for p in ("alone", "shared", "alone_costmodel", "costmodel")}

@@ -315,13 +315,25 @@ class StoreImpl final : public Store {
     if (!opened_ || clean_.load()) return;  // unchanged since a clean open
     pb::CleanClose cc;
     cc.set_last_sequence(last_seq_.load());
+    // Tables are sealed without mu_ held: a table's writer holds its write lock
+    // while it takes mu_ (MarkChanged), so sealing (which takes the write lock)
+    // under mu_ would invert that order.
+    std::vector<std::pair<uint32_t, TableImpl*>> sealing;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const pb::TableEntry& e : manifest_.tables()) {
+        auto it = tables_.find(e.name());
+        if (it == tables_.end()) return;
+        sealing.emplace_back(e.id(), it->second.get());
+      }
+    }
+    std::vector<TableRecord> records;
+    for (const auto& [id, table] : sealing) records.push_back(table->Seal());
     std::lock_guard<std::mutex> lock(mu_);
-    for (const pb::TableEntry& e : manifest_.tables()) {
-      auto it = tables_.find(e.name());
-      if (it == tables_.end()) return;
-      TableRecord r = it->second->Seal();
+    for (size_t i = 0; i < sealing.size(); ++i) {
+      const TableRecord& r = records[i];
       pb::TableState* ts = cc.add_tables();
-      ts->set_id(e.id());
+      ts->set_id(sealing[i].first);
       ts->set_rows(r.rows);
       ts->set_last_sequence(r.last_seq);
       for (const FileRecord& f : r.files) {

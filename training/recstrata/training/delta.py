@@ -117,6 +117,10 @@ class DeltaWriter:
         # (table name, j) -> (store table, rows, dim)
         self.targets = {}
         for t in self.manifest.tables:
+            if t.key_scheme.kind in ("freq_aware", "dynamic"):
+                raise NotImplementedError(
+                    f"{self.bundle_dir}: table {t.name} is {t.key_scheme.kind}: deltas of "
+                    f"{t.key_scheme.kind} tables are not written yet (export a new version)")
             for j, st in enumerate(t.subtables):
                 self.targets[(t.name, j)] = (st.store_table, int(st.rows), int(st.dim))
         if base is None:
