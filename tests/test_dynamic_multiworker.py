@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,6 +21,7 @@ pytest.importorskip("tensorflow")
 from recstrata.training.dynamic import owner  # noqa: E402
 
 from dynamic_helpers import QUIET, config, examples, keras_probs  # noqa: E402
+from net_helpers import free_ports  # noqa: E402
 
 IDS = 20000
 DYN = {"admission": {"threshold": 2}, "eviction": {"ttl_steps": 6, "every_steps": 2}}
@@ -47,16 +47,6 @@ RUNNER = textwrap.dedent("""
 """ % IDS)
 
 
-def _free_ports(k):
-    socks = [socket.socket() for _ in range(k)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _start(tmp_path, cfg_dict, tag, env=None, stop=0):
     script = tmp_path / "runner.py"
     script.write_text(RUNNER)
@@ -75,7 +65,7 @@ def _wait(proc, out):
 
 
 def _workers(tmp_path, cfg_dict, tag, stop=0):
-    ports = _free_ports(2)
+    ports = free_ports(2)
     workers = [f"127.0.0.1:{p}" for p in ports]
     procs = []
     for i in range(2):

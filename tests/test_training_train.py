@@ -7,7 +7,6 @@ subprocesses because logical devices and TF_CONFIG must be set before TensorFlow
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ tf = pytest.importorskip("tensorflow")
 from recstrata.training import keys as K  # noqa: E402
 from recstrata.training import keys_tf, models, synthetic, trainer  # noqa: E402
 from recstrata.training.spec import load_config  # noqa: E402
+from net_helpers import free_ports  # noqa: E402
 
 TINY = {
     "name": "tiny",
@@ -259,18 +259,8 @@ def test_two_logical_devices_match_one_device(tmp_path, one_device):
     assert sorted(one_device["seen"]) == sorted(two["seen"])
 
 
-def _free_ports(k):
-    socks = [socket.socket() for _ in range(k)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def test_two_workers_match_one_device(tmp_path, one_device):
-    ports = _free_ports(2)
+    ports = free_ports(2)
     workers = [f"127.0.0.1:{p}" for p in ports]
     procs = []
     ck = tmp_path / "ck"

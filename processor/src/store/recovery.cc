@@ -198,7 +198,11 @@ uint64_t TableImpl::Recover(const TableRecord* clean, std::vector<DroppedData>* 
     // The scan reads ~1 MiB blocks with pread in both read paths: few system
     // calls, and with mmap no page of the file gets mapped into the process
     // (its resident memory then counts only the records served later).
-    const uint64_t block_cap = std::max<uint64_t>(1, (1u << 20) / rec_size_) * rec_size_;
+    // (A small file gets a block of its own size: a table of many small files
+    // opens without zeroing 1 MiB per file.)
+    const uint64_t recs = std::min<uint64_t>(std::max<uint64_t>(1, (1u << 20) / rec_size_),
+                                             size / rec_size_ + 1);
+    const uint64_t block_cap = recs * rec_size_;
     std::vector<char> block(block_cap);
     uint64_t block_off = 0, block_len = 0;
     auto record_at = [&](uint64_t at) -> const char* {

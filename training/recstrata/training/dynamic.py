@@ -343,18 +343,9 @@ def apply_op(info: TableInfo, keys, counts, grads, replica):
 
 def pool(vec, lengths, combiner: str):
     """vec [B, k, W] of looked-up values -> pooled [B, W] (as SchemeEmbedding.call)."""
-    import tensorflow as tf
+    from recstrata.training.layers import pool_values
 
-    k = vec.shape[1]
-    n = tf.cast(lengths, tf.float32)
-    if k == 1:
-        return vec[:, 0, :] * tf.cast(n > 0, tf.float32)[:, None]
-    live = tf.cast(tf.range(k)[None, :] < tf.cast(lengths, tf.int32)[:, None], tf.float32)
-    summed = tf.reduce_sum(vec * live[..., None], axis=1)
-    if combiner == "sum":
-        return summed
-    nn = tf.maximum(n, 1.0)[:, None]
-    return summed / (nn if combiner == "mean" else tf.sqrt(nn))
+    return pool_values(vec, vec.shape[1], lengths, combiner)
 
 
 # ----------------------------------------------------------------------------- sharding

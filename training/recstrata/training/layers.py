@@ -66,13 +66,13 @@ class SchemeEmbedding(keras.layers.Layer):
 
     def call(self, ids, lengths, combiner: str = "sum"):
         """ids int64 [B, k], lengths int32 [B] -> pooled [B, width]."""
-        return _pool(self.lookup(ids), ids.shape[-1], lengths, combiner)
+        return pool_values(self.lookup(ids), ids.shape[-1], lengths, combiner)
 
     def num_params(self) -> int:
         return self.scheme.num_params(self.width)
 
 
-def _pool(vec, k, lengths, combiner: str):
+def pool_values(vec, k, lengths, combiner: str):
     """vec [B, k, W] of the values' vectors -> pooled [B, W] (docs/embedding-keys.md, sec. 4)."""
     n = tf.cast(lengths, tf.float32)
     if k == 1:
@@ -145,7 +145,7 @@ class FreqAwareEmbedding(keras.layers.Layer):
         return tf.where((slot >= 0)[..., None], hot, self.tail.lookup(ids))
 
     def call(self, ids, lengths, combiner: str = "sum"):
-        return _pool(self.lookup(ids), ids.shape[-1], lengths, combiner)
+        return pool_values(self.lookup(ids), ids.shape[-1], lengths, combiner)
 
     def observe(self, ids) -> int:
         """Training: count ``ids`` (the valid values of a batch) and install new hot ids, each
