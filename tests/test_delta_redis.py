@@ -76,7 +76,7 @@ def _hosts(tmp_path, bundle, cluster, name, n):
 
 
 def test_export_binds_the_key_space_to_its_bundle(exported, redis_cluster):
-    from recstrata.training.delta import crc32c
+    from recstrata.checksum import crc32c
 
     _model, bundle, name, space, _t = exported
     led = _ledger(redis_cluster, name, space)

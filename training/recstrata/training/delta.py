@@ -40,6 +40,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from recstrata.bundle import manifest as mf
+from recstrata.checksum import crc32c
 
 DELTA_FORMAT = "recstrata.delta"
 DELTA_FORMAT_VERSION = 1
@@ -48,17 +49,6 @@ DELTA_MANIFEST = "delta.json"
 
 __all__ = ["DeltaWriter", "DeltaHook", "crc32c", "list_deltas", "write_delta_from_checkpoints",
            "DELTAS_DIR", "DELTA_MANIFEST"]
-
-
-def crc32c(data, crc: int = 0) -> int:
-    """CRC-32C of a bytes-like object (the library's implementation: rs_crc32c)."""
-    from recstrata._native import check, ffi, lib
-
-    buf = ffi.from_buffer(memoryview(data).cast("B"))
-    out = ffi.new("uint32_t*")
-    err = ffi.new("rs_error**")
-    check(lib().rs_crc32c(buf, len(buf), crc, out, err), err)
-    return int(out[0])
 
 
 def _fsync(path: str, directory: bool = False) -> None:

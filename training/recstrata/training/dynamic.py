@@ -343,7 +343,7 @@ def apply_op(info: TableInfo, keys, counts, grads, replica):
 
 def pool(vec, lengths, combiner: str):
     """vec [B, k, W] of looked-up values -> pooled [B, W] (as SchemeEmbedding.call)."""
-    from recstrata.training.layers import pool_values
+    from recstrata.training.pooling import pool_values
 
     return pool_values(vec, vec.shape[1], lengths, combiner)
 

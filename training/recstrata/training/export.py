@@ -416,7 +416,7 @@ def _export(model, out_dir, parent, tiers, dram_fraction, dram_capacity_bytes, d
         #    space once, by whichever host takes each one's lease), then becomes the serving one
         redis_info = None
         if remote is not None:
-            from recstrata.training.delta import crc32c
+            from recstrata.checksum import crc32c
 
             with open(os.path.join(tmp, "bundle.json"), "rb") as fh:
                 remote.remote_pointer("bind_base", f"{crc32c(fh.read()):08x}")

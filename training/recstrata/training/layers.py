@@ -18,6 +18,7 @@ import tensorflow as tf
 from recstrata.training import dynamic_spec
 from recstrata.training import keys as K
 from recstrata.training import keys_tf
+from recstrata.training.pooling import pool_values
 from recstrata.training.spec import Config, DenseFeature, table_width
 
 INIT_STDDEV = 0.05
@@ -70,19 +71,6 @@ class SchemeEmbedding(keras.layers.Layer):
 
     def num_params(self) -> int:
         return self.scheme.num_params(self.width)
-
-
-def pool_values(vec, k, lengths, combiner: str):
-    """vec [B, k, W] of the values' vectors -> pooled [B, W] (docs/embedding-keys.md, sec. 4)."""
-    n = tf.cast(lengths, tf.float32)
-    if k == 1:
-        return vec[:, 0, :] * tf.cast(n > 0, tf.float32)[:, None]
-    live = tf.cast(tf.range(k)[None, :] < tf.cast(lengths, tf.int32)[:, None], tf.float32)
-    summed = tf.reduce_sum(vec * live[..., None], axis=1)
-    if combiner == "sum":
-        return summed
-    nn = tf.maximum(n, 1.0)[:, None]
-    return summed / (nn if combiner == "mean" else tf.sqrt(nn))
 
 
 class FreqAwareEmbedding(keras.layers.Layer):
