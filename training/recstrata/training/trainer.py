@@ -1,10 +1,7 @@
-"""Training and evaluation with tf.distribute: devices, the custom loop, checkpoints, metrics.
+"""Training and evaluation with tf.distribute: the custom loop, checkpoints, metrics.
 
-Devices (``train.devices``): ``auto`` uses MultiWorkerMirroredStrategy when ``TF_CONFIG``
-names more than one worker, else MirroredStrategy over all local GPUs when there are any, else
-the default (single CPU) strategy; ``mirrored`` forces MirroredStrategy over the local GPUs, or
-over all logical CPU devices when there is no GPU (how tests run multi-device on CPU); ``cpu``
-forces one CPU device.
+Devices and the strategy: :mod:`recstrata.training.cluster` (``Cluster`` and ``make_cluster``
+are re-exported here).
 
 Exactly-once: see :mod:`recstrata.training.data`. Each step, every replica gets its own slice of
 the global batch; the loss is ``sum(weight * bce) / sum(weight over the whole global batch)``
@@ -17,7 +14,6 @@ the real (weight > 0) examples.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -28,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from recstrata.training import checkpoint_dir as ckdir
+from recstrata.training.cluster import Cluster, make_cluster  # noqa: F401  (re-exported)
 from recstrata.training import data as D
 from recstrata.training import metrics
 from recstrata.training import keys as K
@@ -40,56 +37,6 @@ def _tf():
     import tensorflow as tf
 
     return tf
-
-
-# ----------------------------------------------------------------------------- devices
-
-@dataclasses.dataclass
-class Cluster:
-    strategy: object
-    num_workers: int = 1
-    worker: int = 0
-    replicas_per_worker: int = 1
-
-    @property
-    def is_chief(self) -> bool:
-        return self.worker == 0
-
-    @property
-    def num_replicas(self) -> int:
-        return self.num_workers * self.replicas_per_worker
-
-
-def tf_config_workers() -> int:
-    try:
-        cfg = json.loads(os.environ.get("TF_CONFIG", "") or "{}")
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"TF_CONFIG is not valid JSON: {exc}") from None
-    return len(cfg.get("cluster", {}).get("worker", []))
-
-
-def make_cluster(devices: str = "auto") -> Cluster:
-    """Pick the tf.distribute strategy (see module docstring). Create it before other TF work:
-    MultiWorkerMirroredStrategy must be created at program start."""
-    tf = _tf()
-    if devices == "auto" and tf_config_workers() > 1:
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        resolver = strategy.cluster_resolver
-        nw = len(resolver.cluster_spec().as_dict().get("worker", []))
-        worker = int(resolver.task_id or 0)
-        return Cluster(strategy, nw, worker, strategy.num_replicas_in_sync // nw)
-    gpus = tf.config.list_logical_devices("GPU")
-    if devices == "cpu":
-        return Cluster(tf.distribute.OneDeviceStrategy("/cpu:0"))
-    if gpus and devices in ("auto", "mirrored"):
-        strategy = tf.distribute.MirroredStrategy([g.name for g in gpus])
-        return Cluster(strategy, replicas_per_worker=strategy.num_replicas_in_sync)
-    if devices == "mirrored":
-        cpus = [c.name for c in tf.config.list_logical_devices("CPU")]
-        strategy = tf.distribute.MirroredStrategy(
-            cpus, cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=cpus[0]))
-        return Cluster(strategy, replicas_per_worker=strategy.num_replicas_in_sync)
-    return Cluster(tf.distribute.get_strategy())
 
 
 # ----------------------------------------------------------------------------- trainer
