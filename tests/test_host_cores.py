@@ -234,7 +234,7 @@ def test_fixed_cpus_and_model_config_cpusets_opt_out(tmp_path, template):
     ({"cpu_ms_per_request": "NaN"}, {}, None, "cpu_ms_per_request"),
     ({"favourite_core": 3}, {}, None, "favourite_core"),
     ({}, {"core_allocation": "sometimes"}, None, "core_allocation"),
-    ({}, {"core_allocation": "dynamic"}, None, "not built"),
+    ({}, {"core_replan_interval_ms": 1000}, None, "only used with core_allocation"),
     ({}, {"core_cpus": "0-x"}, None, "core_cpus"),
     ({}, {"core_cpus": "4000"}, None, "may not run on"),
     ({}, {"core_target_utilization": 1.5}, None, "core_target_utilization"),

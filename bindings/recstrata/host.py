@@ -261,3 +261,18 @@ class Host(NativeHandle):
     def metrics_text(self) -> str:
         """Prometheus text exposition of the host's metrics."""
         return self._text(self._lib.rs_host_metrics_text)
+
+    # ---- dynamic core allocation -------------------------------------------
+
+    def replan_cores(self) -> dict:
+        """One re-plan decision now (``core_allocation: "dynamic"``): the decision
+        ``{"decision", "changed", "forced", "reason", "apply_errors", "plan"}``."""
+        return json.loads(self._text(self._lib.rs_host_replan_cores))
+
+    def _force_core_plan(self, cpus: Mapping[str, str]) -> dict:
+        """TEST HOOK (``rs_host_force_core_plan``): moves models to CPUs, ``{"model": "0-1"}``,
+        like a re-plan would."""
+        plan = json.dumps({"models": [{"name": n, "cpus": c} for n, c in cpus.items()]})
+        out = ffi.new("char**")
+        self._call(self._lib.rs_host_force_core_plan, plan.encode("utf-8"), out)
+        return json.loads(take_string(out[0]))

@@ -491,10 +491,11 @@ typedef struct rs_lease rs_lease;
  *    "load_nice": 10,              (versions whose session config runs ops
  *                                   inline load on a thread at this higher
  *                                   nice value; 0..19, 0: off)
- *    "core_allocation": "static",  ("off", the default, or "static": the
- *                                   core allocator, below)
+ *    "core_allocation": "static",  ("off", the default, "static" or
+ *                                   "dynamic": the core allocator, below)
  *    "core_cpus": "0-31", "core_target_utilization": 0.7,
- *    "min_shared_cores": 1}
+ *    "min_shared_cores": 1,
+ *    "core_replan_interval_ms": 1000, "core_hysteresis": 0.2}  (dynamic only)
  * and per model "cores": {"role": "baseline" | "experiment",
  * "requests_per_second", "cpu_ms_per_request", "latency_target_ms",
  * "min_cores", "fixed_cpus"}. In static mode the host plans the cores at
@@ -503,7 +504,15 @@ typedef struct rs_lease rs_lease;
  * set as "cpusets" (once per session) and "split_parts" (at most its cores);
  * a model whose model_config sets "cpusets" is planned as fixed there and
  * left untouched (docs/host.md "Cores"). Floors that do not fit:
- * RS_ERR_FAILED_PRECONDITION.
+ * RS_ERR_FAILED_PRECONDITION. "dynamic" starts from the static plan, then a
+ * host thread re-plans every core_replan_interval_ms (0: only through
+ * rs_host_replan_cores) from the measured request rate, calling-thread CPU
+ * time per request and p99 (against latency_target_ms), with the
+ * allocator's hysteresis and floors, and re-pins the inline sessions of
+ * every loaded version of a moved model at run time (a run in flight
+ * finishes on its old set); a model it places whose sessions use inter-op
+ * pools (inter_op_parallelism_threads >= 0) is refused,
+ * RS_ERR_INVALID_ARGUMENT.
  * A version directory is complete once it holds saved_model.pb,
  * saved_model.pbtxt or bundle.json; other entries (3.tmp, files, 0) are
  * ignored. Versions are >= 1. With batching (max_batch_size > 1), concurrent
@@ -609,7 +618,12 @@ RS_API int rs_lease_describe_json(const rs_lease* lease, char** out_json,
  *    "in_flight", "requests", "errors"}]}], "polls", "poll_interval_seconds",
  *    "cores": {"mode", "cpus", "shared_cpus", "summary", "models": [{"name",
  *    "role", "cpus", "cores", "dedicated", "demand_cores", "reason", "source",
- *    "cpusets", "split_parts"}]}}. */
+ *    "cpusets", "split_parts"}]}}; in dynamic mode "cores" also has
+ *    "replan_interval_ms", "hysteresis", "decisions", "replans",
+ *    "last_decision": {"reason", "changed", "forced", "apply_errors",
+ *    "seconds_ago"}, and per model "measured": {"window_seconds",
+ *    "requests", "requests_per_second", "cpu_ms_per_request", "p99_ms",
+ *    "p99_over_last_bucket", "latency_target_ms"}. */
 RS_API int rs_host_status_json(rs_host* host, char** out_json,
                                rs_error** error) RS_NOEXCEPT;
 
@@ -624,9 +638,33 @@ RS_API int rs_host_status_json(rs_host* host, char** out_json,
  * rs_host_store_{dram,ssd}_{hits,misses}_total; the core plan as
  * rs_host_core_allocation_info and per model rs_host_model_cores,
  * rs_host_model_demand_cores, rs_host_model_cores_dedicated,
- * rs_host_model_cpus_info. Counters of a version live as long as the host. */
+ * rs_host_model_cpus_info; in dynamic mode rs_host_core_decisions_total,
+ * rs_host_core_replans_total and per model rs_host_model_measured_rps,
+ * rs_host_model_measured_cpu_ms_per_request, rs_host_model_measured_p99_ms.
+ * Counters of a version live as long as the host. */
 RS_API int rs_host_metrics_text(rs_host* host, char** out_text,
                                 rs_error** error) RS_NOEXCEPT;
+
+/* Dynamic core allocation: one re-plan decision now, over the window since
+ * the previous decision (as the host's re-plan thread makes every
+ * core_replan_interval_ms): measure, plan with the allocator's dynamic rule,
+ * re-pin if the assignment changed. *out_json (may be NULL; else released
+ * with rs_free) receives the decision {"decision" (its number), "changed",
+ * "forced", "reason", "apply_errors", "plan" (the CorePlan in force)}. Host
+ * not in "dynamic" mode, or closed: RS_ERR_FAILED_PRECONDITION. Thread-safe:
+ * decisions are serialized with the re-plan thread's; calls keep running. */
+RS_API int rs_host_replan_cores(rs_host* host, char** out_json,
+                                rs_error** error) RS_NOEXCEPT;
+
+/* TEST HOOK, outside the append-only promise: may change or go away in any
+ * release. Imposes CPUs on some of the models the allocator places
+ * (`plan_json`: {"models": [{"name", "cpus"}]}) and applies that like a
+ * re-plan (re-pins, counted in "replans", reason "forced ..."); later
+ * decisions start from it. Unknown or opted-out models, CPUs outside the
+ * divided ones, bad JSON: RS_ERR_INVALID_ARGUMENT; otherwise as
+ * rs_host_replan_cores (same *out_json, same thread-safety). */
+RS_API int rs_host_force_core_plan(rs_host* host, const char* plan_json,
+                                   char** out_json, rs_error** error) RS_NOEXCEPT;
 
 /* RS_CDEF_END */
 

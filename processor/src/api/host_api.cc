@@ -1,6 +1,8 @@
 // C entry points of the Model host section of recstrata.h: exception walls
 // over rs::host::Manager (host/manager.h). The host gets the library's model
 // dependencies from the composition root, like rs_model_open.
+#include <time.h>
+
 #include <chrono>
 #include <memory>
 #include <string>
@@ -37,20 +39,36 @@ void NeedOut(T* out, const char* what) {
   if (out == nullptr) rs::Fail(RS_ERR_INVALID_ARGUMENT, std::string(what) + " is NULL");
 }
 
+uint64_t ThreadCpuNs() {
+  timespec ts{};
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
 // Runs `call` on a version (through its batcher when it has one) and records
-// it in the version's counters.
+// it in the version's counters: wall time of successful calls, and the
+// calling thread's CPU time of every call (a batch leader's includes its
+// followers' rows; work on other threads, e.g. bundle split workers, is not
+// seen).
 template <typename F>
 void Counted(rs::host::Servable& s, F&& call) {
   auto t0 = std::chrono::steady_clock::now();
+  const uint64_t cpu0 = ThreadCpuNs();
+  auto cpu = [&] {
+    uint64_t c = ThreadCpuNs();
+    if (c > cpu0) s.counters().cpu_ns_sum.fetch_add(c - cpu0, std::memory_order_relaxed);
+  };
   try {
     rs::Runner runner;
     if (rs::host::Batcher* b = s.batcher())
       runner = [b](const rs_tensor* in, size_t n, const int* idx, size_t n_out) { return b->Run(in, n, idx, n_out); };
     call(s.model(), runner);
   } catch (...) {
+    cpu();
     s.counters().Record(false, 0);
     throw;
   }
+  cpu();
   auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
   s.counters().Record(true, static_cast<uint64_t>(ns));
 }
@@ -210,6 +228,22 @@ RS_API int rs_host_metrics_text(rs_host* host, char** out_text, rs_error** error
   rs::host::Manager& h = Need(host);
   NeedOut(out_text, "out_text");
   *out_text = rs::MallocCopy(h.MetricsText());
+  RS_API_END(error);
+}
+
+RS_API int rs_host_replan_cores(rs_host* host, char** out_json, rs_error** error) noexcept {
+  if (out_json) *out_json = nullptr;
+  RS_API_BEGIN(error);
+  std::string decision = Need(host).ReplanCores();
+  if (out_json) *out_json = rs::MallocCopy(decision);
+  RS_API_END(error);
+}
+
+RS_API int rs_host_force_core_plan(rs_host* host, const char* plan_json, char** out_json, rs_error** error) noexcept {
+  if (out_json) *out_json = nullptr;
+  RS_API_BEGIN(error);
+  std::string decision = Need(host).ForceCorePlan(plan_json);
+  if (out_json) *out_json = rs::MallocCopy(decision);
   RS_API_END(error);
 }
 

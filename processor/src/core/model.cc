@@ -160,10 +160,23 @@ std::function<void()> Model::PrepareDense(const std::string& dense_dir) {
   if (!w.error.empty()) Fail(RS_ERR_INVALID_ARGUMENT, "the dense stage in " + dense_dir + " failed its warmup: " + w.error);
   auto dir = std::make_shared<const std::string>(dense_dir);
   return [this, g, dir]() {
+    std::lock_guard<std::mutex> lk(cpus_mu_);
+    if (!cpus_override_.empty()) {
+      try {
+        g->SetCpus(cpus_override_);  // the same config as the served group, which took them
+      } catch (...) {
+      }
+    }
     std::atomic_store(&group_, g);
     std::atomic_store(&dense_dir_, dir);
     dense_swaps_.fetch_add(1, std::memory_order_relaxed);
   };
+}
+
+void Model::SetSessionCpus(const cpu_set_t& cpus) {
+  std::lock_guard<std::mutex> lk(cpus_mu_);
+  Group()->SetCpus({cpus});
+  cpus_override_.assign(1, cpus);
 }
 
 std::unique_ptr<rs_result> Model::Run(const rs_tensor* inputs, size_t n, const int* out_idx, size_t n_out,

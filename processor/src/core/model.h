@@ -21,6 +21,7 @@
 #include <climits>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,13 @@ class Model {
   // serializes them). Throws rs::Error.
   std::function<void()> PrepareDense(const std::string& dense_dir);
 
+  // Re-pins the sessions of the served dense stage, and of any stage a later
+  // PrepareDense publishes, to `cpus` (every session the same set) from
+  // their next run on (SessionGroup::SetCpus; its errors). Runs in flight
+  // finish on their old set. Bundle split workers (SplitPool) are not
+  // pinned. Thread-safe.
+  void SetSessionCpus(const cpu_set_t& cpus);
+
   // Counts a failure of a call that never reached Run (e.g. a bad request).
   void CountError() { stats_.errors.fetch_add(1, std::memory_order_relaxed); }
 
@@ -94,6 +102,8 @@ class Model {
   std::shared_ptr<SessionGroup> Group() const { return std::atomic_load(&group_); }
 
   ModelConfig cfg_;
+  std::mutex cpus_mu_;                     // SetSessionCpus against a dense publish
+  std::vector<cpu_set_t> cpus_override_;   // empty: the config's cpusets
   std::string model_path_;
   std::shared_ptr<const std::string> dense_dir_;  // std::atomic_load/store, with group_
   std::unique_ptr<InputStage> stage_;    // bundles only; destroyed after group_

@@ -130,15 +130,17 @@ SessionGroup::SessionGroup(const std::string& dir, const ModelConfig& cfg) : cfg
     auto sess = std::make_unique<Session>();
     if (!cfg.cpusets.empty()) {
       sess->has_cpus = true;
-      sess->cpus = cfg.cpusets[i];
-      sess->cpus_text = CpusText(sess->cpus);
+      auto set = std::make_shared<CpuSet>();
+      set->set = cfg.cpusets[i];
+      set->text = CpusText(set->set);
       cpu_set_t usable;
       if (have_allowed) {
-        CPU_AND(&usable, &allowed, &sess->cpus);
+        CPU_AND(&usable, &allowed, &set->set);
         if (CPU_COUNT(&usable) == 0)
-          Fail(RS_ERR_INVALID_ARGUMENT, "config: cpuset \"" + sess->cpus_text + "\" of session " + std::to_string(i) +
+          Fail(RS_ERR_INVALID_ARGUMENT, "config: cpuset \"" + set->text + "\" of session " + std::to_string(i) +
                                             " has no CPU this process may run on (allowed: " + CpusText(allowed) + ")");
       }
+      sess->cpus = std::move(set);
       // Inline sessions run ops in the caller's thread: pin that thread during Run.
       sess->pin_caller = cfg.inter_op_threads < 0;
     }
@@ -223,7 +225,8 @@ void SessionGroup::PinPoolThreads(const std::set<int>& threads_before) {
   // to a pool all sessions use and gets the union of their core sets.
   cpu_set_t all;
   CPU_ZERO(&all);
-  for (const auto& s : sessions_) CPU_OR(&all, &all, &s->cpus);
+  for (const auto& s : sessions_)
+    if (s->cpus) CPU_OR(&all, &all, &s->cpus->set);
   for (int tid : ProcessThreads()) {
     if (threads_before.count(tid)) continue;
     std::string name = ThreadName(tid);
@@ -232,7 +235,7 @@ void SessionGroup::PinPoolThreads(const std::set<int>& threads_before) {
       int i = std::atoi(name.c_str() + 10);
       if (i >= 0 && i < static_cast<int>(sessions_.size())) own = sessions_[i].get();
     }
-    const cpu_set_t& set = own ? own->cpus : all;
+    const cpu_set_t& set = own && own->cpus ? own->cpus->set : all;
     if (sched_setaffinity(tid, sizeof(cpu_set_t), &set) == 0 && own) own->pinned_threads.push_back(tid);
   }
 }
@@ -273,10 +276,10 @@ namespace {
 // Sets the calling thread's affinity for the duration of a scope.
 class AffinityScope {
  public:
-  AffinityScope(bool active, const cpu_set_t& set) : active_(active) {
+  AffinityScope(bool active, const cpu_set_t* set) : active_(active) {
     if (!active_) return;
     active_ = pthread_getaffinity_np(pthread_self(), sizeof(old_), &old_) == 0 &&
-              pthread_setaffinity_np(pthread_self(), sizeof(cpu_set_t), &set) == 0;
+              pthread_setaffinity_np(pthread_self(), sizeof(cpu_set_t), set) == 0;
   }
   ~AffinityScope() {
     if (active_) pthread_setaffinity_np(pthread_self(), sizeof(old_), &old_);
@@ -327,7 +330,9 @@ void SessionGroup::Run(int s, TF_Tensor* const* inputs, const int* out_idx, size
   }
   StatusHolder st;
   {
-    AffinityScope pin(sess.pin_caller, sess.cpus);
+    // The set in force when the run starts; SetCpus may publish another meanwhile.
+    const std::shared_ptr<const CpuSet> cpus = sess.pin_caller ? std::atomic_load(&sess.cpus) : nullptr;
+    AffinityScope pin(cpus != nullptr, cpus ? &cpus->set : nullptr);
     TF_SessionRun(ld.session, run_options, ld.inputs.data(), inputs, static_cast<int>(ld.inputs.size()),
                   outs, outputs, static_cast<int>(n_out), nullptr, 0, run_metadata, st.s);
   }
@@ -338,6 +343,33 @@ void SessionGroup::Run(int s, TF_Tensor* const* inputs, const int* out_idx, size
     }
     st.Throw("TensorFlow run failed");
   }
+}
+
+void SessionGroup::SetCpus(const std::vector<cpu_set_t>& per_session) {
+  if (per_session.size() != 1 && per_session.size() != sessions_.size())
+    Fail(RS_ERR_INVALID_ARGUMENT, "SetCpus: " + std::to_string(per_session.size()) + " core sets for " +
+                                      std::to_string(sessions_.size()) + " sessions");
+  cpu_set_t allowed;
+  bool have_allowed = sched_getaffinity(0, sizeof(allowed), &allowed) == 0;
+  std::vector<std::shared_ptr<const CpuSet>> next;
+  for (size_t i = 0; i < sessions_.size(); ++i) {
+    if (!sessions_[i]->pin_caller)
+      Fail(RS_ERR_FAILED_PRECONDITION,
+           "session " + std::to_string(i) + " cannot be re-pinned at run time: " +
+               (sessions_[i]->has_cpus ? "its ops run on inter-op pool threads (inter_op_parallelism_threads >= 0)"
+                                       : "it was loaded without a cpuset"));
+    auto set = std::make_shared<CpuSet>();
+    set->set = per_session[per_session.size() == 1 ? 0 : i];
+    set->text = CpusText(set->set);
+    cpu_set_t usable;
+    if (have_allowed) {
+      CPU_AND(&usable, &allowed, &set->set);
+      if (CPU_COUNT(&usable) == 0)
+        Fail(RS_ERR_INVALID_ARGUMENT, "SetCpus: cpuset \"" + set->text + "\" has no CPU this process may run on");
+    }
+    next.push_back(std::move(set));
+  }
+  for (size_t i = 0; i < sessions_.size(); ++i) std::atomic_store(&sessions_[i]->cpus, next[i]);
 }
 
 std::string SessionGroup::StatsJson() const {
@@ -369,7 +401,8 @@ std::string SessionGroup::LayoutJson() const {
     const Session& s = *sessions_[i];
     if (i) out += ",";
     out += "{\"index\":" + std::to_string(i) + ",\"cpus\":";
-    AppendJsonString(out, s.cpus_text);
+    const std::shared_ptr<const CpuSet> cpus = std::atomic_load(&s.cpus);
+    AppendJsonString(out, cpus ? cpus->text : std::string());
     out += ",\"affinity\":\"";
     out += !s.has_cpus ? "none" : (s.pin_caller ? "caller_thread_during_run" : "pool_threads");
     out += "\",\"pinned_threads\":" + std::to_string(s.pinned_threads.size());

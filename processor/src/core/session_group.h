@@ -6,9 +6,10 @@
 // the session of each call. Weights are held once, as DeepRec's SessionGroup
 // does; a TF session is safe to run from many threads at once.
 //
-// Threading: Select() and Run() are called by any number of threads at once;
-// they take no locks (atomics only). Construction and destruction are
-// single-threaded.
+// Threading: Select(), Run() and SetCpus() are called by any number of
+// threads at once; Select and Run take no locks (atomics only; the core set a
+// run pins to is read once per run through std::atomic_load). Construction
+// and destruction are single-threaded.
 #ifndef RECSTRATA_CORE_SESSION_GROUP_H_
 #define RECSTRATA_CORE_SESSION_GROUP_H_
 
@@ -61,6 +62,16 @@ class SessionGroup {
   void Run(int s, TF_Tensor* const* inputs, const int* out_idx, size_t n_out, TF_Tensor** outputs,
            const TF_Buffer* run_options = nullptr, TF_Buffer* run_metadata = nullptr);
 
+  // Re-pins inline sessions at run time (the host's dynamic core allocation):
+  // session i's runs pin the caller thread to per_session[i] (one set: every
+  // session) from the next run on; a run in flight finishes on the set it
+  // started with. Only sessions that pin the caller during runs (a cpuset and
+  // inline ops, inter_op_parallelism_threads < 0) can be re-pinned: pooled
+  // sessions' threads are not moved, RS_ERR_FAILED_PRECONDITION. A set with
+  // no CPU this process may run on, or a count that is neither 1 nor
+  // size(): RS_ERR_INVALID_ARGUMENT. Nothing changes when it throws.
+  void SetCpus(const std::vector<cpu_set_t>& per_session);
+
   // {"policy":..,"sessions":[{"calls":..,"in_flight":..,"cpus":".."}...]}
   std::string StatsJson() const;
   // {"session_num":..,"policy":..,"inter_op_parallelism_threads":.., ...}
@@ -78,13 +89,16 @@ class SessionGroup {
     Loaded& operator=(const Loaded&) = delete;
     ~Loaded();
   };
+  struct CpuSet {  // immutable once published
+    cpu_set_t set;
+    std::string text;
+  };
   struct Session {
     int pool = -1;                   // inter-op pool index, -1: the session's default
     std::string run_options;         // serialized RunOptions selecting `pool`
     bool pin_caller = false;         // set the caller's affinity during Run
     bool has_cpus = false;
-    cpu_set_t cpus;
-    std::string cpus_text;
+    std::shared_ptr<const CpuSet> cpus;  // std::atomic_load/store (SetCpus swaps it)
     std::vector<int> pinned_threads;  // pool threads pinned at creation
     alignas(64) std::atomic<int64_t> in_flight{0};
     std::atomic<int64_t> calls{0};

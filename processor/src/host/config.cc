@@ -78,10 +78,21 @@ HostSpec ParseHostConfig(const char* json) {
     spec.load_nice = pb.load_nice();
   }
   const std::string& alloc = pb.core_allocation();
-  if (alloc == "dynamic")
-    Bad("core_allocation \"dynamic\" is not built yet (use \"static\" or \"off\"; docs/host.md)");
-  if (!alloc.empty() && alloc != "off" && alloc != "static")
-    Bad("core_allocation must be \"off\" or \"static\", not \"" + alloc + "\"");
+  if (!alloc.empty() && alloc != "off" && alloc != "static" && alloc != "dynamic")
+    Bad("core_allocation must be \"off\", \"static\" or \"dynamic\", not \"" + alloc + "\"");
+  if (alloc != "dynamic" && (pb.has_core_replan_interval_ms() || pb.has_core_hysteresis()))
+    Bad(std::string(pb.has_core_replan_interval_ms() ? "core_replan_interval_ms" : "core_hysteresis") +
+        " is only used with core_allocation \"dynamic\"");
+  if (pb.has_core_replan_interval_ms()) {
+    uint32_t ms = pb.core_replan_interval_ms();
+    if (ms != 0 && (ms < 10 || ms > 3600000)) Bad("core_replan_interval_ms must be 0 (no re-plan thread) or 10..3600000");
+    spec.cores.replan_interval_ms = ms;
+  }
+  if (pb.has_core_hysteresis()) {
+    double h = pb.core_hysteresis();
+    if (!(h >= 0 && h <= 10)) Bad("core_hysteresis must be in 0..10");
+    spec.cores.hysteresis = h;
+  }
   spec.cores.mode = alloc.empty() ? "off" : alloc;
   spec.cores.cpus = pb.core_cpus();
   if (pb.has_core_target_utilization()) {

@@ -4,6 +4,7 @@
 #ifndef RECSTRATA_HOST_CONFIG_H_
 #define RECSTRATA_HOST_CONFIG_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -25,10 +26,13 @@ struct ModelSpec {
 
 // HostConfig's allocator fields (host/core_allocation.h).
 struct CoreOptions {
-  std::string mode = "off";  // "off" | "static"
+  std::string mode = "off";  // "off" | "static" | "dynamic"
   std::string cpus;          // "": the process affinity
   double target_utilization = 0;  // 0: the allocator's default
   int min_shared_cores = -1;      // < 0: the allocator's default
+  // Dynamic mode (host/core_replanner.h).
+  int64_t replan_interval_ms = 1000;  // 0: no re-plan thread
+  double hysteresis = -1;             // < 0: the allocator's default
 };
 
 struct HostSpec {

@@ -52,7 +52,9 @@ CoreAllocation AllocateCores(std::vector<ModelSpec>* models, const CoreOptions& 
   CoreAllocation out;
   out.mode = options.mode;
   if (options.mode == "off") return out;
-  if (options.mode != "static") Bad(RS_ERR_INVALID_ARGUMENT, "mode must be \"off\" or \"static\", not \"" + options.mode + "\"");
+  const bool dynamic = options.mode == "dynamic";
+  if (options.mode != "static" && !dynamic)
+    Bad(RS_ERR_INVALID_ARGUMENT, "mode must be \"off\", \"static\" or \"dynamic\", not \"" + options.mode + "\"");
 
   const std::vector<int> allowed = AllowedCpus();
   std::vector<int> pool = options.cpus.empty() ? allowed : ParseCpuList(options.cpus, "host config: core_cpus");
@@ -90,9 +92,18 @@ CoreAllocation AllocateCores(std::vector<ModelSpec>* models, const CoreOptions& 
     *req.add_models() = std::move(d);
   }
   try {
-    out.plan = PlanCores(req);
+    out.plan = PlanCores(req);  // dynamic mode starts from the static plan of the declared traffic
   } catch (const Error& e) {
     Bad(e.code(), e.what());
+  }
+  out.request = req;
+  if (dynamic) {
+    out.request.set_mode("dynamic");
+    if (options.hysteresis >= 0) out.request.set_hysteresis(options.hysteresis);
+    out.plan.set_mode("dynamic");  // so that the first re-plan may keep it
+    std::string sum = out.plan.summary();
+    if (sum.rfind("static: ", 0) == 0) sum = sum.substr(8);
+    out.plan.set_summary("dynamic (at open, from the declared traffic): " + sum);
   }
 
   for (size_t i = 0; i < models->size(); ++i) {
@@ -113,7 +124,15 @@ CoreAllocation AllocateCores(std::vector<ModelSpec>* models, const CoreOptions& 
       continue;
     }
     Struct& cfg = configs[i];
-    ap.cpusets = Repeat(a->cpus(), SessionNum(cfg));
+    if (dynamic && ap.source == "allocator") {
+      auto io = cfg.fields().find("inter_op_parallelism_threads");
+      if (io != cfg.fields().end() && io->second.has_number_value() && io->second.number_value() >= 0)
+        Bad(RS_ERR_INVALID_ARGUMENT, "model \"" + m.name + "\": core_allocation \"dynamic\" re-pins only inline sessions, "
+            "but its model_config sets inter_op_parallelism_threads >= 0 (pool threads are not re-pinned); "
+            "drop it, give the model cores.fixed_cpus, or use \"static\"");
+    }
+    ap.sessions = SessionNum(cfg);
+    ap.cpusets = Repeat(a->cpus(), ap.sessions);
     ap.split_parts = std::min(a->cores(), kMaxSplitParts);
     auto sp = cfg.fields().find("split_parts");
     // A malformed split_parts of the user's stays, for the load to report.
@@ -132,7 +151,7 @@ CoreAllocation AllocateCores(std::vector<ModelSpec>* models, const CoreOptions& 
   return out;
 }
 
-std::string CoreAllocation::StatusJson() const {
+std::string CoreAllocation::StatusJson(const std::vector<std::string>& per_model, const std::string& extra) const {
   std::string o = "{\"mode\":" + JsonString(mode) + ",\"cpus\":" + JsonString(cpus);
   o += ",\"shared_cpus\":" + JsonString(plan.shared_cpus()) + ",\"summary\":" + JsonString(plan.summary());
   o += ",\"models\":[";
@@ -145,9 +164,11 @@ std::string CoreAllocation::StatusJson() const {
     o += ",\"cpus\":" + JsonString(a.cpus()) + ",\"cores\":" + std::to_string(a.cores());
     o += std::string(",\"dedicated\":") + (a.dedicated() ? "true" : "false") + ",\"demand_cores\":" + demand;
     o += ",\"reason\":" + JsonString(a.reason()) + ",\"source\":" + JsonString(ap.source);
-    o += ",\"cpusets\":" + JsonString(ap.cpusets) + ",\"split_parts\":" + std::to_string(ap.split_parts) + "}";
+    o += ",\"cpusets\":" + JsonString(ap.cpusets) + ",\"split_parts\":" + std::to_string(ap.split_parts);
+    if (static_cast<size_t>(i) < per_model.size()) o += per_model[static_cast<size_t>(i)];
+    o += "}";
   }
-  o += "]}";
+  o += "]" + extra + "}";
   return o;
 }
 

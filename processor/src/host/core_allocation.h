@@ -22,26 +22,34 @@
 namespace rs::host {
 
 struct CoreAllocation {
-  std::string mode = "off";  // "off" | "static"
+  std::string mode = "off";  // "off" | "static" | "dynamic"
   std::string cpus;          // the CPUs divided ("" when off)
   recstrata::config::CorePlan plan;  // empty when off
+  // What the plan was computed from (the models' declared demands, fixed
+  // CPUs, options); dynamic mode re-plans it with measured traffic.
+  recstrata::config::CorePlanRequest request;
   struct Applied {           // per plan model, same order
     std::string cpusets;     // what the model's sessions get ("1;1")
     int split_parts = 0;     // 0: not set by the allocator
     std::string source;      // "allocator" | "fixed_cpus" | "model_config"
+    int sessions = 1;        // session_num of the model's config
   };
   std::vector<Applied> applied;
 
   // {"mode", "cpus", "shared_cpus", "summary", "models": [{"name", "role",
   //  "cpus", "cores", "dedicated", "demand_cores", "reason", "source",
-  //  "cpusets", "split_parts"}]}
-  std::string StatusJson() const;
+  //  "cpusets", "split_parts" <per_model[i]>}] <extra>}: per_model[i] and
+  // extra are appended verbatim (",\"key\":value..." or "").
+  std::string StatusJson(const std::vector<std::string>& per_model = {}, const std::string& extra = "") const;
   // Prometheus gauges (host/metrics.h RenderCoreMetrics).
   std::string MetricsText() const;
 };
 
 // Plans `options` over `models` and rewrites their config_json (static
-// mode; "off" changes nothing). Throws rs::Error: RS_ERR_INVALID_ARGUMENT
+// mode, and dynamic mode's plan at open; "off" changes nothing). In dynamic
+// mode a model the allocator places whose model_config runs ops on
+// inter-op pools (inter_op_parallelism_threads >= 0) is refused: only
+// inline sessions can be re-pinned. Throws rs::Error: RS_ERR_INVALID_ARGUMENT
 // (core_cpus malformed or outside the process affinity, fixed_cpus and
 // model_config cpusets both set, a malformed cpusets, a spec the allocator
 // rejects), RS_ERR_FAILED_PRECONDITION (the floors do not fit the CPUs);

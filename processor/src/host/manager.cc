@@ -75,6 +75,7 @@ Manager::Manager(HostSpec spec, ModelDeps deps)
     for (auto& [name, s] : slots_) Pass(*s);
     ++polls_;
   }
+  if (cores_.mode == "dynamic") StartReplanner(spec.cores.replan_interval_ms);  // after the first loads
   if (poll_seconds_ > 0) poller_ = std::thread([this] { PollLoop(); });
 }
 
@@ -239,6 +240,7 @@ void Manager::Load(Slot& s, int64_t v, const std::string& path) {
   Record& rec = s.records[v];
   rec.fingerprint = fp;
   rec.layout = std::move(layout);
+  if (r.model && !s.dyn_cpus.empty()) Repin(s, *r.model, &rec);  // a re-plan ran while it loaded
   rec.loader = r.lowered ? "nice +" + std::to_string(load_nice_) : "normal priority";
   if (!r.model) {
     rec.state = State::kFailed;
@@ -425,6 +427,7 @@ void Manager::Shutdown() {
   }
   stop_cv_.notify_all();
   if (poller_.joinable() && poller_.get_id() != std::this_thread::get_id()) poller_.join();
+  if (replanner_) replanner_->Stop();
   std::lock_guard<std::mutex> pass(pass_mu_);  // no load in progress from here on
   std::vector<std::shared_ptr<Servable>> dropped;
   {
@@ -521,7 +524,7 @@ std::string Manager::StatusJson() {
     }
     o += "]}";
   }
-  o += "],\"cores\":" + cores_.StatusJson() + "}";
+  o += "],\"cores\":" + (replanner_ ? replanner_->StatusJson() : cores_.StatusJson()) + "}";
   return o;
 }
 
@@ -576,7 +579,7 @@ std::string Manager::MetricsText() {
     }
   }
   live.clear();
-  return RenderMetrics(models) + cores_.MetricsText();
+  return RenderMetrics(models) + (replanner_ ? replanner_->MetricsText() : cores_.MetricsText());
 }
 
 }  // namespace rs::host

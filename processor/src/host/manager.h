@@ -41,6 +41,7 @@
 #include "core/model_deps.h"
 #include "host/config.h"
 #include "host/core_allocation.h"
+#include "host/core_replanner.h"
 #include "host/loader.h"
 #include "host/servable.h"
 
@@ -75,6 +76,13 @@ class Manager {
   std::string StatusJson();
   std::string MetricsText();
 
+  // Dynamic core allocation (host/core_replanner.h; manager_cores.cc): one
+  // re-plan decision now, and the test hook that imposes cpus on models
+  // (CoreReplanner::Force). Both return the decision's JSON. Not in dynamic
+  // mode, or the host is closed: RS_ERR_FAILED_PRECONDITION.
+  std::string ReplanCores();
+  std::string ForceCorePlan(const char* plan_json);
+
   // Stops discovery and refuses new calls; unleased versions are closed
   // before this returns. Idempotent.
   void Shutdown();
@@ -107,6 +115,7 @@ class Manager {
     std::string base_error;
     uint64_t loads = 0, load_failures = 0, revivals = 0;
     bool loaded_once = false;
+    std::string dyn_cpus;  // dynamic mode: the CPUs a re-plan moved it to ("": as its config says)
   };
 
   Slot& Find(const char* model);  // throws NOT_FOUND / INVALID_ARGUMENT (slots_ is fixed)
@@ -126,11 +135,20 @@ class Manager {
   void RefreshDraining(Slot& s);  // caller holds mu_
   void PollLoop();
   static const char* StateName(State st);
+  // Dynamic core allocation (manager_cores.cc).
+  void StartReplanner(int64_t interval_ms);
+  std::vector<ModelTotals> CoreTotals();                // takes mu_
+  std::string ApplyCores(const CoreAllocation& next);   // takes mu_
+  // Re-pins a loaded model to s.dyn_cpus and refreshes rec.layout; "" or the
+  // error. Caller holds mu_.
+  std::string Repin(const Slot& s, Model& m, Record* rec);
+  CoreReplanner& Replanner();
 
   VersionLoader loader_;
   double poll_seconds_, retry_seconds_;
   int load_nice_;
-  const CoreAllocation cores_;  // the plan in force (fixed after construction)
+  const CoreAllocation cores_;  // the plan made at open (static mode: in force for good)
+  std::unique_ptr<CoreReplanner> replanner_;  // dynamic mode: the plan in force (set in the constructor)
   std::map<std::string, std::unique_ptr<Slot>, std::less<>> slots_;  // fixed after construction
   std::shared_ptr<Reaper> reaper_ = std::make_shared<Reaper>();
 

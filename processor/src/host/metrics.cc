@@ -298,12 +298,29 @@ std::string RenderCoreMetrics(const std::string& mode, const std::string& cpus, 
   Header(out, "rs_host_model_cores", "gauge", "Cores the model's sessions run on in the current plan.");
   for (const auto& g : models)
     out += "rs_host_model_cores{" + M(g) + ",role=\"" + Label(g.role) + "\"} " + std::to_string(g.cores) + "\n";
-  Header(out, "rs_host_model_demand_cores", "gauge", "Cores the model's declared load asks for.");
+  Header(out, "rs_host_model_demand_cores", "gauge", "Cores the model's declared (static) or last measured (dynamic) load asks for.");
   for (const auto& g : models) out += "rs_host_model_demand_cores{" + M(g) + "} " + Num(g.demand_cores) + "\n";
   Header(out, "rs_host_model_cores_dedicated", "gauge", "1 when no other model runs on the model's cores.");
   for (const auto& g : models) out += "rs_host_model_cores_dedicated{" + M(g) + "} " + (g.dedicated ? "1" : "0") + "\n";
   Header(out, "rs_host_model_cpus_info", "gauge", "The model's CPU list in the current plan (value 1).");
   for (const auto& g : models) out += "rs_host_model_cpus_info{" + M(g) + ",cpus=\"" + Label(g.cpus) + "\"} 1\n";
+  return out;
+}
+
+std::string RenderReplanMetrics(uint64_t decisions, uint64_t replans, const std::vector<MeasuredGauge>& models) {
+  std::string out;
+  Header(out, "rs_host_core_decisions_total", "counter", "Dynamic core allocation: re-plan decisions made (kept or changed).");
+  out += "rs_host_core_decisions_total " + std::to_string(decisions) + "\n";
+  Header(out, "rs_host_core_replans_total", "counter", "Dynamic core allocation: decisions that changed the plan and re-pinned.");
+  out += "rs_host_core_replans_total " + std::to_string(replans) + "\n";
+  auto M = [](const MeasuredGauge& g) { return "model=\"" + Label(g.model) + "\""; };
+  Header(out, "rs_host_model_measured_rps", "gauge", "Requests per second over the last re-plan window.");
+  for (const auto& g : models) out += "rs_host_model_measured_rps{" + M(g) + "} " + Num(g.rps) + "\n";
+  Header(out, "rs_host_model_measured_cpu_ms_per_request", "gauge",
+         "Calling-thread CPU milliseconds per request over the last re-plan window.");
+  for (const auto& g : models) out += "rs_host_model_measured_cpu_ms_per_request{" + M(g) + "} " + Num(g.cpu_ms_per_request) + "\n";
+  Header(out, "rs_host_model_measured_p99_ms", "gauge", "p99 latency estimate (histogram deltas) over the last re-plan window.");
+  for (const auto& g : models) out += "rs_host_model_measured_p99_ms{" + M(g) + "} " + Num(g.p99_ms) + "\n";
   return out;
 }
 

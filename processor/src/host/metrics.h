@@ -25,6 +25,9 @@ struct VersionCounters {
   std::atomic<uint64_t> errors{0};    // of those, the failed ones
   std::array<std::atomic<uint64_t>, kLatencyBuckets.size() + 1> buckets{};  // successful calls
   std::atomic<uint64_t> latency_ns_sum{0};
+  // Thread CPU time (CLOCK_THREAD_CPUTIME_ID) of the calling thread around
+  // each call, failed ones included: dynamic core allocation's CPU per request.
+  std::atomic<uint64_t> cpu_ns_sum{0};
   // Dynamic batching (host/batcher.h): calls per model run, calls queued now.
   std::array<std::atomic<uint64_t>, kBatchBuckets.size() + 1> batch_buckets{};
   std::atomic<uint64_t> batch_calls_sum{0};
@@ -72,6 +75,18 @@ struct CoreGauge {
 // (0/1) and rs_host_model_cpus_info{model,cpus} 1.
 std::string RenderCoreMetrics(const std::string& mode, const std::string& cpus, const std::string& shared_cpus,
                               const std::vector<CoreGauge>& models);
+
+// Dynamic core allocation (host/core_replanner.h): what one model measured
+// over the last window.
+struct MeasuredGauge {
+  std::string model;
+  double rps = 0, cpu_ms_per_request = 0, p99_ms = 0;
+};
+
+// rs_host_core_decisions_total, rs_host_core_replans_total, and per model
+// rs_host_model_measured_rps, rs_host_model_measured_cpu_ms_per_request,
+// rs_host_model_measured_p99_ms.
+std::string RenderReplanMetrics(uint64_t decisions, uint64_t replans, const std::vector<MeasuredGauge>& models);
 
 }  // namespace rs::host
 
