@@ -196,7 +196,7 @@ void Batcher::RunBatch(const std::vector<Call*>& batch) {
         TF_Tensor* part = TF_AllocateTensor(TF_TensorType(t), dims.data(), nd, row_bytes * c->rows);
         if (part == nullptr) Fail(RS_ERR_RESOURCE_EXHAUSTED, "out of memory");
         r->tensors.push_back(part);
-        if (row_bytes * c->rows)
+        if (row_bytes * c->rows != 0)
           std::memcpy(TF_TensorData(part), static_cast<const char*>(TF_TensorData(t)) + row_bytes * row0,
                       row_bytes * c->rows);
       }
