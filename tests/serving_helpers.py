@@ -59,3 +59,25 @@ def assert_outputs(out: dict, exp: dict) -> None:
     assert out.keys() == exp.keys()
     for k in out:
         np.testing.assert_allclose(out[k], exp[k], rtol=1e-6, atol=1e-7)
+
+
+def build_busy_model(path, steps=20):
+    """x [-1,2] -> y = sum(x) per row, after `steps` single-thread 256x256 matmuls (a model
+    whose runs keep a core busy: 20 steps ~30-100 ms, 60 steps ~0.1-0.5 s)."""
+    import tensorflow as tf
+
+    class Busy(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.big = tf.Variable(np.full((256, 256), 1e-3, np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+        def serve(self, x):
+            h = tf.tile(tf.reshape(tf.reduce_sum(x), [1, 1]), [256, 256])
+            for _ in range(steps):
+                h = tf.matmul(h, self.big) + 1.0
+            return {"y": tf.reduce_sum(x, axis=1) + tf.reduce_sum(h) * 0.0}
+
+    m = Busy()
+    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve})
+    return path

@@ -21,31 +21,10 @@ from recstrata.cost_model import cpu_list, plan_cores
 from recstrata.errors import FailedPreconditionError, InvalidArgumentError
 from recstrata.host import Host
 
-from serving_helpers import X, build_const_model, put_version
+from serving_helpers import X, build_busy_model, build_const_model, put_version
 
 CPUS = sorted(os.sched_getaffinity(0))
 two_cpus = pytest.mark.skipif(len(CPUS) < 2, reason="needs 2 cpus")
-
-
-def build_heavy_model(path):
-    """x [-1,2] -> y = sum(x) per row, after ~0.1-0.5 s of single-thread matmuls."""
-    import tensorflow as tf
-
-    class Heavy(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.big = tf.Variable(np.full((256, 256), 1e-3, np.float32))
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
-        def serve(self, x):
-            h = tf.tile(tf.reshape(tf.reduce_sum(x), [1, 1]), [256, 256])
-            for _ in range(60):
-                h = tf.matmul(h, self.big) + 1.0
-            return {"y": tf.reduce_sum(x, axis=1) + tf.reduce_sum(h) * 0.0}
-
-    m = Heavy()
-    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve})
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +151,7 @@ def test_static_plan_pins_every_version_and_is_reported(tmp_path, template):
 
 @two_cpus
 def test_sessions_really_run_on_their_cores(tmp_path):
-    heavy = build_heavy_model(tmp_path / "heavy")
+    heavy = build_busy_model(tmp_path / "heavy", steps=60)
     b = bases(tmp_path, heavy, ["base", "exp"])
     cfg = host_config(b, cores={"base": {"role": "baseline"}}, core_allocation="static",
                       core_cpus=f"{CPUS[0]},{CPUS[1]}")
