@@ -6,10 +6,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <system_error>
 
 #include "base/status.h"
 #include "bundle/keys.h"
@@ -23,6 +25,13 @@ const std::string& BundleDir() {
     std::string d = std::string(tmp && *tmp ? tmp : "/tmp") + "/rs_fuzz_manifest_" + std::to_string(getpid());
     std::filesystem::create_directories(d + "/dense/variables");
     std::ofstream(d + "/dense/saved_model.pb") << "0123456789";
+    // Removed at exit (a plain buffer: it must outlive this static string).
+    static char to_remove[4096];
+    std::snprintf(to_remove, sizeof to_remove, "%s", d.c_str());
+    std::atexit([] {
+      std::error_code ec;
+      std::filesystem::remove_all(to_remove, ec);
+    });
     return d;
   }();
   return dir;
