@@ -472,7 +472,8 @@ def main(argv=None) -> int:
                                         / results["rs_bundle_ssd10_bf16"]["b512_c1"]["median_ms"])
     for k, v in speed.items():
         print(f"{k}: {v:.2f}")
-    print("fusion_gain_b64: not measured (no graph fusion pass of our own yet)")
+    print("fusion_gain_b64: not measured here (the graph rewrite is measured on the Keras export by "
+          "perf/bench_serving.py --model keras --fusion-only)")
     summary = {"bench": "bundle", "quick": quick, **speed, "seconds_per_cell": seconds,
                "tables": N_SPARSE, "rows": int(sum(rows)), "table_mib": table_bytes / 2**20,
                "dram_fraction": 0.10, "requests_per_batch": nreq, "results": results,

@@ -270,6 +270,8 @@ def main(argv=None) -> int:
         summary["fusion_gain_b64_python"] = fusion["gain_python"]
     if not args.configs and not args.fusion_only:
         save_plot(plot_path("serving", args.quick), lambda fig: plot(fig, summary))
+    if fusion:
+        save_plot(plot_path("serving_fusion", args.quick), lambda fig: plot_fusion(fig, fusion))
     print_result(summary, compact=False)
     return 0
 
@@ -287,6 +289,20 @@ def plot(fig, summary: dict) -> None:
                      {s: [med.get((s, b), float("nan")) for b in batches] for s in systems},
                      "median ms per call (log)", log=True)
         ax.set_title(f"{name} model, 1 caller")
+
+
+def plot_fusion(fig, fusion: dict) -> None:
+    """The fusion figure: median and p99 per call, graph_rewrite off vs on, per calling path."""
+    ax = fig.add_subplot(1, 1, 1)
+    paths = {"c_rs_run": "native loop", "rs_run": "Python Model.run"}
+    cells = fusion["cells"]
+    grouped_bars(ax, list(paths.values()),
+                 {f"{stat} {mode}": [cells[f"{p}@{mode}"][f"{stat}_ms"] for p in paths]
+                  for stat in ("median", "p99") for mode in ("off", "on")},
+                 "ms per call")
+    ax.set_title(f"graph_rewrite off vs on, Keras export, batch {fusion['batch']}, 1 caller "
+                 f"(median gain native {fusion['gain_native']:.1%}, Python {fusion['gain_python']:.1%})",
+                 fontsize=9)
 
 
 def measure_model(name: str, model_dir: Path, batches: list[int], callers_list: list[int], systems: list[str],
