@@ -2,36 +2,24 @@
 // names (bundle/keys.h): the input is written as bundle.json of a bundle
 // directory holding one small file; reading either yields a manifest whose
 // every table's key scheme builds, or throws rs::Error.
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <system_error>
 
 #include "base/status.h"
 #include "bundle/keys.h"
 #include "bundle/manifest.h"
+#include "fuzz_temp_dir.h"
 
 namespace {
 
 const std::string& BundleDir() {
   static const std::string dir = [] {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string d = std::string(tmp && *tmp ? tmp : "/tmp") + "/rs_fuzz_manifest_" + std::to_string(getpid());
+    std::string d = rs_fuzz::MakeTempDir("manifest");
     std::filesystem::create_directories(d + "/dense/variables");
     std::ofstream(d + "/dense/saved_model.pb") << "0123456789";
-    // Removed at exit (a plain buffer: it must outlive this static string).
-    static char to_remove[4096];
-    std::snprintf(to_remove, sizeof to_remove, "%s", d.c_str());
-    std::atexit([] {
-      std::error_code ec;
-      std::filesystem::remove_all(to_remove, ec);
-    });
     return d;
   }();
   return dir;

@@ -9,12 +9,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "fuzz_temp_dir.h"
 #include "store/store.h"
 #include "store/store_options.h"
 
@@ -98,13 +99,10 @@ bool Reset(const Pristine& p) {
 
 const Pristine& Setup() {
   static const Pristine p = [] {
-    const char* tmp = std::getenv("TMPDIR");
-    const std::string base = std::string(tmp && *tmp ? tmp : "/tmp") + "/rs_fuzz_store_" + std::to_string(getpid());
+    const std::string base = rs_fuzz::MakeTempDir("store");
     Pristine p;
     p.dir = base + "/pristine";
     p.work = base + "/work";
-    fs::remove_all(base);
-    fs::create_directories(base);
     try {
       auto s = rs::store::Store::OpenJson(p.dir, R"({"tiers":"dram+ssd","compaction":"off","durability":"none","shard_bits":0,"dram_capacity_bytes":65536})");
       for (int t = 0; t < 2; ++t) {
@@ -141,13 +139,6 @@ const Pristine& Setup() {
     p.open_options = rs::store::ParseJson<recstrata::store::StoreOptions>(
         R"({"create_if_missing":false,"compaction":"off","durability":"none","shard_bits":0,"dram_capacity_bytes":65536})",
         "fuzz options");
-    // Removed at exit (a plain buffer: it must outlive the static Pristine).
-    static char base_dir[4096];
-    std::snprintf(base_dir, sizeof base_dir, "%s", base.c_str());
-    std::atexit([] {
-      std::error_code ec;
-      fs::remove_all(base_dir, ec);
-    });
     fs::copy(p.dir, p.work, fs::copy_options::recursive);
     // RS_FUZZ_WRITE_SEEDS=<dir>: write one seed per file (its index byte + its
     // pristine bytes), so the corpus always matches the current format.
